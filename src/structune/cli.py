@@ -1,0 +1,288 @@
+"""The `structune` command: one thin subcommand per library call.
+
+Parsing flags and printing results is all that happens here; torch and transformers are
+imported only by the subcommands that need them, so `structune --help` stays fast.
+Errors structune raises on purpose print as one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from structune.errors import StructuneError
+
+Handler = Callable[[argparse.Namespace], None]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.handler(args)
+    except StructuneError as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; recorded work is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="structune",
+        description="Teach a small local model to answer in your schema: "
+        "record a teacher, LoRA fine-tune, compare.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    demo = command("demo", _demo, "the album workflow end to end: record, fine-tune, compare")
+    demo.add_argument(
+        "--teacher",
+        help="record from this model (e.g. openai:gpt-4o) instead of the curated answers",
+    )
+    demo.add_argument("--heldout", type=int, default=20, help="held-out movies to compare on")
+    demo.add_argument("--report", type=Path, help="also write the comparison as JSON here")
+    _db_flag(demo)
+    _train_flags(demo)
+
+    rec = command("record", _record, "record a teacher's answers to a program into the dataset")
+    rec.add_argument("--program", default="album", help="built-in name or module:attribute")
+    rec.add_argument(
+        "--inputs",
+        required=True,
+        type=Path,
+        help="JSONL of input variables, or "
+        "a text file with one value per line for one-variable programs",
+    )
+    rec.add_argument("--teacher", required=True, help="openai:MODEL, local:BASE[+ADAPTER], ...")
+    rec.add_argument("--batch-size", type=int, default=8)
+    rec.add_argument("--max-tokens", type=int, default=1024)
+    _db_flag(rec)
+
+    imp = command("import", _import, "import a JSONL file (OpenAI chat fine-tuning format)")
+    imp.add_argument("path", type=Path)
+    imp.add_argument("--task", help="task name for plain {'messages': ...} lines")
+    imp.add_argument("--teacher", help="teacher name for plain lines (default: import:FILE)")
+    imp.add_argument("--program", help="validate plain lines against this program's schema")
+    _db_flag(imp)
+
+    exp = command("export", _export, "export recorded examples as JSONL")
+    exp.add_argument("path", type=Path)
+    exp.add_argument("--task")
+    exp.add_argument("--valid-only", action="store_true")
+    _db_flag(exp)
+
+    datasets = command("datasets", _datasets, "list recorded tasks and their example counts")
+    _db_flag(datasets)
+
+    train = command("train", _train, "LoRA fine-tune a base model on recorded examples")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="train on this task's valid examples in the dataset")
+    source.add_argument("--jsonl", type=Path, help="train on a JSONL file instead")
+    train.add_argument("--parent", help="continue training this adapter id")
+    _db_flag(train)
+    _train_flags(train)
+
+    command("adapters", _adapters, "list trained adapters")
+    command("models", _models, "list built-in base models")
+
+    cmp = command("compare", _compare, "compare models on a program over held-out inputs")
+    cmp.add_argument("--program", default="album")
+    cmp.add_argument("--inputs", required=True, type=Path)
+    cmp.add_argument("--model", action="append", required=True, help="repeatable: a model spec")
+    cmp.add_argument("--max-tokens", type=int, default=384)
+    cmp.add_argument("--json", type=Path, help="also write the comparison as JSON here")
+    return parser
+
+
+def _db_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", type=Path, help="dataset file (default: $STRUCTUNE_DB or the user data directory)"
+    )
+
+
+def _train_flags(parser: argparse.ArgumentParser) -> None:
+    from structune.train.lora import TrainConfig
+
+    defaults = TrainConfig()
+    parser.add_argument("--base", default="smollm2-135m", help="base model spec")
+    parser.add_argument("--epochs", type=float, default=defaults.epochs)
+    parser.add_argument(
+        "--max-steps", type=int, help="stop after this many steps (wins over epochs)"
+    )
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--lora-r", type=int, default=defaults.lora_r)
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from structune.train.lora import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+    )
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from structune.record.store import DatasetStore
+
+    return DatasetStore(args.db)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from structune.demo import run_demo
+    from structune.llms.spec import llm_from_spec
+
+    teacher = llm_from_spec(args.teacher) if args.teacher else None
+    with _store(args) as store:
+        result = run_demo(
+            teacher=teacher,
+            base=args.base,
+            store=store,
+            heldout=args.heldout,
+            config=_train_config(args),
+            report_path=args.report,
+        )
+    r = result.recording
+    print(f"recorded {r.recorded} new answers ({r.skipped} already there; {r.invalid} invalid)")
+    a = result.adapter
+    print(
+        f"adapter {a.id}: {result.train_examples} examples, {a.steps} steps, "
+        f"loss {a.loss_history[0]:.3f} → {a.loss_history[-1]:.3f}, "
+        f"{a.tokens_trained / a.train_seconds:.0f} tokens/s"
+    )
+    print()
+    print(result.comparison.table())
+    for model, answers in result.comparison.answers.items():
+        first = answers[0]
+        verdict = "valid Album" if first.valid else f"INVALID: {first.error}"
+        print(f"\n── {model} on {first.inputs['movie_name']} ({verdict})\n{first.text[:600]}")
+
+
+def _record(args: argparse.Namespace) -> None:
+    from structune.llms.spec import llm_from_spec
+    from structune.record.recorder import record
+    from structune.tasks import load_program, read_inputs
+
+    program = load_program(args.program)
+    inputs = read_inputs(args.inputs, program)
+    teacher = llm_from_spec(args.teacher)
+    with _store(args) as store:
+        s = record(
+            program,
+            teacher,
+            inputs,
+            store=store,
+            batch_size=args.batch_size,
+            max_tokens=args.max_tokens,
+        )
+    print(
+        f"recorded {s.recorded} ({s.valid} valid, {s.invalid} invalid); skipped {s.skipped} "
+        "already recorded"
+    )
+
+
+def _import(args: argparse.Namespace) -> None:
+    from structune.record.jsonl import import_jsonl
+    from structune.tasks import load_program
+
+    program = load_program(args.program) if args.program else None
+    with _store(args) as store:
+        s = import_jsonl(args.path, store, program=program, task=args.task, teacher=args.teacher)
+    print(f"imported {s.added} examples from {args.path} ({s.skipped} already there)")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from structune.record.jsonl import export_jsonl
+
+    with _store(args) as store:
+        n = export_jsonl(store, args.path, task=args.task, valid_only=args.valid_only)
+    print(f"wrote {n} examples to {args.path}")
+
+
+def _datasets(args: argparse.Namespace) -> None:
+    with _store(args) as store:
+        print(f"{store.path}")
+        for t in store.summary():
+            print(
+                f"  {t.task:<20} {t.examples:>6} examples  {t.valid:>6} valid  "
+                f"teachers: {', '.join(t.teachers)}"
+            )
+
+
+def _train(args: argparse.Namespace) -> None:
+    from structune.train.lora import finetune
+    from structune.train.sources import conversations_from_jsonl, conversations_from_store
+
+    if args.jsonl:
+        conversations, task = conversations_from_jsonl(args.jsonl), args.jsonl.stem
+    else:
+        with _store(args) as store:
+            conversations, task = conversations_from_store(store, args.task), args.task
+    m = finetune(
+        conversations, base=args.base, config=_train_config(args), parent=args.parent, task=task
+    )
+    print(
+        f"adapter {m.id}: {m.dataset_size} examples, {m.steps} steps, "
+        f"final loss {m.loss_history[-1]:.4f}, saved in {m.path}"
+    )
+
+
+def _adapters(args: argparse.Namespace) -> None:
+    from structune.train.adapters import list_adapters
+
+    for m in list_adapters():
+        loss = f"{m.loss_history[-1]:.4f}" if m.loss_history else "-"
+        parent = f" parent={m.parent}" if m.parent else ""
+        print(
+            f"{m.id:<24} base={m.base_model} task={m.task} examples={m.dataset_size} "
+            f"steps={m.steps} loss={loss} created={m.created[:19]}{parent}"
+        )
+
+
+def _models(args: argparse.Namespace) -> None:
+    from structune.models.loading import BUILTIN_MODELS
+
+    for name, model in BUILTIN_MODELS.items():
+        print(f"{name:<16} {model.description}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from structune.evaluate.compare import compare
+    from structune.llms.spec import llm_from_spec
+    from structune.tasks import load_program, read_inputs
+
+    program = load_program(args.program)
+    inputs = read_inputs(args.inputs, program)
+    models = {spec: llm_from_spec(spec) for spec in args.model}
+    comparison = compare(program, models, inputs, max_tokens=args.max_tokens)
+    print(comparison.table())
+    if args.json:
+        comparison.write_json(args.json)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""A plain Python function as a model: the offline teacher, and the easiest fake in tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from structune.llms.base import LLM, Completion, Message
+
+
+class CallableLLM(LLM):
+    """Wraps `fn(messages) -> str` as an `LLM`.
+
+    Args:
+        fn: returns the answer text for a conversation.
+        model_id: the name recorded as the teacher; defaults to the function's name.
+    """
+
+    def __init__(self, fn: Callable[[Sequence[Message]], str], *, model_id: str | None = None):
+        self.fn = fn
+        self.model_id = model_id or f"callable:{getattr(fn, '__name__', 'fn')}"
+
+    def complete(
+        self, messages: Sequence[Message], *, max_tokens: int = 512, temperature: float = 0.0
+    ) -> Completion:
+        start = time.perf_counter()
+        text = self.fn(messages)
+        return Completion(text=text, latency_s=time.perf_counter() - start)

@@ -1,0 +1,149 @@
+"""A local transformers model (optionally with a LoRA adapter) as an `LLM`.
+
+Conversations are rendered by `render_chat`, the same function training uses, then
+decoded in batches: prompts are sorted by length so each batch pads little, padded on
+the left, and decoded greedily unless a temperature is given. A base model plus adapter
+is merged once at load time, so decoding costs what the base model costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from structune.llms.base import LLM, Completion, Message
+from structune.models.chat import render_chat
+from structune.models.loading import DEFAULT_BASE_MODEL, load_model
+from structune.models.precision import DType, fast_dtype
+
+log = logging.getLogger(__name__)
+
+
+class LocalLLM(LLM):
+    """A loaded transformers causal LM and its tokenizer.
+
+    Args:
+        model: a transformers causal LM.
+        tokenizer: its tokenizer, with a chat template.
+        model_id: the name recorded with its answers.
+        batch_size: how many conversations decode together in `complete_many`.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, model_id: str, batch_size: int = 16):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.batch_size = batch_size
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+
+    @classmethod
+    def load(
+        cls,
+        base: str = DEFAULT_BASE_MODEL,
+        *,
+        adapter: str | None = None,
+        dtype: DType | None = None,
+        batch_size: int = 16,
+    ) -> LocalLLM:
+        """Load a base model, merge an adapter (by id) into it, and cast to `dtype`.
+
+        When an adapter is given its manifest names the base model, and `base` is ignored.
+        `dtype` defaults to bf16 where the hardware computes it natively, else fp32.
+        """
+        import torch
+
+        model_id = base
+        if adapter is not None:
+            from structune.train.adapters import load_manifest
+
+            manifest = load_manifest(adapter)
+            model, tokenizer = load_model(manifest.base_model, dtype="float32")
+            model = _merge_adapter(model, str(manifest.path))
+            model_id = f"{manifest.base_model}+{adapter}"
+        else:
+            model, tokenizer = load_model(base, dtype="float32")
+        model = model.to(getattr(torch, dtype or fast_dtype()))
+        return cls(model, tokenizer, model_id=model_id, batch_size=batch_size)
+
+    def complete(
+        self, messages: Sequence[Message], *, max_tokens: int = 512, temperature: float = 0.0
+    ) -> Completion:
+        return self.complete_many([messages], max_tokens=max_tokens, temperature=temperature)[0]
+
+    def complete_many(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+    ) -> list[Completion]:
+        prompts = [
+            render_chat(self.tokenizer, m, add_generation_prompt=True) for m in conversations
+        ]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: dict[int, Completion] = {}
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            completions = self._generate([prompts[i] for i in batch], max_tokens, temperature)
+            results.update(zip(batch, completions, strict=True))
+        return [results[i] for i in range(len(prompts))]
+
+    def _generate(
+        self, prompts: list[str], max_tokens: int, temperature: float
+    ) -> list[Completion]:
+        import torch
+
+        tok = self.tokenizer
+        # The chat template already wrote every special token the model expects.
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sampling: dict[str, Any] = (
+            {"do_sample": True, "temperature": temperature}
+            if temperature > 0
+            else {"do_sample": False}
+        )
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_tokens,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+                **sampling,
+            )
+        latency = time.perf_counter() - started
+        generated = out[:, enc["input_ids"].shape[1] :].tolist()
+        prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        completions = []
+        for tokens, prompt_tokens in zip(generated, prompt_lengths, strict=True):
+            finished = tok.eos_token_id in tokens
+            if finished:
+                tokens = tokens[: tokens.index(tok.eos_token_id) + 1]
+            completions.append(
+                Completion(
+                    text=tok.decode(tokens, skip_special_tokens=True).strip(),
+                    finish_reason="stop" if finished else "length",
+                    prompt_tokens=int(prompt_tokens),
+                    completion_tokens=len(tokens),
+                    latency_s=latency,
+                )
+            )
+        return completions
+
+
+def _merge_adapter(model: Any, adapter_path: str) -> Any:
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(model, adapter_path)
+    except Exception as exc:  # peft/safetensors raise many types on corrupt files
+        from structune.errors import BackendError
+
+        raise BackendError(
+            f"cannot load the adapter in {adapter_path}: {type(exc).__name__}: {exc}. "
+            "The adapter files are corrupt or truncated; train it again"
+        ) from None
+    return peft_model.merge_and_unload()

@@ -1,0 +1,130 @@
+"""Any OpenAI-compatible chat completions endpoint as an `LLM` (a black box: no grammar).
+
+Transient failures (429, 5xx, timeouts, refused connections) are retried with
+exponential backoff, honouring `Retry-After`; a 4xx other than 429 is the caller's
+mistake (bad key, bad request) and fails at once. The key comes from an environment
+variable, never from a file in the project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from structune.errors import BackendError, UserError
+from structune.llms.base import LLM, Completion, Message
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class OpenAICompatibleLLM(LLM):
+    """A chat model behind `POST {base_url}/chat/completions`.
+
+    Args:
+        model: the model name the endpoint serves.
+        base_url: the API root, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`;
+            defaults to `OPENAI_BASE_URL`, then OpenAI's.
+        api_key: the bearer token; defaults to the environment variable `api_key_env`.
+        max_retries: how many times a transient failure is retried.
+        timeout: seconds per request.
+        client: an `httpx.Client` to use instead of a new one.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        timeout: float = 120.0,
+        client: httpx.Client | None = None,
+    ):
+        self.model = model
+        self.base_url = (
+            base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        ).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get(api_key_env)
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.client = client or httpx.Client(timeout=timeout)
+        self.model_id = f"openai:{model}"
+
+    def complete(
+        self, messages: Sequence[Message], *, max_tokens: int = 512, temperature: float = 0.0
+    ) -> Completion:
+        body = {
+            "model": self.model,
+            "messages": list(messages),
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        started = time.perf_counter()
+        data = self._post("/chat/completions", body)
+        try:
+            choice = data["choices"][0]
+            usage = data.get("usage") or {}
+            return Completion(
+                text=choice["message"]["content"] or "",
+                finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+                latency_s=time.perf_counter() - started,
+            )
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BackendError(
+                f"{self.base_url} answered an unexpected body ({exc!r}): {data}"
+            ) from None
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        url = self.base_url + path
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            try:
+                response = self.client.post(url, json=body, headers=headers)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if last:
+                    raise BackendError(
+                        f"cannot reach {url} ({type(exc).__name__}: {exc}) after "
+                        f"{attempt + 1} attempt(s); is the server running and the URL right?"
+                    ) from None
+                self._sleep(attempt, None)
+                continue
+            if response.status_code == 200:
+                try:
+                    return response.json()
+                except ValueError:
+                    if last:
+                        raise BackendError(f"{url} answered a body that is not JSON") from None
+                    self._sleep(attempt, None)
+                    continue
+            if response.status_code in (401, 403):
+                raise UserError(
+                    f"{url} refused the API key (HTTP {response.status_code}); "
+                    "set OPENAI_API_KEY (or the variable you named) to a valid key"
+                )
+            if response.status_code not in _RETRYABLE_STATUS or last:
+                raise BackendError(
+                    f"{url} answered HTTP {response.status_code}: {response.text[:300]}"
+                )
+            self._sleep(attempt, response.headers.get("retry-after"))
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        delay = self.backoff_s * 2**attempt
+        if retry_after is not None:
+            with contextlib.suppress(ValueError):  # an HTTP date: keep the backoff
+                delay = max(delay, float(retry_after))
+        log.warning("retrying %s in %.1fs (attempt %d)", self.base_url, delay, attempt + 2)
+        time.sleep(delay)

@@ -1,0 +1,35 @@
+"""Model specs as written on the command line → `LLM` objects.
+
+- `openai:MODEL`: an OpenAI-compatible endpoint (`OPENAI_BASE_URL`, `OPENAI_API_KEY`);
+- `local:BASE` or `local:BASE+ADAPTER_ID`: a local transformers model, with an adapter;
+- `ADAPTER_ID`: shorthand for the adapter on its own base model.
+"""
+
+from __future__ import annotations
+
+from structune.errors import UserError
+from structune.llms.base import LLM
+
+
+def llm_from_spec(spec: str) -> LLM:
+    if spec.startswith("openai:"):
+        from structune.llms.openai_compat import OpenAICompatibleLLM
+
+        return OpenAICompatibleLLM(spec.removeprefix("openai:"))
+    from structune.llms.local import LocalLLM
+
+    if spec.startswith("local:"):
+        base, _, adapter = spec.removeprefix("local:").partition("+")
+        return LocalLLM.load(base, adapter=adapter or None)
+    from structune.models.loading import BUILTIN_MODELS
+
+    if spec in BUILTIN_MODELS:
+        return LocalLLM.load(spec)
+    from structune.train.adapters import adapters_dir
+
+    if (adapters_dir() / spec).is_dir():
+        return LocalLLM.load(adapter=spec)
+    raise UserError(
+        f"unknown model {spec!r}; use openai:MODEL, local:BASE, local:BASE+ADAPTER, "
+        f"a built-in model ({', '.join(BUILTIN_MODELS)}) or an adapter id (`structune adapters`)"
+    )

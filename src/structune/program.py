@@ -1,0 +1,193 @@
+"""Programs: a prompt template plus a Pydantic output model.
+
+A `Program` renders its template into chat messages that end with format instructions
+derived from the output model's JSON Schema (the role of LlamaIndex's
+`PydanticOutputParser`), and turns a model's text back into a validated object. Parsing
+tolerates what chat models wrap around JSON (code fences, a sentence before or after)
+but nothing else: an answer that is not a valid instance raises `InvalidOutput` with the
+raw text, so a caller never gets a half-right object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Generic, TypeVar
+
+import pydantic
+
+from structune.errors import InvalidOutput, UserError
+from structune.llms.base import LLM, Message
+
+T = TypeVar("T", bound=pydantic.BaseModel)
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant that answers with a single JSON object."
+
+FORMAT_INSTRUCTIONS = (
+    "\n\nHere's a JSON schema to follow:\n{schema}\n\n"
+    "Output a valid JSON object but do not repeat the schema."
+)
+
+_CODE_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+def extract_json_object(text: str) -> dict[str, Any]:
+    """Return the first JSON object in `text`, looking inside code fences first.
+
+    Raises:
+        InvalidOutput: when the text holds no decodable JSON object.
+    """
+    decoder = json.JSONDecoder()
+    for candidate in [*(m.group(1) for m in _CODE_FENCE.finditer(text)), text]:
+        for start in (i for i, char in enumerate(candidate) if char == "{"):
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    raise InvalidOutput(text, "no JSON object found in the output")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON as a grammar-constrained decoder writes it: compact, UTF-8 (no \\u escapes).
+
+    Training targets use this form so that the tuned model learns the same bytes that
+    constrained decoding allows; it equals pydantic's `model_dump_json()`.
+    """
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def schema_hash(schema: Mapping[str, Any]) -> str:
+    """A short, stable identity of a JSON Schema (key order does not matter)."""
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Program(Generic[T]):
+    """A prompt template with named `{variables}` and the Pydantic model its answer must fit.
+
+    Args:
+        template: the user prompt, with `str.format` fields such as `{movie_name}`.
+        output_cls: the Pydantic model the answer is validated against.
+        name: the task name under which examples are recorded; defaults to the model's name.
+        system_prompt: the system message put before the prompt.
+    """
+
+    template: str
+    output_cls: type[T]
+    name: str = ""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    variables: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not (
+            isinstance(self.output_cls, type) and issubclass(self.output_cls, pydantic.BaseModel)
+        ):
+            raise UserError(
+                f"output_cls must be a Pydantic model class (a subclass of pydantic.BaseModel), "
+                f"got {self.output_cls!r}"
+            )
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None}
+        except ValueError as exc:
+            raise UserError(f"template is not a valid format string: {exc}") from None
+        if any(not f.isidentifier() for f in fields):
+            raise UserError(
+                f"template fields must be plain names like {{movie_name}}, got {sorted(fields)}; "
+                "write literal braces as {{ and }}"
+            )
+        object.__setattr__(self, "variables", frozenset(fields))
+        if not self.name:
+            object.__setattr__(self, "name", self.output_cls.__name__.lower())
+
+    @cached_property
+    def json_schema(self) -> dict[str, Any]:
+        return self.output_cls.model_json_schema()
+
+    @cached_property
+    def schema_hash(self) -> str:
+        return schema_hash(self.json_schema)
+
+    def render(self, inputs: Mapping[str, Any]) -> str:
+        """The user prompt for `inputs`, without format instructions."""
+        missing = sorted(self.variables - inputs.keys())
+        if missing:
+            raise UserError(
+                f"template variable(s) {', '.join(missing)} missing from the inputs "
+                f"(given: {', '.join(sorted(inputs)) or 'none'})"
+            )
+        return self.template.format(**{k: inputs[k] for k in self.variables})
+
+    def messages(self, inputs: Mapping[str, Any]) -> list[Message]:
+        """The chat messages that ask a model for an answer to `inputs`."""
+        schema = json.dumps(self.json_schema, ensure_ascii=False)
+        user = self.render(inputs) + FORMAT_INSTRUCTIONS.format(schema=schema)
+        return [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": user},
+        ]
+
+    def parse(self, text: str) -> T:
+        """Validate a model's text as an instance of `output_cls`.
+
+        Raises:
+            InvalidOutput: no JSON object, or one that does not validate.
+        """
+        data = extract_json_object(text)
+        try:
+            return self.output_cls.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise InvalidOutput(text, _short_validation_error(exc)) from None
+
+    def run(
+        self,
+        llm: LLM,
+        inputs: Mapping[str, Any],
+        *,
+        max_retries: int = 0,
+        max_tokens: int = 512,
+    ) -> T:
+        """Ask `llm` for an answer and validate it.
+
+        With `max_retries`, an invalid answer is shown back to the model with its error
+        and the model answers again, at most that many more times.
+
+        Raises:
+            InvalidOutput: the last answer was still invalid.
+        """
+        if max_retries < 0:
+            raise UserError(f"max_retries must be 0 or more, got {max_retries}")
+        messages = self.messages(inputs)
+        for attempt in range(max_retries + 1):
+            text = llm.complete(messages, max_tokens=max_tokens).text
+            try:
+                return self.parse(text)
+            except InvalidOutput as exc:
+                if attempt == max_retries:
+                    raise
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": text},
+                    {
+                        "role": "user",
+                        "content": f"That answer is not valid: {exc.reason}. "
+                        "Reply with only the corrected JSON object.",
+                    },
+                ]
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def _short_validation_error(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{where}: {error['msg']}")
+    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+    return "; ".join(parts) + more

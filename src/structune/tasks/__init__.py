@@ -1,0 +1,58 @@
+"""Ready-made tasks, and how a program is named on the command line."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from structune.errors import UserError
+from structune.program import Program
+
+BUILTIN_PROGRAMS = {"album": "structune.tasks.albums:album_program"}
+
+
+def load_program(spec: str) -> Program[Any]:
+    """A built-in program name (`album`) or `package.module:attribute`."""
+    target = BUILTIN_PROGRAMS.get(spec, spec)
+    module_name, _, attribute = target.partition(":")
+    if not attribute:
+        raise UserError(
+            f"unknown program {spec!r}; use a built-in ({', '.join(BUILTIN_PROGRAMS)}) "
+            "or module:attribute pointing at a structune.Program"
+        )
+    try:
+        program = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"cannot load program {spec!r}: {exc}") from None
+    if not isinstance(program, Program):
+        raise UserError(f"{spec!r} is a {type(program).__name__}, not a structune.Program")
+    return program
+
+
+def read_inputs(path: str | Path, program: Program[Any]) -> list[dict[str, Any]]:
+    """Inputs from a JSONL file of objects or, for a one-variable program, a text file with
+    one value per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"inputs file {path} not found")
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    if path.suffix != ".jsonl":
+        if len(program.variables) != 1:
+            raise UserError(
+                f"{path}: a plain text inputs file needs a one-variable program; "
+                f"{program.name} has {sorted(program.variables)}; use JSONL objects"
+            )
+        (variable,) = program.variables
+        return [{variable: line.strip()} for _, line in lines]
+    inputs = []
+    for number, line in lines:
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(item, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object of input variables")
+        inputs.append(item)
+    return inputs

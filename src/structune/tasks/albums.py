@@ -1,0 +1,73 @@
+"""The notebook's album task: a movie in, an `Album` out.
+
+The curated answers in `data/albums.jsonl` stand in for the notebook's GPT-4 teacher
+where no API is configured: 44 hand-written albums for distinct movies, in the format
+GPT-4 answered. `data/heldout_movies.txt` holds 30 other movies that no curated answer
+uses, for comparisons on inputs never seen in training (Goodfellas, the notebook's own
+test input, first).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+import pydantic
+
+from structune.errors import UserError
+from structune.llms.base import Message
+from structune.llms.callable import CallableLLM
+from structune.program import Program
+
+
+class Song(pydantic.BaseModel):
+    """Data model for a song."""
+
+    title: str
+    length_seconds: int
+
+
+class Album(pydantic.BaseModel):
+    """Data model for an album."""
+
+    name: str
+    artist: str
+    songs: list[Song]
+
+
+PROMPT_TEMPLATE = (
+    "Generate an example album, with an artist and a list of songs. "
+    "Using the movie {movie_name} as inspiration."
+)
+
+album_program: Program[Album] = Program(PROMPT_TEMPLATE, Album, name="album")
+
+
+def curated_albums() -> list[dict[str, Any]]:
+    """The curated answers: `{"movie_name": ..., "album": {...}}` per movie."""
+    text = files("structune").joinpath("data/albums.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def heldout_movies() -> list[str]:
+    text = files("structune").joinpath("data/heldout_movies.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def curated_teacher(program: Program[Album] = album_program) -> CallableLLM:
+    """A teacher that answers the album program from the curated set, as GPT-4 would
+    (pretty-printed JSON), and refuses inputs it has no answer for."""
+    answers = {
+        program.messages({"movie_name": item["movie_name"]})[-1]["content"]: item["album"]
+        for item in curated_albums()
+    }
+
+    def answer(messages: Sequence[Message]) -> str:
+        album = answers.get(messages[-1]["content"])
+        if album is None:
+            raise UserError("the curated teacher only knows the movies in data/albums.jsonl")
+        return json.dumps(album, indent=2, ensure_ascii=False)
+
+    return CallableLLM(answer, model_id="curated:albums-v1")

@@ -1,0 +1,85 @@
+"""Adapters on disk: PEFT safetensors plus a manifest, addressed by id.
+
+Each adapter is a folder `adapters_dir()/<id>/` holding what PEFT writes
+(`adapter_config.json`, `adapter_model.safetensors`, loadable by any PEFT or vLLM
+stack) and `structune.json`, the manifest: base model, dataset identity, training config,
+loss history, parent adapter and library versions, so an adapter can be reproduced.
+Adapters are immutable; continuing training writes a new adapter whose parent is the old.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from structune.errors import BackendError, UserError
+from structune.paths import adapters_dir
+
+MANIFEST_FILE = "structune.json"
+
+
+class AdapterManifest(pydantic.BaseModel):
+    id: str
+    base_model: str
+    parent: str | None = None
+    task: str | None = None
+    dataset_hash: str
+    dataset_size: int
+    config: dict[str, Any]
+    loss_history: list[float]
+    steps: int
+    tokens_trained: int
+    train_seconds: float
+    created: str = pydantic.Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    versions: dict[str, str] = pydantic.Field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return adapters_dir() / self.id
+
+
+def list_adapters() -> list[AdapterManifest]:
+    """All saved adapters, oldest first."""
+    root = adapters_dir()
+    manifests = [_read_manifest(p) for p in sorted(root.glob(f"*/{MANIFEST_FILE}"))]
+    return sorted(manifests, key=lambda m: m.created)
+
+
+def load_manifest(adapter_id: str) -> AdapterManifest:
+    """The manifest of adapter `adapter_id`.
+
+    Raises:
+        UserError: no such adapter; the message lists the known ones.
+    """
+    path = adapters_dir() / adapter_id / MANIFEST_FILE
+    if "/" in adapter_id or not path.is_file():
+        known = ", ".join(m.id for m in list_adapters()) or "none yet"
+        raise UserError(
+            f"adapter {adapter_id!r} not found in {adapters_dir()}; known adapters: {known}; "
+            "list them with `structune adapters`"
+        )
+    return _read_manifest(path)
+
+
+def save_adapter(peft_model: Any, manifest: AdapterManifest) -> Path:
+    """Write the adapter weights and manifest, atomically (a crash leaves no half adapter)."""
+    target = manifest.path
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    peft_model.save_pretrained(staging)
+    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    staging.rename(target)
+    return target
+
+
+def _read_manifest(path: Path) -> AdapterManifest:
+    try:
+        return AdapterManifest.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"adapter manifest {path} is unreadable: {exc}") from None

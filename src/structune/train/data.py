@@ -1,0 +1,95 @@
+"""Training data: conversations in, token ids with assistant-only labels out.
+
+A training example is a chat conversation whose last turn is the assistant's answer.
+The prompt part is rendered by `render_chat` with a generation prompt and tokenized on its
+own, exactly as at inference, and the answer tokens follow; only the answer (up to and
+including the end-of-turn token) carries loss. Batches are length-bucketed and padded
+to their longest member, not to a fixed length, so compute goes to real tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from structune.errors import UserError
+from structune.llms.base import Message
+from structune.models.chat import render_chat
+
+IGNORE_INDEX = -100  # labels with this value carry no loss (PyTorch's cross-entropy default)
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def dataset_hash(conversations: Sequence[Sequence[Message]]) -> str:
+    canonical = json.dumps([list(c) for c in conversations], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def tokenize_conversation(
+    tokenizer: Any, messages: Sequence[Message], *, max_length: int
+) -> TokenizedExample:
+    """Token ids of a whole conversation; labels only on the final assistant answer."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise UserError("a training conversation must end with an assistant message")
+    prompt = render_chat(tokenizer, messages[:-1], add_generation_prompt=True)
+    full = render_chat(tokenizer, messages, add_generation_prompt=False)
+    if not full.startswith(prompt):
+        raise UserError(
+            "the chat template renders a conversation differently from its prompt, so the "
+            "answer cannot be located; use a model whose template extends the prompt"
+        )
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id in answer_ids:  # drop what the template writes after end-of-turn
+        answer_ids = answer_ids[: answer_ids.index(tokenizer.eos_token_id) + 1]
+    input_ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
+    if all(label == IGNORE_INDEX for label in labels):
+        raise UserError(
+            f"a training example's prompt alone is {len(prompt_ids)} tokens, over max_length="
+            f"{max_length}; raise max_length or shorten the prompt"
+        )
+    return TokenizedExample(input_ids, labels)
+
+
+def bucketed_batches(
+    examples: Sequence[TokenizedExample], *, batch_size: int, seed: int
+) -> Iterator[list[TokenizedExample]]:
+    """Endless batches: each epoch shuffled, then sorted by length within windows of
+    8 batches so that batches hold similar lengths and pad little."""
+    rng = random.Random(seed)
+    window = batch_size * 8
+    while True:
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lambda i: len(examples[i].input_ids))
+            batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+            rng.shuffle(batches)
+            for batch in batches:
+                yield [examples[i] for i in batch]
+
+
+def collate(batch: Sequence[TokenizedExample], *, pad_token_id: int) -> dict[str, Any]:
+    """Right-pad a batch to its longest example: tensors of shape (batch, longest)."""
+    import torch
+
+    longest = max(len(e.input_ids) for e in batch)
+    input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
+    for row, example in enumerate(batch):
+        n = len(example.input_ids)
+        input_ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

@@ -1,0 +1,229 @@
+"""LoRA supervised fine-tuning of a base model on chat conversations.
+
+A short loop written out rather than transformers' `Trainer`: measured here, `Trainer`
+with default padding spends over half its time on padding and per-step overhead
+(~111 tokens/s against ~226 raw forward+backward), while this loop pads each batch only to
+its longest example. Under CPU bf16 autocast the frozen base weights stay fp32 and LoRA
+matrices train in fp32 with AdamW; `peft` provides the LoRA layers and the saved format.
+
+Continuing an adapter (`parent=`) loads its weights as trainable and writes a new
+adapter whose manifest names the parent: the notebook's second `finetune()` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from importlib.metadata import version
+from typing import Any
+
+from structune.errors import StructuneError, UserError
+from structune.llms.base import Message
+from structune.models.loading import DEFAULT_BASE_MODEL, load_model
+from structune.models.precision import fast_dtype
+from structune.train.adapters import AdapterManifest, load_manifest, save_adapter
+from structune.train.data import (
+    IGNORE_INDEX,
+    bucketed_batches,
+    collate,
+    dataset_hash,
+    tokenize_conversation,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; saved in the adapter manifest.
+
+    `max_steps`, when set, wins over `epochs`.
+    """
+
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    warmup_ratio: float = 0.1
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    max_length: int = 1024
+    seed: int = 0
+    bf16: bool | None = None  # None: bf16 autocast where the hardware computes bf16 natively
+
+    def total_steps(self, n_examples: int) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * n_examples / self.batch_size))
+
+    def validate(self) -> None:
+        problems = [
+            f"{name} must be positive, got {value}"
+            for name, value in [
+                ("epochs", self.epochs),
+                ("batch_size", self.batch_size),
+                ("learning_rate", self.learning_rate),
+                ("lora_r", self.lora_r),
+                ("max_length", self.max_length),
+            ]
+            if value <= 0
+        ]
+        if self.max_steps is not None and self.max_steps <= 0:
+            problems.append(f"max_steps must be positive, got {self.max_steps}")
+        if problems:
+            raise UserError("invalid training config: " + "; ".join(problems))
+
+
+def learning_rate_at(step: int, *, total: int, peak: float, warmup_ratio: float) -> float:
+    """Linear warm-up to `peak`, then linear decay to zero at `total`."""
+    warmup = max(1, round(total * warmup_ratio))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def finetune(
+    conversations: Sequence[Sequence[Message]],
+    *,
+    base: str = DEFAULT_BASE_MODEL,
+    config: TrainConfig | None = None,
+    parent: str | None = None,
+    task: str | None = None,
+    progress: bool = True,
+) -> AdapterManifest:
+    """Train a LoRA adapter on `conversations` and save it.
+
+    Args:
+        conversations: chat conversations, each ending with the assistant answer to learn.
+        base: the base model spec; ignored when `parent` is given (the parent's base is used).
+        config: training settings.
+        parent: an adapter id to continue training from.
+        task: the task name recorded in the manifest.
+        progress: show a progress bar with the running loss.
+
+    Returns:
+        The manifest of the new adapter; load it with `LocalLLM.load(adapter=manifest.id)`.
+    """
+    config = config or TrainConfig()
+    config.validate()
+    if config.bf16 is None:
+        config = replace(config, bf16=fast_dtype() == "bfloat16")
+    if not conversations:
+        raise UserError(
+            "no training examples: the dataset holds no valid examples for this task; "
+            "record or import some first (`structune record`, `structune import`)"
+        )
+    parent_manifest = load_manifest(parent) if parent else None
+    if parent_manifest is not None:
+        base = parent_manifest.base_model
+
+    import torch
+
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_model(base, dtype="float32")
+    examples = [
+        tokenize_conversation(tokenizer, c, max_length=config.max_length) for c in conversations
+    ]
+    model = _with_lora(model, config, parent_manifest)
+    total = config.total_steps(len(examples))
+    losses, tokens, seconds = _train_loop(model, tokenizer, examples, config, total, progress)
+
+    manifest = AdapterManifest(
+        id=f"{task or 'adapter'}-{secrets.token_hex(4)}",
+        base_model=base,
+        parent=parent,
+        task=task,
+        dataset_hash=dataset_hash(conversations),
+        dataset_size=len(conversations),
+        config=asdict(config),
+        loss_history=losses,
+        steps=total,
+        tokens_trained=tokens,
+        train_seconds=round(seconds, 3),
+        versions={p: version(p) for p in ("structune", "torch", "transformers", "peft")},
+    )
+    save_adapter(model, manifest)
+    log.info("saved adapter %s (%d steps, final loss %.4f)", manifest.id, total, losses[-1])
+    return manifest
+
+
+def _with_lora(model: Any, config: TrainConfig, parent: AdapterManifest | None) -> Any:
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    model.config.use_cache = False
+    if parent is not None:
+        return PeftModel.from_pretrained(model, str(parent.path), is_trainable=True)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def answer_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean next-token cross-entropy over the answer tokens only.
+
+    The vocabulary projection is applied only at answer positions: with a 49k-token
+    vocabulary it is a fifth of the model's FLOPs, and most positions are prompt.
+    """
+    import torch.nn.functional as F
+
+    causal_lm = model.get_base_model()
+    hidden = causal_lm.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state  # (batch, length, hidden)
+    targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+    keep = targets != IGNORE_INDEX  # (batch, length - 1)
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])  # (answer tokens, vocab)
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+def _train_loop(
+    model: Any,
+    tokenizer: Any,
+    examples: list[Any],
+    config: TrainConfig,
+    total: int,
+    progress: bool,
+) -> tuple[list[float], int, float]:
+    """Run `total` optimizer steps; return (loss per step, tokens seen, seconds)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    batches = bucketed_batches(examples, batch_size=config.batch_size, seed=config.seed)
+    losses: list[float] = []
+    tokens = 0
+    model.train()
+    started = time.perf_counter()
+    bar = tqdm(range(total), desc="training", unit="step", disable=not progress)
+    for step in bar:
+        batch = collate(next(batches), pad_token_id=tokenizer.pad_token_id)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(
+                step, total=total, peak=config.learning_rate, warmup_ratio=config.warmup_ratio
+            )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(config.bf16)):
+            loss = answer_loss(model, batch)
+        if not torch.isfinite(loss):
+            raise StructuneError(
+                f"training stopped at step {step}: the loss is {loss.item()}; nothing was saved. "
+                "Lower the learning rate or check the data"
+            )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(round(loss.item(), 5))
+        tokens += int(batch["attention_mask"].sum())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses, tokens, time.perf_counter() - started

@@ -1,0 +1,80 @@
+"""The bundled base model, end to end: conversion, generation, fine-tune, reload by id."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from safetensors.torch import load_file
+
+from structune import BackendError, DatasetStore, TrainConfig, UserError, finetune
+from structune.llms.local import LocalLLM
+from structune.models.loading import builtin_gguf_path, load_model, resolve_model
+from structune.record import import_jsonl, record
+from structune.tasks.albums import album_program, curated_albums, curated_teacher
+from structune.train.sources import conversations_from_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def test_bundled_model_is_cached_as_a_plain_transformers_model(smollm2_dir):
+    assert (smollm2_dir / "model.safetensors").is_file()
+    model, tokenizer = load_model("smollm2-135m")
+    assert 130e6 < model.num_parameters() < 140e6
+    assert getattr(model.config, "quantization_config", None) is None  # trainable
+    assert "<|im_start|>" in tokenizer.chat_template
+    assert resolve_model("smollm2-135m") == str(smollm2_dir)  # second resolve: the cache
+
+
+def test_truncated_gguf_is_a_clear_error(tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(builtin_gguf_path("smollm2-135m").read_bytes()[:1_000_000])
+    with pytest.raises(BackendError, match="corrupt or truncated"):
+        resolve_model(str(broken))
+
+
+def test_missing_model_paths_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        resolve_model(str(tmp_path / "nope.gguf"))
+    with pytest.raises(UserError, match=r"no config\.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_base_model_answers_batched(smollm2_dir):
+    llm = LocalLLM.load("smollm2-135m", batch_size=2)
+    conversations = [album_program.messages({"movie_name": m}) for m in ["Heat", "Alien", "Up"]]
+    completions = llm.complete_many(conversations, max_tokens=24)
+    assert len(completions) == 3
+    for c in completions:
+        assert c.text and c.completion_tokens and c.completion_tokens <= 24
+        assert c.prompt_tokens and c.prompt_tokens > 200  # the schema is in the prompt
+    assert llm.model_id == "smollm2-135m"
+
+
+def test_import_train_reload_by_id_and_answer(smollm2_dir, tmp_path):
+    """The foundation's end-to-end: import a few examples → train a few steps → the
+    adapter changed, the base did not, it loads back by id and answers."""
+    with DatasetStore(tmp_path / "src.sqlite") as store:
+        movies = [{"movie_name": a["movie_name"]} for a in curated_albums()[:4]]
+        record(album_program, curated_teacher(), movies, store=store, progress=False)
+        from structune.record import export_jsonl
+
+        export_jsonl(store, tmp_path / "albums.jsonl")
+    with DatasetStore(tmp_path / "dst.sqlite") as store:
+        assert import_jsonl(tmp_path / "albums.jsonl", store).added == 4
+
+    base_digest = hashlib.sha256((smollm2_dir / "model.safetensors").read_bytes()).hexdigest()
+    config = TrainConfig(max_steps=2, batch_size=2, lora_r=4, lora_alpha=8)
+    conversations = conversations_from_jsonl(tmp_path / "albums.jsonl")
+    manifest = finetune(conversations, config=config, task="album", progress=False)
+
+    weights = load_file(manifest.path / "adapter_model.safetensors")
+    assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)
+    assert (
+        hashlib.sha256((smollm2_dir / "model.safetensors").read_bytes()).hexdigest() == base_digest
+    )
+
+    tuned = LocalLLM.load(adapter=manifest.id)
+    assert tuned.model_id == f"smollm2-135m+{manifest.id}"
+    answer = tuned.complete(album_program.messages({"movie_name": "Goodfellas"}), max_tokens=24)
+    assert answer.text and answer.completion_tokens

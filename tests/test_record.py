@@ -1,0 +1,174 @@
+import json
+import sqlite3
+
+import pytest
+
+from structune import CallableLLM, DatasetStore, UserError, export_jsonl, import_jsonl
+from structune.record import record
+from structune.tasks.albums import album_program, curated_albums, curated_teacher
+
+
+def album_answer(messages):
+    movie = messages[-1]["content"].split("Using the movie ")[1].split(" as inspiration")[0]
+    return json.dumps({"name": f"{movie} Suite", "artist": "Band", "songs": []})
+
+
+MOVIES = [{"movie_name": m} for m in ["Heat", "Alien", "Jaws", "Rocky", "Up"]]
+
+
+@pytest.fixture
+def store(tmp_path):
+    with DatasetStore(tmp_path / "data.sqlite") as s:
+        yield s
+
+
+def test_recording_stores_every_field_and_is_idempotent(store):
+    teacher = CallableLLM(album_answer, model_id="fake")
+    first = record(album_program, teacher, MOVIES, store=store, batch_size=2, progress=False)
+    assert (first.recorded, first.skipped, first.valid) == (5, 0, 5)
+    again = record(album_program, teacher, MOVIES, store=store, progress=False)
+    assert (again.recorded, again.skipped) == (0, 5)
+    examples = store.examples("album")
+    assert len(examples) == 5
+    e = examples[0]
+    assert e.inputs == {"movie_name": "Heat"}
+    assert e.parsed == {"name": "Heat Suite", "artist": "Band", "songs": []}
+    assert e.teacher == "fake" and e.schema_hash == album_program.schema_hash
+    assert e.messages == album_program.messages({"movie_name": "Heat"})
+    assert store.schema(e.schema_hash) == album_program.json_schema
+    mode = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_a_different_teacher_is_a_different_example(store):
+    record(
+        album_program, CallableLLM(album_answer, model_id="a"), MOVIES, store=store, progress=False
+    )
+    s = record(
+        album_program, CallableLLM(album_answer, model_id="b"), MOVIES, store=store, progress=False
+    )
+    assert s.recorded == 5
+
+
+def test_invalid_answers_are_kept_flagged_and_not_trained_on(store):
+    def sometimes_code(messages):
+        return "def album(): pass" if "Jaws" in messages[-1]["content"] else album_answer(messages)
+
+    s = record(album_program, CallableLLM(sometimes_code), MOVIES, store=store, progress=False)
+    assert (s.valid, s.invalid) == (4, 1)
+    (bad,) = store.examples("album", valid=False)
+    assert bad.completion == "def album(): pass" and "no JSON object" in bad.error
+    from structune.train.sources import conversations_from_store
+
+    assert len(conversations_from_store(store, "album")) == 4
+
+
+def test_a_crash_mid_run_loses_nothing_and_resume_finishes(store):
+    calls = []
+
+    def dies_on_rocky(messages):
+        calls.append(1)
+        if "Rocky" in messages[-1]["content"]:
+            raise ConnectionError("teacher went away")
+        return album_answer(messages)
+
+    teacher = CallableLLM(dies_on_rocky, model_id="t")
+    with pytest.raises(ConnectionError):
+        record(album_program, teacher, MOVIES, store=store, batch_size=1, progress=False)
+    assert len(store.examples()) == 3  # Heat, Alien, Jaws were committed
+
+    calls.clear()
+    s = record(
+        album_program, CallableLLM(album_answer, model_id="t"), MOVIES, store=store, progress=False
+    )
+    assert (s.recorded, s.skipped) == (2, 3)
+    assert len(store.examples()) == 5
+
+
+def test_missing_variable_fails_before_any_teacher_call(store):
+    calls = []
+    teacher = CallableLLM(lambda m: calls.append(m) or "{}")
+    with pytest.raises(UserError, match="movie_name"):
+        record(album_program, teacher, [*MOVIES, {"title": "Heat"}], store=store, progress=False)
+    assert calls == []
+
+
+def test_jsonl_round_trip_is_lossless(store, tmp_path):
+    record(
+        album_program, CallableLLM(album_answer, model_id="t"), MOVIES, store=store, progress=False
+    )
+    record(
+        album_program,
+        CallableLLM(lambda m: "oops", model_id="bad"),
+        MOVIES[:1],
+        store=store,
+        progress=False,
+    )
+    first = tmp_path / "a.jsonl"
+    assert export_jsonl(store, first) == 6
+    line = json.loads(first.read_text().splitlines()[0])
+    assert [m["role"] for m in line["messages"]] == ["system", "user", "assistant"]
+
+    with DatasetStore(tmp_path / "copy.sqlite") as copy:
+        summary = import_jsonl(first, copy)
+        assert (summary.added, summary.skipped) == (6, 0)
+        assert copy.examples() == store.examples()
+        second = tmp_path / "b.jsonl"
+        export_jsonl(copy, second)
+        assert second.read_bytes() == first.read_bytes()
+        assert import_jsonl(first, copy).skipped == 6
+
+
+def test_malformed_jsonl_names_file_and_line_and_imports_nothing(store, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "{}"}]}
+    path.write_text(json.dumps(good) + "\n" + '{"messages": [oops\n')
+    with pytest.raises(UserError, match=r"bad\.jsonl:2: not valid JSON"):
+        import_jsonl(path, store, task="t")
+    assert store.examples() == []
+
+
+def test_plain_openai_lines_import_with_a_task_and_validate_against_a_program(store, tmp_path):
+    path = tmp_path / "plain.jsonl"
+    lines = [
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {
+                    "role": "assistant",
+                    "content": album_answer(
+                        [{"role": "user", "content": "Using the movie X as inspiration"}]
+                    ),
+                },
+            ]
+        },
+        {"messages": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "nope"}]},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(UserError, match="task name"):
+        import_jsonl(path, store)
+    summary = import_jsonl(path, store, program=album_program)
+    assert summary.added == 2
+    assert [e.valid for e in store.examples("album")] == [True, False]
+    assert store.examples()[0].teacher == "import:plain.jsonl"
+
+
+def test_curated_teacher_answers_every_curated_movie_validly(store):
+    movies = [{"movie_name": item["movie_name"]} for item in curated_albums()]
+    s = record(album_program, curated_teacher(), movies, store=store, progress=False)
+    assert s.recorded == len(movies) >= 40 and s.invalid == 0
+
+
+def test_heldout_movies_are_not_in_the_training_set():
+    from structune.tasks.albums import heldout_movies
+
+    heldout = {m.lower() for m in heldout_movies()}
+    assert len(heldout) >= 20 and "goodfellas" in heldout
+    assert heldout.isdisjoint(item["movie_name"].lower() for item in curated_albums())
+
+
+def test_not_a_database(tmp_path):
+    path = tmp_path / "notes.sqlite"
+    path.write_text("this is not sqlite " * 100)
+    with pytest.raises(UserError, match="not a structune dataset"):
+        DatasetStore(path)

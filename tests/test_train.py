@@ -1,0 +1,114 @@
+"""Training on a tiny Llama built from a config, with the real tokenizer and template."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from structune import StructuneError, TrainConfig, UserError, finetune, list_adapters
+from structune.models.chat import render_chat
+from structune.program import canonical_json
+from structune.tasks.albums import album_program, curated_albums
+from structune.train.adapters import load_manifest
+from structune.train.data import IGNORE_INDEX, bucketed_batches, tokenize_conversation
+from structune.train.lora import learning_rate_at
+
+
+def conversations(n=6):
+    return [
+        [
+            *album_program.messages({"movie_name": a["movie_name"]}),
+            {"role": "assistant", "content": canonical_json(a["album"])},
+        ]
+        for a in curated_albums()[:n]
+    ]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_loss_falls_only_on_the_answer_and_matches_inference_tokens(tokenizer):
+    conversation = conversations(1)[0]
+    example = tokenize_conversation(tokenizer, conversation, max_length=2048)
+    prompt = render_chat(tokenizer, conversation[:-1], add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    # The prompt is tokenized exactly as LocalLLM tokenizes it at inference.
+    assert example.input_ids[: len(prompt_ids)] == prompt_ids
+    assert all(label == IGNORE_INDEX for label in example.labels[: len(prompt_ids)])
+    answer = [t for t in example.labels if t != IGNORE_INDEX]
+    assert tokenizer.decode(answer) == conversation[-1]["content"] + tokenizer.eos_token
+
+
+def test_prompt_longer_than_max_length_is_a_clear_error(tokenizer):
+    with pytest.raises(UserError, match="max_length"):
+        tokenize_conversation(tokenizer, conversations(1)[0], max_length=16)
+
+
+def test_batches_cover_every_example_each_epoch():
+    from structune.train.data import TokenizedExample
+
+    examples = [TokenizedExample([i] * (i + 1), [i] * (i + 1)) for i in range(10)]
+    batches = bucketed_batches(examples, batch_size=3, seed=1)
+    epoch = [next(batches) for _ in range(4)]  # 3 + 3 + 3 + 1
+    assert sorted(e.input_ids[0] for batch in epoch for e in batch) == list(range(10))
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    rates = [learning_rate_at(s, total=10, peak=1.0, warmup_ratio=0.2) for s in range(10)]
+    assert rates[0] == 0.5 and rates[1] == 1.0
+    assert rates[2:] == sorted(rates[2:], reverse=True) and rates[-1] < 0.2
+
+
+def test_finetune_changes_the_adapter_not_the_base_and_continues(tiny_model_dir):
+    base_before = load_file(tiny_model_dir / "model.safetensors")
+    config = TrainConfig(max_steps=4, batch_size=2, learning_rate=1e-2, lora_r=4, lora_alpha=8)
+    manifest = finetune(
+        conversations(), base=str(tiny_model_dir), config=config, task="album", progress=False
+    )
+
+    assert manifest.steps == 4 and len(manifest.loss_history) == 4
+    assert manifest.dataset_size == 6 and manifest.parent is None
+    weights = load_file(manifest.path / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and any(w.abs().sum() > 0 for w in lora_b)  # lora_B starts at zero
+    base_after = load_file(tiny_model_dir / "model.safetensors")
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+    saved = json.loads((manifest.path / "structune.json").read_text())
+    assert saved["config"]["lora_r"] == 4 and saved["versions"]["peft"]
+
+    child = finetune(
+        conversations(), config=config, parent=manifest.id, task="album", progress=False
+    )
+    assert child.parent == manifest.id and child.base_model == str(tiny_model_dir)
+    child_weights = load_file(child.path / "adapter_model.safetensors")
+    assert any(not torch.equal(weights[k], child_weights[k]) for k in weights)
+    assert {m.id for m in list_adapters()} >= {manifest.id, child.id}
+    assert load_manifest(child.id) == child
+
+
+def test_training_on_no_examples_is_refused():
+    with pytest.raises(UserError, match="no training examples"):
+        finetune([], progress=False)
+
+
+def test_non_finite_loss_stops_and_saves_nothing(tiny_model_dir):
+    before = {m.id for m in list_adapters()}
+    config = TrainConfig(max_steps=20, batch_size=2, learning_rate=1e30, lora_r=4)
+    with pytest.raises(StructuneError, match="loss is"):
+        finetune(conversations(), base=str(tiny_model_dir), config=config, progress=False)
+    assert {m.id for m in list_adapters()} == before
+
+
+def test_unknown_adapter_lists_the_known_ones(tiny_model_dir):
+    with pytest.raises(UserError, match=r"adapter 'nope' not found.*known adapters"):
+        load_manifest("nope")
+
+
+def test_invalid_config_is_refused():
+    with pytest.raises(UserError, match="batch_size must be positive"):
+        finetune(conversations(), config=TrainConfig(batch_size=0), progress=False)
