@@ -112,3 +112,15 @@ def test_unknown_adapter_lists_the_known_ones(tiny_model_dir):
 def test_invalid_config_is_refused():
     with pytest.raises(UserError, match="batch_size must be positive"):
         finetune(conversations(), config=TrainConfig(batch_size=0), progress=False)
+
+
+def test_corrupt_adapter_file_is_a_clear_error(tiny_model_dir):
+    from structune import BackendError
+    from structune.llms.local import LocalLLM
+
+    config = TrainConfig(max_steps=1, batch_size=2, lora_r=4)
+    manifest = finetune(conversations(2), base=str(tiny_model_dir), config=config, progress=False)
+    weights = manifest.path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(BackendError, match="corrupt or truncated"):
+        LocalLLM.load(adapter=manifest.id)

@@ -27,7 +27,7 @@ _EXPORTS = {
     "DatasetStore": "structune.record.store",
     "export_jsonl": "structune.record.jsonl",
     "import_jsonl": "structune.record.jsonl",
-    "TrainConfig": "structune.train.lora",
+    "TrainConfig": "structune.train.config",
     "finetune": "structune.train.lora",
     "list_adapters": "structune.train.adapters",
     "compare": "structune.evaluate.compare",
@@ -64,7 +64,8 @@ if TYPE_CHECKING:
     from structune.record.jsonl import export_jsonl, import_jsonl
     from structune.record.store import DatasetStore
     from structune.train.adapters import list_adapters
-    from structune.train.lora import TrainConfig, finetune
+    from structune.train.config import TrainConfig
+    from structune.train.lora import finetune
 
 
 def __getattr__(name: str) -> Any:

@@ -119,7 +119,7 @@ def _db_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_flags(parser: argparse.ArgumentParser) -> None:
-    from structune.train.lora import TrainConfig
+    from structune.train.config import TrainConfig
 
     defaults = TrainConfig()
     parser.add_argument("--base", default="smollm2-135m", help="base model spec")
@@ -133,7 +133,7 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from structune.train.lora import TrainConfig
+    from structune.train.config import TrainConfig
 
     return TrainConfig(
         epochs=args.epochs,

@@ -18,7 +18,8 @@ from structune.record.recorder import RecordSummary, record
 from structune.record.store import DatasetStore
 from structune.tasks.albums import album_program, curated_albums, curated_teacher, heldout_movies
 from structune.train.adapters import AdapterManifest
-from structune.train.lora import TrainConfig, finetune
+from structune.train.config import TrainConfig
+from structune.train.lora import finetune
 
 log = logging.getLogger(__name__)
 

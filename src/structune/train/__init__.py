@@ -1,6 +1,6 @@
-"""Fine-tuning: LoRA SFT on recorded conversations, and adapters addressed by id."""
+"""Fine-tuning: LoRA SFT on recorded conversations (`lora`), its settings (`config`), the
+training data pipeline (`data`, `sources`) and adapters addressed by id (`adapters`).
 
-from structune.train.adapters import AdapterManifest, list_adapters, load_manifest
-from structune.train.lora import TrainConfig, finetune
-
-__all__ = ["AdapterManifest", "TrainConfig", "finetune", "list_adapters", "load_manifest"]
+Nothing is re-exported here, so that reading `TrainConfig` for the CLI's flags imports
+neither torch nor pydantic; the public names are on the `structune` package.
+"""

@@ -13,11 +13,10 @@ adapter whose manifest names the parent: the notebook's second `finetune()` call
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from importlib.metadata import version
 from typing import Any
 
@@ -26,6 +25,7 @@ from structune.llms.base import Message
 from structune.models.loading import DEFAULT_BASE_MODEL, load_model
 from structune.models.precision import fast_dtype
 from structune.train.adapters import AdapterManifest, load_manifest, save_adapter
+from structune.train.config import TrainConfig
 from structune.train.data import (
     IGNORE_INDEX,
     bucketed_batches,
@@ -35,48 +35,6 @@ from structune.train.data import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train; saved in the adapter manifest.
-
-    `max_steps`, when set, wins over `epochs`.
-    """
-
-    epochs: float = 3.0
-    max_steps: int | None = None
-    batch_size: int = 4
-    learning_rate: float = 1e-3
-    warmup_ratio: float = 0.1
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    max_length: int = 1024
-    seed: int = 0
-    bf16: bool | None = None  # None: bf16 autocast where the hardware computes bf16 natively
-
-    def total_steps(self, n_examples: int) -> int:
-        if self.max_steps is not None:
-            return self.max_steps
-        return max(1, math.ceil(self.epochs * n_examples / self.batch_size))
-
-    def validate(self) -> None:
-        problems = [
-            f"{name} must be positive, got {value}"
-            for name, value in [
-                ("epochs", self.epochs),
-                ("batch_size", self.batch_size),
-                ("learning_rate", self.learning_rate),
-                ("lora_r", self.lora_r),
-                ("max_length", self.max_length),
-            ]
-            if value <= 0
-        ]
-        if self.max_steps is not None and self.max_steps <= 0:
-            problems.append(f"max_steps must be positive, got {self.max_steps}")
-        if problems:
-            raise UserError("invalid training config: " + "; ".join(problems))
 
 
 def learning_rate_at(step: int, *, total: int, peak: float, warmup_ratio: float) -> float:

@@ -1,0 +1,50 @@
+"""The training configuration: the CLI's flags and the record saved in each adapter manifest."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from structune.errors import UserError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; saved in the adapter manifest.
+
+    `max_steps`, when set, wins over `epochs`.
+    """
+
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    warmup_ratio: float = 0.1
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    max_length: int = 1024
+    seed: int = 0
+    bf16: bool | None = None  # None: bf16 autocast where the hardware computes bf16 natively
+
+    def total_steps(self, n_examples: int) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * n_examples / self.batch_size))
+
+    def validate(self) -> None:
+        problems = [
+            f"{name} must be positive, got {value}"
+            for name, value in [
+                ("epochs", self.epochs),
+                ("batch_size", self.batch_size),
+                ("learning_rate", self.learning_rate),
+                ("lora_r", self.lora_r),
+                ("max_length", self.max_length),
+            ]
+            if value <= 0
+        ]
+        if self.max_steps is not None and self.max_steps <= 0:
+            problems.append(f"max_steps must be positive, got {self.max_steps}")
+        if problems:
+            raise UserError("invalid training config: " + "; ".join(problems))
