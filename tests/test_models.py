@@ -78,3 +78,16 @@ def test_import_train_reload_by_id_and_answer(smollm2_dir, tmp_path):
     assert tuned.model_id == f"smollm2-135m+{manifest.id}"
     answer = tuned.complete(album_program.messages({"movie_name": "Goodfellas"}), max_tokens=24)
     assert answer.text and answer.completion_tokens
+
+
+def test_base_model_under_the_album_grammar_never_claims_an_invalid_answer(smollm2_dir):
+    from structune.evaluate.compare import compare
+    from structune.llms.base import Constrained
+
+    base = LocalLLM.load("smollm2-135m", batch_size=4)
+    inputs = [{"movie_name": m} for m in ["Heat", "Alien", "Up", "Jaws"]]
+    grammar = Constrained(base, album_program.json_schema)
+    result = compare(album_program, {"grammar": grammar}, inputs, max_tokens=160)
+    for answer in result.answers["grammar"]:
+        assert answer.valid or answer.truncated  # finished answers always validate
+        assert answer.parsed or answer.truncated

@@ -168,3 +168,16 @@ def test_retry_after_is_honoured():
     finally:
         server.close()
     assert time.monotonic() - started >= 1.0
+
+
+def test_a_schema_goes_to_the_server_as_response_format(llama_server):
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    llm = OpenAICompatibleLLM("smollm2", base_url=llama_server, schema_style="json_object")
+    messages = [{"role": "user", "content": "Is water wet? Answer in JSON."}]
+    completion = llm.complete(messages, max_tokens=32, json_schema=schema)
+    assert set(json.loads(completion.text)) == {"ok"}

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--teacher", required=True, help="openai:MODEL, local:BASE[+ADAPTER], ...")
     rec.add_argument("--batch-size", type=int, default=8)
     rec.add_argument("--max-tokens", type=int, default=1024)
+    rec.add_argument("--constrained", action="store_true", help="hold the teacher to the schema")
     _db_flag(rec)
 
     imp = command("import", _import, "import a JSONL file (OpenAI chat fine-tuning format)")
@@ -108,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--inputs", required=True, type=Path)
     cmp.add_argument("--model", action="append", required=True, help="repeatable: a model spec")
     cmp.add_argument("--max-tokens", type=int, default=384)
+    cmp.add_argument(
+        "--constrained",
+        action="store_true",
+        help="decode every model under a grammar compiled from the schema",
+    )
     cmp.add_argument("--json", type=Path, help="also write the comparison as JSON here")
     return parser
 
@@ -197,6 +203,7 @@ def _record(args: argparse.Namespace) -> None:
             store=store,
             batch_size=args.batch_size,
             max_tokens=args.max_tokens,
+            constrained=args.constrained,
         )
     print(
         f"recorded {s.recorded} ({s.valid} valid, {s.invalid} invalid); skipped {s.skipped} "
@@ -271,12 +278,17 @@ def _models(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from structune.evaluate.compare import compare
+    from structune.llms.base import Constrained
     from structune.llms.spec import llm_from_spec
     from structune.tasks import load_program, read_inputs
 
     program = load_program(args.program)
     inputs = read_inputs(args.inputs, program)
     models = {spec: llm_from_spec(spec) for spec in args.model}
+    if args.constrained:
+        models = {
+            f"{spec}+grammar": Constrained(m, program.json_schema) for spec, m in models.items()
+        }
     comparison = compare(program, models, inputs, max_tokens=args.max_tokens)
     print(comparison.table())
     if args.json:

@@ -153,11 +153,15 @@ class Program(Generic[T]):
         *,
         max_retries: int = 0,
         max_tokens: int = 512,
+        constrained: bool = False,
     ) -> T:
         """Ask `llm` for an answer and validate it.
 
         With `max_retries`, an invalid answer is shown back to the model with its error
-        and the model answers again, at most that many more times.
+        and the model answers again, at most that many more times. With `constrained`, the
+        model decodes under a grammar compiled from the schema (local models) or gets the
+        schema as `response_format` (OpenAI-compatible servers); the answer is validated all
+        the same, since an answer cut off by `max_tokens` is still invalid.
 
         Raises:
             InvalidOutput: the last answer was still invalid.
@@ -166,7 +170,8 @@ class Program(Generic[T]):
             raise UserError(f"max_retries must be 0 or more, got {max_retries}")
         messages = self.messages(inputs)
         for attempt in range(max_retries + 1):
-            text = llm.complete(messages, max_tokens=max_tokens).text
+            schema = self.json_schema if constrained else None
+            text = llm.complete(messages, max_tokens=max_tokens, json_schema=schema).text
             try:
                 return self.parse(text)
             except InvalidOutput as exc:

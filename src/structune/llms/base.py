@@ -3,14 +3,18 @@
 A backend turns chat messages into a `Completion`. `complete_many` exists so that local
 backends can decode many conversations as one batch; remote and callable backends keep the
 default, which simply calls `complete` in turn.
+
+`json_schema`, when given, asks the backend to hold its answer to that schema: local
+models decode under a grammar, OpenAI-compatible servers get it as `response_format`.
+A backend that cannot enforce a schema refuses it rather than ignoring it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 
 class Message(TypedDict):
@@ -51,9 +55,14 @@ class LLM(ABC):
 
     @abstractmethod
     def complete(
-        self, messages: Sequence[Message], *, max_tokens: int = 512, temperature: float = 0.0
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
-        """Answer one conversation."""
+        """Answer one conversation, held to `json_schema` when one is given."""
 
     def complete_many(
         self,
@@ -61,9 +70,49 @@ class LLM(ABC):
         *,
         max_tokens: int = 512,
         temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> list[Completion]:
         """Answer many conversations, in order. Local backends override this to batch."""
         return [
-            self.complete(messages, max_tokens=max_tokens, temperature=temperature)
+            self.complete(
+                messages, max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+            )
             for messages in conversations
         ]
+
+
+class Constrained(LLM):
+    """`llm` with every answer held to `json_schema`: a row of its own in a comparison.
+
+    Example: `compare(program, {"base": base, "base + grammar": Constrained(base, schema)}, ...)`.
+    """
+
+    def __init__(self, llm: LLM, json_schema: Mapping[str, Any]):
+        self.llm = llm
+        self.json_schema = json_schema
+        self.model_id = f"{llm.model_id}+grammar"
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        return self.complete_many([messages], max_tokens=max_tokens, temperature=temperature)[0]
+
+    def complete_many(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> list[Completion]:
+        return self.llm.complete_many(
+            conversations,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            json_schema=json_schema or self.json_schema,
+        )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+from structune.errors import UserError
 from structune.llms.base import LLM, Completion, Message
 
 
@@ -21,8 +23,18 @@ class CallableLLM(LLM):
         self.model_id = model_id or f"callable:{getattr(fn, '__name__', 'fn')}"
 
     def complete(
-        self, messages: Sequence[Message], *, max_tokens: int = 512, temperature: float = 0.0
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
+        if json_schema is not None:
+            raise UserError(
+                f"{self.model_id} is a plain function and cannot be held to a schema; "
+                "constrained decoding needs a local model"
+            )
         start = time.perf_counter()
         text = self.fn(messages)
         return Completion(text=text, latency_s=time.perf_counter() - start)

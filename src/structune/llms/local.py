@@ -3,14 +3,15 @@
 Conversations are rendered by `render_chat`, the same function training uses, then
 decoded in batches: prompts are sorted by length so each batch pads little, padded on
 the left, and decoded greedily unless a temperature is given. A base model plus adapter
-is merged once at load time, so decoding costs what the base model costs.
+is merged once at load time, so decoding costs what the base model costs. With a
+`json_schema`, every row decodes under its own grammar matcher (`structune.constrain`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from structune.llms.base import LLM, Completion, Message
@@ -70,9 +71,16 @@ class LocalLLM(LLM):
         return cls(model, tokenizer, model_id=model_id, batch_size=batch_size)
 
     def complete(
-        self, messages: Sequence[Message], *, max_tokens: int = 512, temperature: float = 0.0
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
-        return self.complete_many([messages], max_tokens=max_tokens, temperature=temperature)[0]
+        return self.complete_many(
+            [messages], max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+        )[0]
 
     def complete_many(
         self,
@@ -80,7 +88,13 @@ class LocalLLM(LLM):
         *,
         max_tokens: int = 512,
         temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> list[Completion]:
+        grammar = None
+        if json_schema is not None:
+            from structune.constrain.grammar import compile_schema
+
+            grammar = compile_schema(json_schema, self.tokenizer)  # refuses what it cannot enforce
         prompts = [
             render_chat(self.tokenizer, m, add_generation_prompt=True) for m in conversations
         ]
@@ -88,14 +102,17 @@ class LocalLLM(LLM):
         results: dict[int, Completion] = {}
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            completions = self._generate([prompts[i] for i in batch], max_tokens, temperature)
+            completions = self._generate(
+                [prompts[i] for i in batch], max_tokens, temperature, grammar
+            )
             results.update(zip(batch, completions, strict=True))
         return [results[i] for i in range(len(prompts))]
 
     def _generate(
-        self, prompts: list[str], max_tokens: int, temperature: float
+        self, prompts: list[str], max_tokens: int, temperature: float, grammar: Any
     ) -> list[Completion]:
         import torch
+        from transformers import LogitsProcessorList
 
         tok = self.tokenizer
         # The chat template already wrote every special token the model expects.
@@ -105,6 +122,11 @@ class LocalLLM(LLM):
             if temperature > 0
             else {"do_sample": False}
         )
+        if grammar is not None:
+            from structune.constrain.processor import GrammarLogitsProcessor
+
+            processor = GrammarLogitsProcessor(grammar, batch_size=len(prompts))
+            sampling["logits_processor"] = LogitsProcessorList([processor])
         started = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(

@@ -12,8 +12,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import httpx
 
@@ -36,6 +36,9 @@ class OpenAICompatibleLLM(LLM):
         max_retries: how many times a transient failure is retried.
         timeout: seconds per request.
         client: an `httpx.Client` to use instead of a new one.
+        schema_style: how a `json_schema` is sent: `"json_schema"` is OpenAI's structured
+            outputs (vLLM, llama.cpp's server); `"json_object"` sends
+            `{"type": "json_object", "schema": ...}`, the form llama-cpp-python's server takes.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class OpenAICompatibleLLM(LLM):
         backoff_s: float = 0.5,
         timeout: float = 120.0,
         client: httpx.Client | None = None,
+        schema_style: Literal["json_schema", "json_object"] = "json_schema",
     ):
         self.model = model
         self.base_url = (
@@ -58,17 +62,32 @@ class OpenAICompatibleLLM(LLM):
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.client = client or httpx.Client(timeout=timeout)
+        self.schema_style = schema_style
         self.model_id = f"openai:{model}"
 
     def complete(
-        self, messages: Sequence[Message], *, max_tokens: int = 512, temperature: float = 0.0
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
-        body = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": list(messages),
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        if json_schema is not None:  # the server enforces it
+            body["response_format"] = (
+                {
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": dict(json_schema), "strict": True},
+                }
+                if self.schema_style == "json_schema"
+                else {"type": "json_object", "schema": dict(json_schema)}
+            )
         started = time.perf_counter()
         data = self._post("/chat/completions", body)
         try:

@@ -37,9 +37,13 @@ def record(
     store: DatasetStore,
     batch_size: int = 8,
     max_tokens: int = 1024,
+    constrained: bool = False,
     progress: bool = True,
 ) -> RecordSummary:
-    """Ask `teacher` to answer `program` for each input and record the answers in `store`."""
+    """Ask `teacher` to answer `program` for each input and record the answers in `store`.
+
+    With `constrained`, the teacher is held to the program's schema (see `Program.run`).
+    """
     from tqdm.auto import tqdm
 
     unique: dict[str, dict[str, Any]] = {}
@@ -55,7 +59,9 @@ def record(
         for start in range(0, len(pending), batch_size):
             batch = [item for _, item in pending[start : start + batch_size]]
             completions = teacher.complete_many(
-                [program.messages(item) for item in batch], max_tokens=max_tokens
+                [program.messages(item) for item in batch],
+                max_tokens=max_tokens,
+                json_schema=program.json_schema if constrained else None,
             )
             examples = [
                 _to_example(program, teacher.model_id, item, completion)

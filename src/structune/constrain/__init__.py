@@ -1,0 +1,1 @@
+"""Schema-constrained decoding for local models, on llguidance."""

@@ -1,0 +1,75 @@
+"""JSON Schema → an llguidance grammar, compiled once per (schema, tokenizer).
+
+llguidance has the widest JSON Schema coverage measured by JSONSchemaBench and computes a
+next-token mask in ~35 µs here. Whitespace is compact: with flexible whitespace a small
+base model runs away in spaces and newlines until `max_tokens`. A schema keyword that the
+engine cannot enforce (llguidance reports it while validating the grammar) is refused
+with the engine's message: decoding unconstrained while claiming otherwise would be a
+silent failure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from structune.errors import UserError
+from structune.program import schema_hash
+
+
+@dataclass(frozen=True)
+class SchemaGrammar:
+    """A compiled grammar for one schema and one tokenizer; `matcher()` starts a decode."""
+
+    grammar: str
+    ll_tokenizer: Any
+
+    def matcher(self) -> Any:
+        import llguidance
+
+        return llguidance.LLMatcher(self.ll_tokenizer, self.grammar)
+
+
+@lru_cache(maxsize=8)
+def _ll_tokenizer(tokenizer: Any) -> Any:
+    import llguidance.hf
+
+    return llguidance.hf.from_tokenizer(tokenizer)  # ~0.4-0.9 s: worth caching
+
+
+_GRAMMARS: dict[tuple[str, int], SchemaGrammar] = {}
+
+
+def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
+    """Compile `schema` for `tokenizer`, or refuse it with the reason.
+
+    Raises:
+        UserError: the schema is not a JSON object, or uses a feature the engine cannot enforce.
+    """
+    if not isinstance(schema, Mapping):
+        raise UserError(f"a JSON Schema must be an object, got {type(schema).__name__}")
+    key = (schema_hash(schema), id(tokenizer))
+    if key not in _GRAMMARS:
+        import llguidance
+
+        ll_tokenizer = _ll_tokenizer(tokenizer)
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(
+                json.dumps(schema), defaults={"whitespace_flexible": False}
+            )
+        except ValueError as exc:
+            raise UserError(f"the schema cannot be compiled: {exc}") from None
+        failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+            grammar, ll_tokenizer
+        )
+        if failed or messages:
+            raise UserError(
+                "constrained decoding cannot enforce this schema: "
+                + "; ".join(m.strip().replace("\n", " ") for m in messages)
+                + ". Remove that feature from the schema, or decode without constraints"
+            )
+        _GRAMMARS[key] = SchemaGrammar(grammar, ll_tokenizer)
+    return _GRAMMARS[key]

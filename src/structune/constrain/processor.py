@@ -1,0 +1,47 @@
+"""Grammar-constrained decoding inside transformers' `generate`, one matcher per row.
+
+A transformers logits processor: at each step every row's matcher consumes the token that
+row just produced, then the next-token masks of all rows are computed and applied at
+once. Rows that are finished keep receiving padding from `generate`; their matchers are
+stopped and ignore it. A stopped matcher allows only end-of-sequence, so a row ends as
+soon as its JSON value is complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from structune.constrain.grammar import SchemaGrammar
+from structune.errors import BackendError
+
+
+class GrammarLogitsProcessor:
+    """Masks each row's logits to the tokens its grammar allows next.
+
+    Args:
+        grammar: the compiled schema grammar.
+        batch_size: rows in the batch, each with its own matcher.
+    """
+
+    def __init__(self, grammar: SchemaGrammar, batch_size: int):
+        self.matchers = [grammar.matcher() for _ in range(batch_size)]
+        self.started = False
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import numpy as np
+        import torch
+
+        if self.started:
+            for row, matcher in enumerate(self.matchers):
+                if not matcher.is_stopped() and not matcher.consume_token(int(input_ids[row, -1])):
+                    raise BackendError(f"grammar matcher failed: {matcher.get_error()}")
+        self.started = True
+        packed = np.stack(
+            [np.frombuffer(m.compute_bitmask(), dtype=np.uint8) for m in self.matchers]
+        )
+        allowed = np.unpackbits(packed, axis=1, bitorder="little")  # (batch, 32 * ceil(vocab/32))
+        vocab = scores.shape[1]
+        mask = torch.zeros(scores.shape, dtype=torch.bool)
+        width = min(vocab, allowed.shape[1])
+        mask[:, :width] = torch.from_numpy(allowed[:, :width].astype(bool))
+        return scores.masked_fill(~mask, float("-inf"))

@@ -1,0 +1,91 @@
+"""Schema-constrained decoding: a tiny random Llama held to small schemas (it can only
+finish by producing what the grammar allows), and the refusal of unenforceable schemas."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import pydantic
+import pytest
+
+from structune import CallableLLM, Program, UserError
+from structune.constrain.grammar import compile_schema
+from structune.llms.base import Constrained
+from structune.llms.local import LocalLLM
+
+
+class Verdict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    ok: bool
+    level: Literal["low", "mid", "high"]
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tiny_model_dir):
+    return LocalLLM.load(str(tiny_model_dir), dtype="float32", batch_size=3)
+
+
+PROGRAM = Program("Is {thing} fine?", Verdict)
+
+
+def test_every_row_of_a_batch_decodes_a_valid_answer(tiny_llm):
+    inputs = [{"thing": t} for t in ["tea", "a very long description of coffee " * 5, "x", "y"]]
+    conversations = [PROGRAM.messages(i) for i in inputs]
+    completions = tiny_llm.complete_many(
+        conversations, max_tokens=40, json_schema=PROGRAM.json_schema
+    )
+    for completion in completions:
+        assert completion.finish_reason == "stop"
+        Verdict.model_validate_json(completion.text)  # raises if invalid
+    # unconstrained, the same random model writes noise
+    plain = tiny_llm.complete_many(conversations[:1], max_tokens=10)[0]
+    with pytest.raises(pydantic.ValidationError):
+        Verdict.model_validate_json(plain.text)
+
+
+def test_program_run_constrained(tiny_llm):
+    verdict = PROGRAM.run(tiny_llm, {"thing": "tea"}, max_tokens=40, constrained=True)
+    assert isinstance(verdict, Verdict)
+
+
+def test_constrained_wrapper_is_a_model_of_its_own(tiny_llm):
+    wrapped = Constrained(tiny_llm, PROGRAM.json_schema)
+    assert wrapped.model_id.endswith("+grammar")
+    text = wrapped.complete(PROGRAM.messages({"thing": "tea"}), max_tokens=40).text
+    assert Verdict.model_validate_json(text)
+
+
+def test_truncation_is_reported_not_hidden(tiny_llm):
+    completion = tiny_llm.complete(
+        PROGRAM.messages({"thing": "tea"}), max_tokens=2, json_schema=PROGRAM.json_schema
+    )
+    assert completion.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("schema", "feature"),
+    [
+        ({"not": {"type": "string"}}, "not"),
+        ({"type": "object", "dependentRequired": {"a": ["b"]}}, "dependentRequired"),
+        ({"type": "string", "format": "no-such-format"}, "no-such-format"),
+        ({"type": "string", "pattern": "^(?=x)"}, "look-around"),
+    ],
+)
+def test_unenforceable_schema_features_are_refused_by_name(tiny_llm, schema, feature):
+    with pytest.raises(UserError, match=feature):
+        compile_schema(schema, tiny_llm.tokenizer)
+
+
+def test_grammars_are_cached_per_schema_and_tokenizer(tiny_llm):
+    schema = PROGRAM.json_schema
+    assert compile_schema(schema, tiny_llm.tokenizer) is compile_schema(
+        json.loads(json.dumps(schema)), tiny_llm.tokenizer
+    )
+
+
+def test_a_callable_model_refuses_a_schema_instead_of_ignoring_it():
+    llm = CallableLLM(lambda m: "{}")
+    with pytest.raises(UserError, match="cannot be held to a schema"):
+        llm.complete([{"role": "user", "content": "hi"}], json_schema={"type": "object"})
