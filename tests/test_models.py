@@ -91,3 +91,29 @@ def test_base_model_under_the_album_grammar_never_claims_an_invalid_answer(smoll
     for answer in result.answers["grammar"]:
         assert answer.valid or answer.truncated  # finished answers always validate
         assert answer.parsed or answer.truncated
+
+
+def test_llama_cpp_path_holds_answers_to_a_schema_and_refuses_what_it_cannot():
+    from structune.llms.llama_cpp import LlamaCppLLM
+
+    llm = LlamaCppLLM(builtin_gguf_path("smollm2-135m"), n_ctx=1024, n_threads=2)
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    messages = [{"role": "user", "content": "Is water wet? Answer in JSON."}]
+    completion = llm.complete(messages, max_tokens=32, json_schema=schema)
+    assert completion.text.replace(" ", "") in ('{"ok":true}', '{"ok":false}')
+    with pytest.raises(UserError, match="dependentRequired"):
+        llm.complete(messages, json_schema={"type": "object", "dependentRequired": {"a": ["b"]}})
+
+
+def test_llama_cpp_refuses_a_truncated_gguf(tmp_path):
+    from structune.llms.llama_cpp import LlamaCppLLM
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(builtin_gguf_path("smollm2-135m").read_bytes()[:1_000_000])
+    with pytest.raises(BackendError, match="cannot load"):
+        LlamaCppLLM(broken)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    # Deprecation notices from the libraries underneath are for us, not for users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         args.handler(args)
     except StructuneError as exc:

@@ -1,8 +1,9 @@
 """The main job: the notebook's album half, end to end, offline.
 
 record a teacher (the curated set, or an API with `teacher=`) → LoRA fine-tune the base
-model on at most 40 valid examples → compare base vs tuned (vs the teacher, when it is
-an API) on held-out movies → a table and the Goodfellas answer of each model.
+model on at most 40 valid examples → compare base vs tuned, each with plain decoding and
+under the schema's grammar (and the teacher, when it is an API), on held-out movies → a
+table and the Goodfellas answer of each model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from structune.evaluate.compare import Comparison, compare
-from structune.llms.base import LLM
+from structune.llms.base import LLM, Constrained
 from structune.models.loading import DEFAULT_BASE_MODEL
 from structune.record.recorder import RecordSummary, record
 from structune.record.store import DatasetStore
@@ -60,9 +61,12 @@ def run_demo(
     adapter = finetune(conversations, base=base, config=config, task=program.name)
 
     log.info("3/3 comparing on %d held-out movies", heldout)
+    base_llm, tuned_llm = LocalLLM.load(base), LocalLLM.load(adapter=adapter.id)
     models: dict[str, LLM] = {
-        f"base ({base})": LocalLLM.load(base),
-        f"tuned ({adapter.id})": LocalLLM.load(adapter=adapter.id),
+        f"base ({base})": base_llm,
+        "base + grammar": Constrained(base_llm, program.json_schema),
+        f"tuned ({adapter.id})": tuned_llm,
+        "tuned + grammar": Constrained(tuned_llm, program.json_schema),
     }
     if not teacher.model_id.startswith("curated:"):  # the curated set knows no held-out movie
         models[f"teacher ({teacher.model_id})"] = teacher

@@ -43,33 +43,36 @@ def _ll_tokenizer(tokenizer: Any) -> Any:
 _GRAMMARS: dict[tuple[str, int], SchemaGrammar] = {}
 
 
-def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
-    """Compile `schema` for `tokenizer`, or refuse it with the reason.
+def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
+    """The llguidance grammar for `schema` (compact whitespace), or a refusal.
 
     Raises:
         UserError: the schema is not a JSON object, or uses a feature the engine cannot enforce.
     """
+    import llguidance
+
     if not isinstance(schema, Mapping):
         raise UserError(f"a JSON Schema must be an object, got {type(schema).__name__}")
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(
+            json.dumps(schema), defaults={"whitespace_flexible": False}
+        )
+    except ValueError as exc:
+        raise UserError(f"the schema cannot be compiled: {exc}") from None
+    failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, ll_tokenizer)
+    if failed or messages:
+        raise UserError(
+            "constrained decoding cannot enforce this schema: "
+            + "; ".join(m.strip().replace("\n", " ") for m in messages)
+            + ". Remove that feature from the schema, or decode without constraints"
+        )
+    return grammar
+
+
+def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
+    """Compile `schema` for `tokenizer` (cached), or refuse it with the reason."""
     key = (schema_hash(schema), id(tokenizer))
     if key not in _GRAMMARS:
-        import llguidance
-
         ll_tokenizer = _ll_tokenizer(tokenizer)
-        try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(
-                json.dumps(schema), defaults={"whitespace_flexible": False}
-            )
-        except ValueError as exc:
-            raise UserError(f"the schema cannot be compiled: {exc}") from None
-        failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
-            grammar, ll_tokenizer
-        )
-        if failed or messages:
-            raise UserError(
-                "constrained decoding cannot enforce this schema: "
-                + "; ".join(m.strip().replace("\n", " ") for m in messages)
-                + ". Remove that feature from the schema, or decode without constraints"
-            )
-        _GRAMMARS[key] = SchemaGrammar(grammar, ll_tokenizer)
+        _GRAMMARS[key] = SchemaGrammar(schema_grammar(schema, ll_tokenizer), ll_tokenizer)
     return _GRAMMARS[key]

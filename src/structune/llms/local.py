@@ -90,17 +90,26 @@ class LocalLLM(LLM):
         temperature: float = 0.0,
         json_schema: Mapping[str, Any] | None = None,
     ) -> list[Completion]:
+        from tqdm.auto import tqdm
+
         grammar = None
         if json_schema is not None:
             from structune.constrain.grammar import compile_schema
 
             grammar = compile_schema(json_schema, self.tokenizer)  # refuses what it cannot enforce
+
         prompts = [
             render_chat(self.tokenizer, m, add_generation_prompt=True) for m in conversations
         ]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: dict[int, Completion] = {}
-        for start in range(0, len(order), self.batch_size):
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(
+            starts,
+            desc=f"generating ({self.model_id})",
+            unit="batch",
+            disable=None if len(starts) > 1 else True,
+        ):
             batch = order[start : start + self.batch_size]
             completions = self._generate(
                 [prompts[i] for i in batch], max_tokens, temperature, grammar

@@ -2,6 +2,7 @@
 
 - `openai:MODEL`: an OpenAI-compatible endpoint (`OPENAI_BASE_URL`, `OPENAI_API_KEY`);
 - `local:BASE` or `local:BASE+ADAPTER_ID`: a local transformers model, with an adapter;
+- `llamacpp:BASE_OR_GGUF`: a built-in model's GGUF or a GGUF file, through llama.cpp;
 - `ADAPTER_ID`: shorthand for the adapter on its own base model.
 """
 
@@ -16,6 +17,13 @@ def llm_from_spec(spec: str) -> LLM:
         from structune.llms.openai_compat import OpenAICompatibleLLM
 
         return OpenAICompatibleLLM(spec.removeprefix("openai:"))
+    if spec.startswith("llamacpp:"):
+        from structune.llms.llama_cpp import LlamaCppLLM
+        from structune.models.loading import BUILTIN_MODELS, builtin_gguf_path
+
+        target = spec.removeprefix("llamacpp:")
+        path = builtin_gguf_path(target) if target in BUILTIN_MODELS else target
+        return LlamaCppLLM(path)
     from structune.llms.local import LocalLLM
 
     if spec.startswith("local:"):
@@ -30,6 +38,6 @@ def llm_from_spec(spec: str) -> LLM:
     if (adapters_dir() / spec).is_dir():
         return LocalLLM.load(adapter=spec)
     raise UserError(
-        f"unknown model {spec!r}; use openai:MODEL, local:BASE, local:BASE+ADAPTER, "
+        f"unknown model {spec!r}; use openai:MODEL, local:BASE, local:BASE+ADAPTER, llamacpp:GGUF, "
         f"a built-in model ({', '.join(BUILTIN_MODELS)}) or an adapter id (`structune adapters`)"
     )

@@ -83,8 +83,10 @@ def load_model(spec: str = DEFAULT_BASE_MODEL, *, dtype: DType = "float32") -> t
     """Load a base model and its tokenizer (left padding, a pad token set)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     source = resolve_model(spec)
+    hf_logging.disable_progress_bar()  # a cached load takes a second: no bar needed
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))

@@ -55,7 +55,9 @@ def record(
     store.put_schema(program.name, program.schema_hash, program.json_schema)
 
     valid = invalid = 0
-    with tqdm(total=len(pending), desc=f"recording {program.name}", disable=not progress) as bar:
+    with tqdm(
+        total=len(pending), desc=f"recording {program.name}", disable=None if progress else True
+    ) as bar:
         for start in range(0, len(pending), batch_size):
             batch = [item for _, item in pending[start : start + batch_size]]
             completions = teacher.complete_many(

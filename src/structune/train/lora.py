@@ -163,7 +163,7 @@ def _train_loop(
     tokens = 0
     model.train()
     started = time.perf_counter()
-    bar = tqdm(range(total), desc="training", unit="step", disable=not progress)
+    bar = tqdm(range(total), desc="training", unit="step", disable=None if progress else True)
     for step in bar:
         batch = collate(next(batches), pad_token_id=tokenizer.pad_token_id)
         for group in optimizer.param_groups:

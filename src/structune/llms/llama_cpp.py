@@ -1,0 +1,77 @@
+"""A GGUF model through llama.cpp (llama-cpp-python) as an `LLM`: the single-stream path.
+
+llama.cpp renders the chat template stored in the GGUF (the same one transformers reads
+from it) and enforces a `json_schema` with its own grammar. Before a schema reaches it,
+llguidance validates it, so a feature no engine here can enforce is refused, not ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from structune.constrain.grammar import schema_grammar
+from structune.errors import BackendError, UserError
+from structune.llms.base import LLM, Completion, Message
+
+
+class LlamaCppLLM(LLM):
+    """A GGUF file served in-process by llama.cpp.
+
+    Args:
+        model_path: the GGUF file.
+        n_ctx: context window in tokens.
+        n_threads: CPU threads (default: llama.cpp's choice).
+        model_id: the recorded name; defaults to `llamacpp:<file stem>`.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        model_id: str | None = None,
+    ):
+        from llama_cpp import Llama
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise UserError(f"GGUF file {path} not found")
+        try:
+            self.llama = Llama(str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        except ValueError as exc:
+            raise BackendError(
+                f"llama.cpp cannot load {path}: {exc}; is the file complete?"
+            ) from None
+        self.model_id = model_id or f"llamacpp:{path.stem}"
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        response_format = None
+        if json_schema is not None:
+            schema_grammar(json_schema)  # refuses what no engine here can enforce
+            response_format = {"type": "json_object", "schema": dict(json_schema)}
+        started = time.perf_counter()
+        out: Any = self.llama.create_chat_completion(
+            list(messages),  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=temperature,
+            response_format=response_format,  # type: ignore[arg-type]
+        )
+        choice, usage = out["choices"][0], out["usage"]
+        return Completion(
+            text=choice["message"]["content"] or "",
+            finish_reason="length" if choice["finish_reason"] == "length" else "stop",
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            latency_s=time.perf_counter() - started,
+        )
