@@ -186,7 +186,13 @@ def _demo(args: argparse.Namespace) -> None:
     print(result.comparison.table())
     for model, answers in result.comparison.answers.items():
         first = answers[0]
-        verdict = "valid Album" if first.valid else f"INVALID: {first.error}"
+        verdict = (
+            "valid"
+            if first.valid
+            else "cut off at max_tokens"
+            if first.truncated
+            else f"INVALID: {first.error}"
+        )
         print(f"\n── {model} on {first.inputs['movie_name']} ({verdict})\n{first.text[:600]}")
 
 

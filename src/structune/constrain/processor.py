@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from structune.constrain.grammar import SchemaGrammar
-from structune.errors import BackendError
+from structune.errors import BackendError, UserError
 
 
 class GrammarLogitsProcessor:
@@ -39,6 +39,13 @@ class GrammarLogitsProcessor:
         packed = np.stack(
             [np.frombuffer(m.compute_bitmask(), dtype=np.uint8) for m in self.matchers]
         )
+        if not packed.any(axis=1).all():  # a row with no allowed token can never finish
+            row = int(np.flatnonzero(~packed.any(axis=1))[0])
+            raise UserError(
+                "the schema admits no value the model could write next "
+                f"({self.matchers[row].get_error() or 'empty token mask'}); "
+                "check it for contradictions such as minimum > maximum"
+            )
         allowed = np.unpackbits(packed, axis=1, bitorder="little")  # (batch, 32 * ceil(vocab/32))
         vocab = scores.shape[1]
         mask = torch.zeros(scores.shape, dtype=torch.bool)
