@@ -104,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flag(train)
     _train_flags(train)
 
+    serve = command(
+        "serve", _serve, "serve the base model and adapters over an OpenAI-compatible API"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--base", default="smollm2-135m", help="base model spec")
+    serve.add_argument(
+        "--api-key-env",
+        default="STRUCTUNE_API_KEY",
+        help="require the key in this environment variable, when it is set",
+    )
+    serve.add_argument("--max-tokens", type=int, default=1024, help="cap on max_tokens per request")
+
     command("adapters", _adapters, "list trained adapters")
     command("models", _models, "list built-in base models")
 
@@ -264,6 +277,23 @@ def _train(args: argparse.Namespace) -> None:
         f"adapter {m.id}: {m.dataset_size} examples, {m.steps} steps, "
         f"final loss {m.loss_history[-1]:.4f}, saved in {m.path}"
     )
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import os
+
+    import uvicorn
+
+    from structune.serve.app import ServeLimits, create_app
+
+    api_key = os.environ.get(args.api_key_env) or None
+    app = create_app(
+        base=args.base, api_key=api_key, limits=ServeLimits(max_tokens=args.max_tokens)
+    )
+    print(
+        f"serving on http://{args.host}:{args.port}/v1 (API key {'required' if api_key else 'off'})"
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 def _adapters(args: argparse.Namespace) -> None:

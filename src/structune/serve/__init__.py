@@ -1,0 +1,1 @@
+"""Serving: an OpenAI-compatible HTTP server over base models and adapters."""

@@ -1,0 +1,224 @@
+"""The OpenAI-compatible server: `GET /v1/models`, `POST /v1/chat/completions`, `GET /health`.
+
+`model` names the base model or any adapter id. `response_format` of type `json_schema`
+(or `json_object`, optionally with a `schema`) is enforced by constrained decoding; a
+schema the engine cannot enforce is a 400, never decoded unconstrained. Limits (body
+size, `max_tokens`, `n`, streaming) are checked before any work and answered with a 4xx
+in OpenAI's error format. With an API key set, every route but `/health` needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pydantic
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from structune.errors import StructuneError, UserError
+from structune.llms.base import LLM, Message
+from structune.program import schema_hash
+from structune.serve.batching import Batcher
+
+# Any JSON object: what `{"type": "json_object"}` without a schema asks for.
+ANY_JSON_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    max_body_bytes: int = 1_000_000
+    max_tokens: int = 1024
+    max_batch: int = 8
+
+
+class ChatMessage(pydantic.BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(pydantic.BaseModel):
+    model: str
+    messages: list[ChatMessage] = pydantic.Field(min_length=1)
+    max_tokens: int | None = pydantic.Field(default=None, ge=1)
+    max_completion_tokens: int | None = pydantic.Field(default=None, ge=1)
+    temperature: float = pydantic.Field(default=0.0, ge=0.0, le=2.0)
+    n: int = 1
+    stream: bool = False
+    response_format: dict[str, Any] | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
+        self.status, self.message, self.kind = status, message, kind
+
+
+def create_app(
+    *,
+    base: str = "smollm2-135m",
+    api_key: str | None = None,
+    limits: ServeLimits | None = None,
+) -> FastAPI:
+    """Build the app; models load on their first request and stay loaded."""
+    limits = limits or ServeLimits()
+    models = _ModelPool(base)
+    batcher = Batcher(models.get, max_batch=limits.max_batch)
+    app = FastAPI(title="structune", docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > limits.max_body_bytes:
+            return _error(413, f"request body over {limits.max_body_bytes} bytes")
+        if api_key and request.url.path != "/health":
+            sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(sent.encode(), api_key.encode()):
+                return _error(
+                    401,
+                    "missing or wrong API key (Authorization: Bearer ...)",
+                    "authentication_error",
+                )
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        return _error(400, f"{where}: {first['msg']}" if where else first["msg"])
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "owned_by": "structune"} for name in models.names()
+            ],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest) -> dict[str, Any]:
+        if body.n != 1:
+            raise ApiError(400, "n must be 1: structune decodes greedily, one choice per request")
+        if body.stream:
+            raise ApiError(400, "stream=true is not supported; send stream=false")
+        if body.model not in models.names():
+            raise ApiError(
+                404, f"model {body.model!r} not found; GET /v1/models lists them", "not_found_error"
+            )
+        max_tokens = body.max_completion_tokens or body.max_tokens or limits.max_tokens
+        if max_tokens > limits.max_tokens:
+            raise ApiError(
+                400, f"max_tokens {max_tokens} is over this server's cap of {limits.max_tokens}"
+            )
+        schema = _schema_of(body.response_format)
+        messages: list[Message] = [{"role": m.role, "content": m.content} for m in body.messages]
+        if schema is not None:  # loads the model on first use: off the event loop
+            await asyncio.to_thread(_check_schema, models, body.model, schema)
+        try:
+            completion = await batcher.submit(
+                body.model,
+                messages,
+                max_tokens=max_tokens,
+                temperature=body.temperature,
+                json_schema=schema,
+                schema_key=schema_hash(schema) if schema is not None else None,
+            )
+        except UserError as exc:
+            raise ApiError(400, str(exc)) from None
+        except StructuneError as exc:
+            raise ApiError(500, str(exc), "server_error") from None
+        prompt, generated = completion.prompt_tokens or 0, completion.completion_tokens or 0
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": completion.text},
+                    "finish_reason": completion.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": generated,
+                "total_tokens": prompt + generated,
+            },
+        }
+
+    return app
+
+
+def _schema_of(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    if response_format is None or response_format.get("type") in (None, "text"):
+        return None
+    kind = response_format["type"]
+    if kind == "json_object":
+        schema = response_format.get("schema", ANY_JSON_OBJECT)
+    elif kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if schema is None:
+            raise ApiError(400, "response_format.json_schema.schema is required")
+    else:
+        raise ApiError(
+            400, f"response_format.type {kind!r} is not one of text, json_object, json_schema"
+        )
+    if not isinstance(schema, dict):
+        raise ApiError(400, "the response_format schema must be a JSON object")
+    return schema
+
+
+def _check_schema(models: _ModelPool, model: str, schema: dict[str, Any]) -> None:
+    """Compile now, so an unenforceable schema is a 400 before the request queues."""
+    from structune.constrain.grammar import compile_schema
+    from structune.llms.local import LocalLLM
+
+    llm = models.get(model)
+    if isinstance(llm, LocalLLM):
+        try:
+            compile_schema(schema, llm.tokenizer)
+        except UserError as exc:
+            raise ApiError(400, str(exc)) from None
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
+
+
+class _ModelPool:
+    """The base model and every adapter, each loaded on first use."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.loaded: dict[str, LLM] = {}
+        self.lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        from structune.train.adapters import list_adapters
+
+        return [self.base, *(m.id for m in list_adapters())]
+
+    def get(self, name: str) -> LLM:
+        from structune.llms.local import LocalLLM
+
+        with self.lock:  # two first requests must not load the same model twice
+            if name not in self.loaded:
+                self.loaded[name] = (
+                    LocalLLM.load(self.base) if name == self.base else LocalLLM.load(adapter=name)
+                )
+            return self.loaded[name]
