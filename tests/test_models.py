@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from safetensors.torch import load_file
@@ -117,3 +118,33 @@ def test_llama_cpp_refuses_a_truncated_gguf(tmp_path):
     broken.write_bytes(builtin_gguf_path("smollm2-135m").read_bytes()[:1_000_000])
     with pytest.raises(BackendError, match="cannot load"):
         LlamaCppLLM(broken)
+
+
+def test_adapter_exports_to_a_gguf_lora_that_llama_cpp_applies(smollm2_dir, tmp_path):
+    import gguf
+    from llama_cpp import Llama
+
+    from structune.export.gguf_lora import export_gguf_lora
+
+    conversations = [
+        [
+            *album_program.messages({"movie_name": a["movie_name"]}),
+            {"role": "assistant", "content": json.dumps(a["album"])},
+        ]
+        for a in curated_albums()[:4]
+    ]
+    config = TrainConfig(max_steps=1, batch_size=2, lora_r=4, lora_alpha=8)
+    manifest = finetune(conversations, config=config, task="album", progress=False)
+    path = export_gguf_lora(manifest.id, tmp_path / "adapter.gguf")
+
+    reader = gguf.GGUFReader(path)
+    names = {t.name: t for t in reader.tensors}
+    assert "blk.0.attn_q.weight.lora_a" in names and "blk.29.ffn_down.weight.lora_b" in names
+    assert list(names["blk.0.attn_q.weight.lora_a"].shape) == [576, 4]  # ggml order: (in, r)
+
+    gguf_base = str(builtin_gguf_path("smollm2-135m"))
+    llama = Llama(gguf_base, lora_path=str(path), n_ctx=1024, n_threads=2, verbose=False)
+    out = llama.create_chat_completion(
+        album_program.messages({"movie_name": "Heat"}), max_tokens=8, temperature=0
+    )
+    assert out["usage"]["completion_tokens"] > 0

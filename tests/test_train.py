@@ -124,3 +124,21 @@ def test_corrupt_adapter_file_is_a_clear_error(tiny_model_dir):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(BackendError, match="corrupt or truncated"):
         LocalLLM.load(adapter=manifest.id)
+
+
+def test_merged_export_answers_exactly_like_the_adapter(tiny_model_dir, tmp_path):
+    from structune.export.merged import export_merged
+    from structune.llms.local import LocalLLM
+
+    config = TrainConfig(max_steps=3, batch_size=2, learning_rate=1e-2, lora_r=4)
+    manifest = finetune(conversations(4), base=str(tiny_model_dir), config=config, progress=False)
+    out = export_merged(manifest.id, tmp_path / "merged")
+    assert (out / "model.safetensors").is_file() and (out / "structune.json").is_file()
+
+    with_adapter = LocalLLM.load(adapter=manifest.id, dtype="float32")
+    merged = LocalLLM.load(str(out), dtype="float32")
+    assert merged.tokenizer.chat_template == with_adapter.tokenizer.chat_template
+    assert merged.model.generation_config.eos_token_id == merged.tokenizer.eos_token_id
+    prompts = [album_program.messages({"movie_name": m}) for m in ["Heat", "Alien"]]
+    expected = [c.text for c in with_adapter.complete_many(prompts, max_tokens=12)]
+    assert [c.text for c in merged.complete_many(prompts, max_tokens=12)] == expected

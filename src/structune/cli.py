@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-tokens", type=int, default=1024, help="cap on max_tokens per request")
 
+    gguf = command(
+        "export-adapter",
+        _export_adapter,
+        "export an adapter as a GGUF LoRA that llama.cpp applies over the base GGUF",
+    )
+    gguf.add_argument("adapter", help="adapter id (`structune adapters`)")
+    gguf.add_argument("out", type=Path, help="the .gguf file to write")
+
     command("adapters", _adapters, "list trained adapters")
     command("models", _models, "list built-in base models")
 
@@ -294,6 +302,18 @@ def _serve(args: argparse.Namespace) -> None:
         f"serving on http://{args.host}:{args.port}/v1 (API key {'required' if api_key else 'off'})"
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+def _export_adapter(args: argparse.Namespace) -> None:
+    if args.format == "merged":
+        from structune.export.merged import export_merged
+
+        print(f"wrote a standalone model to {export_merged(args.adapter, args.out)}")
+        return
+    from structune.export.gguf_lora import export_gguf_lora
+
+    path = export_gguf_lora(args.adapter, args.out)
+    print(f"wrote {path}; use it with llama.cpp: Llama(<base .gguf>, lora_path='{path}')")
 
 
 def _adapters(args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ class LlamaCppLLM(LLM):
         n_ctx: context window in tokens.
         n_threads: CPU threads (default: llama.cpp's choice).
         model_id: the recorded name; defaults to `llamacpp:<file stem>`.
+        lora_path: a GGUF LoRA adapter to apply (`structune export-adapter`).
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class LlamaCppLLM(LLM):
         n_ctx: int = 4096,
         n_threads: int | None = None,
         model_id: str | None = None,
+        lora_path: str | Path | None = None,
     ):
         from llama_cpp import Llama
 
@@ -41,12 +43,19 @@ class LlamaCppLLM(LLM):
         if not path.is_file():
             raise UserError(f"GGUF file {path} not found")
         try:
-            self.llama = Llama(str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+            self.llama = Llama(
+                str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                lora_path=str(lora_path) if lora_path else None,
+                verbose=False,
+            )
         except ValueError as exc:
             raise BackendError(
                 f"llama.cpp cannot load {path}: {exc}; is the file complete?"
             ) from None
-        self.model_id = model_id or f"llamacpp:{path.stem}"
+        lora = f"+{Path(lora_path).stem}" if lora_path else ""
+        self.model_id = model_id or f"llamacpp:{path.stem}{lora}"
 
     def complete(
         self,

@@ -1,0 +1,1 @@
+"""Export: trained adapters in formats other serving stacks load."""

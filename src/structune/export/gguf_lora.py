@@ -1,0 +1,82 @@
+"""A PEFT LoRA adapter → a GGUF LoRA adapter that llama.cpp applies over the base GGUF.
+
+llama.cpp (and llama-cpp-python's `Llama(..., lora_path=...)`, Ollama's `ADAPTER`) loads
+LoRA adapters in GGUF: per adapted weight a `.lora_a` (r x in) and `.lora_b` (out x r)
+tensor under llama.cpp's tensor names, plus `adapter.lora.alpha`. Llama-family q/k
+projections are stored row-permuted in GGUF (llama.cpp's rotary layout), so `lora_b` of
+q and k gets the same permutation the converter applies to those weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from structune.errors import UserError
+from structune.train.adapters import load_manifest
+
+
+def export_gguf_lora(adapter_id: str, out: str | Path) -> Path:
+    """Write adapter `adapter_id` as a GGUF LoRA file at `out`; return its path."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    manifest = load_manifest(adapter_id)
+    peft_config = json.loads((manifest.path / "adapter_config.json").read_text())
+    base_config = _base_config(manifest.base_model)
+    if base_config.get("model_type") != "llama":
+        raise UserError(
+            f"GGUF LoRA export supports Llama-family bases; {manifest.base_model} is "
+            f"{base_config.get('model_type')!r}"
+        )
+    n_head, n_kv = base_config["num_attention_heads"], base_config["num_key_value_heads"]
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, base_config["num_hidden_layers"])
+    weights = load_file(manifest.path / "adapter_model.safetensors")
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(out, "llama")
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(peft_config["lora_alpha"]))
+    writer.add_name(f"structune adapter {adapter_id}")
+    for key in sorted(weights):
+        if ".lora_A." not in key and ".lora_B." not in key:
+            continue
+        # base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+        module = key.removeprefix("base_model.model.").split(".lora_")[0]
+        target = names.get_name(module + ".weight", try_suffixes=(".weight",))
+        if target is None:
+            raise UserError(f"no llama.cpp tensor name for {module}; cannot export to GGUF")
+        tensor = weights[key].astype(np.float32)
+        if ".lora_B." in key and module.endswith("q_proj"):
+            tensor = _permute(tensor, n_head, n_head)
+        elif ".lora_B." in key and module.endswith("k_proj"):
+            tensor = _permute(tensor, n_head, n_kv)
+        suffix = "lora_a" if ".lora_A." in key else "lora_b"
+        writer.add_tensor(f"{target}.{suffix}", tensor)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def _permute(weights: Any, n_head: int, n_head_kv: int) -> Any:
+    """llama.cpp's rotary row order for q/k (as in its convert_hf_to_gguf.py)."""
+    if n_head != n_head_kv:
+        n_head = n_head_kv
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def _base_config(base: str) -> dict[str, Any]:
+    from structune.models.loading import resolve_model
+
+    config: dict[str, Any] = json.loads((Path(resolve_model(base)) / "config.json").read_text())
+    return config
