@@ -204,3 +204,28 @@ def test_structune_records_a_dataset_from_its_own_server(server, tmp_path):
         assert summary.recorded == 1
         (example,) = store.examples()
         assert example.teacher == "openai:smollm2-135m" and example.completion_tokens
+
+
+def test_a_body_without_content_length_is_refused(server):
+    def chunks():
+        yield b'{"model": "smollm2-135m", '
+        yield b'"messages": [{"role": "user", "content": "hi"}]}'
+
+    response = httpx.post(
+        f"{server}/v1/chat/completions",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert response.status_code == 411
+
+
+def test_a_non_object_json_schema_is_a_400(server):
+    body = {
+        "model": "smollm2-135m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": "x"},
+    }
+    response = httpx.post(
+        f"{server}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert response.status_code == 400

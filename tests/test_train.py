@@ -142,3 +142,40 @@ def test_merged_export_answers_exactly_like_the_adapter(tiny_model_dir, tmp_path
     prompts = [album_program.messages({"movie_name": m}) for m in ["Heat", "Alien"]]
     expected = [c.text for c in with_adapter.complete_many(prompts, max_tokens=12)]
     assert [c.text for c in merged.complete_many(prompts, max_tokens=12)] == expected
+
+
+def test_export_adapter_cli_and_half_written_adapters_are_not_listed(tiny_model_dir, tmp_path):
+    import shutil
+
+    from structune.cli import main
+
+    config = TrainConfig(max_steps=1, batch_size=2, lora_r=4)
+    manifest = finetune(
+        conversations(2), base=str(tiny_model_dir), config=config, task="my/task", progress=False
+    )
+    assert "/" not in manifest.id and manifest.id in {m.id for m in list_adapters()}
+    assert (
+        main(["-q", "export-adapter", manifest.id, str(tmp_path / "m"), "--format", "merged"]) == 0
+    )
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+
+    staging = manifest.path.with_name(f".{manifest.id}.partial-1")
+    shutil.copytree(manifest.path, staging)
+    assert staging.name not in {m.id for m in list_adapters()}
+    assert all(not m.id.startswith(".") for m in list_adapters())
+
+
+def test_continuing_records_the_parents_lora_shape(tiny_model_dir):
+    parent = finetune(
+        conversations(2),
+        base=str(tiny_model_dir),
+        progress=False,
+        config=TrainConfig(max_steps=1, batch_size=2, lora_r=4, lora_alpha=8),
+    )
+    child = finetune(
+        conversations(2),
+        parent=parent.id,
+        progress=False,
+        config=TrainConfig(max_steps=1, batch_size=2),
+    )
+    assert (child.config["lora_r"], child.config["lora_alpha"]) == (4, 8)

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher",
         help="record from this model (e.g. openai:gpt-4o) instead of the curated answers",
     )
-    demo.add_argument("--heldout", type=int, default=20, help="held-out movies to compare on")
+    demo.add_argument("--heldout", type=_positive, default=20, help="held-out movies to compare on")
     demo.add_argument("--report", type=Path, help="also write the comparison as JSON here")
     _db_flag(demo)
     _train_flags(demo)
@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "a text file with one value per line for one-variable programs",
     )
     rec.add_argument("--teacher", required=True, help="openai:MODEL, local:BASE[+ADAPTER], ...")
-    rec.add_argument("--batch-size", type=int, default=8)
-    rec.add_argument("--max-tokens", type=int, default=1024)
+    rec.add_argument("--batch-size", type=_positive, default=8)
+    rec.add_argument("--max-tokens", type=_positive, default=1024)
     rec.add_argument("--constrained", action="store_true", help="hold the teacher to the schema")
     _db_flag(rec)
 
@@ -108,22 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", _serve, "serve the base model and adapters over an OpenAI-compatible API"
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_positive, default=8000)
     serve.add_argument("--base", default="smollm2-135m", help="base model spec")
     serve.add_argument(
         "--api-key-env",
         default="STRUCTUNE_API_KEY",
         help="require the key in this environment variable, when it is set",
     )
-    serve.add_argument("--max-tokens", type=int, default=1024, help="cap on max_tokens per request")
+    serve.add_argument(
+        "--max-tokens", type=_positive, default=1024, help="cap on max_tokens per request"
+    )
 
-    gguf = command(
+    ship = command(
         "export-adapter",
         _export_adapter,
-        "export an adapter as a GGUF LoRA that llama.cpp applies over the base GGUF",
+        "export an adapter: a GGUF LoRA for llama.cpp, or a merged transformers model",
     )
-    gguf.add_argument("adapter", help="adapter id (`structune adapters`)")
-    gguf.add_argument("out", type=Path, help="the .gguf file to write")
+    ship.add_argument("adapter", help="adapter id (`structune adapters`)")
+    ship.add_argument("out", type=Path, help="the .gguf file, or the directory for --format merged")
+    ship.add_argument("--format", choices=["gguf-lora", "merged"], default="gguf-lora")
 
     command("adapters", _adapters, "list trained adapters")
     command("models", _models, "list built-in base models")
@@ -132,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--program", default="album")
     cmp.add_argument("--inputs", required=True, type=Path)
     cmp.add_argument("--model", action="append", required=True, help="repeatable: a model spec")
-    cmp.add_argument("--max-tokens", type=int, default=384)
+    cmp.add_argument("--max-tokens", type=_positive, default=384)
     cmp.add_argument(
         "--constrained",
         action="store_true",
@@ -140,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--json", type=Path, help="also write the comparison as JSON here")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def _db_flag(parser: argparse.ArgumentParser) -> None:
@@ -155,11 +165,11 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default="smollm2-135m", help="base model spec")
     parser.add_argument("--epochs", type=float, default=defaults.epochs)
     parser.add_argument(
-        "--max-steps", type=int, help="stop after this many steps (wins over epochs)"
+        "--max-steps", type=_positive, help="stop after this many steps (wins over epochs)"
     )
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--batch-size", type=_positive, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--lora-r", type=int, default=defaults.lora_r)
+    parser.add_argument("--lora-r", type=_positive, default=defaults.lora_r)
 
 
 def _train_config(args: argparse.Namespace) -> Any:

@@ -34,7 +34,8 @@ class Completion:
         finish_reason: "stop" when the model ended its answer, "length" when `max_tokens` cut it.
         prompt_tokens: tokens in the rendered prompt, when the backend knows them.
         completion_tokens: tokens generated, when the backend knows them.
-        latency_s: wall time until this answer was complete.
+        latency_s: wall time until this answer was complete (for a batched local model,
+            the whole batch's time).
     """
 
     text: str

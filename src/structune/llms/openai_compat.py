@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,8 @@ from structune.errors import BackendError, UserError
 from structune.llms.base import LLM, Completion, Message
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_S = 120.0  # a server asking for longer is treated as down after the retries
 
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -144,6 +147,8 @@ class OpenAICompatibleLLM(LLM):
         delay = self.backoff_s * 2**attempt
         if retry_after is not None:
             with contextlib.suppress(ValueError):  # an HTTP date: keep the backoff
-                delay = max(delay, float(retry_after))
+                asked = float(retry_after)
+                if math.isfinite(asked) and asked >= 0:
+                    delay = max(delay, min(asked, MAX_RETRY_AFTER_S))
         log.warning("retrying %s in %.1fs (attempt %d)", self.base_url, delay, attempt + 2)
         time.sleep(delay)

@@ -2,8 +2,8 @@
 
 One row per example. An example's id is a content hash of (task, inputs, teacher), so
 recording the same input with the same teacher twice is a no-op: re-running a recording
-skips what is done, and since each answer is committed as it arrives, a crash loses
-nothing already recorded. WAL mode and a busy timeout let several processes record
+skips what is done, and since answers are committed batch by batch, a crash loses at
+most the batch in flight. WAL mode and a busy timeout let several processes record
 into one file at once. The schema version lives in `PRAGMA user_version`; `_MIGRATIONS`
 only ever grows.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import threading
 import time
 import uuid
@@ -26,6 +27,8 @@ from structune.errors import StructuneError, UserError
 from structune.llms.base import LLM, Message
 from structune.program import schema_hash
 from structune.serve.batching import Batcher
+
+log = logging.getLogger(__name__)
 
 # Any JSON object: what `{"type": "json_object"}` without a schema asks for.
 ANY_JSON_OBJECT: dict[str, Any] = {"type": "object"}
@@ -73,8 +76,10 @@ def create_app(
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > limits.max_body_bytes:
+        length = request.headers.get("content-length")
+        if request.method == "POST" and length is None:  # chunked bodies could be unbounded
+            return _error(411, "send a Content-Length header")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
             return _error(413, f"request body over {limits.max_body_bytes} bytes")
         if api_key and request.url.path != "/health":
             sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -89,6 +94,11 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.message, exc.kind)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error serving %s", request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}", "server_error")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -171,7 +181,8 @@ def _schema_of(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     if kind == "json_object":
         schema = response_format.get("schema", ANY_JSON_OBJECT)
     elif kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
         if schema is None:
             raise ApiError(400, "response_format.json_schema.schema is required")
     else:

@@ -47,7 +47,9 @@ class AdapterManifest(pydantic.BaseModel):
 def list_adapters() -> list[AdapterManifest]:
     """All saved adapters, oldest first."""
     root = adapters_dir()
-    manifests = [_read_manifest(p) for p in sorted(root.glob(f"*/{MANIFEST_FILE}"))]
+    paths = sorted(root.glob(f"*/{MANIFEST_FILE}"))
+    # `.<id>.partial-<pid>` folders are adapters still being written (or left by a crash)
+    manifests = [_read_manifest(p) for p in paths if not p.parent.name.startswith(".")]
     return sorted(manifests, key=lambda m: m.created)
 
 

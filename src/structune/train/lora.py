@@ -13,6 +13,7 @@ adapter whose manifest names the parent: the notebook's second `finetune()` call
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -79,6 +80,9 @@ def finetune(
     parent_manifest = load_manifest(parent) if parent else None
     if parent_manifest is not None:
         base = parent_manifest.base_model
+        # the parent's LoRA shape is what trains on: record it, not this call's defaults
+        shape = {k: parent_manifest.config[k] for k in ("lora_r", "lora_alpha", "lora_dropout")}
+        config = replace(config, **shape)
 
     import torch
 
@@ -92,7 +96,7 @@ def finetune(
     losses, tokens, seconds = _train_loop(model, tokenizer, examples, config, total, progress)
 
     manifest = AdapterManifest(
-        id=f"{task or 'adapter'}-{secrets.token_hex(4)}",
+        id=f"{re.sub(r'[^A-Za-z0-9_.-]', '_', task or 'adapter')}-{secrets.token_hex(4)}",
         base_model=base,
         parent=parent,
         task=task,
