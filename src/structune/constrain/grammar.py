@@ -10,14 +10,15 @@ silent failure.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from structune.errors import UserError
-from structune.program import schema_hash
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ def _ll_tokenizer(tokenizer: Any) -> Any:
     return llguidance.hf.from_tokenizer(tokenizer)  # ~0.4-0.9 s: worth caching
 
 
-_GRAMMARS: dict[tuple[str, int], SchemaGrammar] = {}
+# Recently used grammars, keyed by the schema's full digest and the tokenizer's id; the
+# tokenizer is kept beside its grammar so that a reused id can never match. Bounded: a
+# server sees arbitrary client schemas.
+_GRAMMARS: OrderedDict[tuple[str, int], tuple[Any, SchemaGrammar]] = OrderedDict()
+_MAX_CACHED_GRAMMARS = 64
 
 
 def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
@@ -71,8 +76,17 @@ def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
 
 def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
     """Compile `schema` for `tokenizer` (cached), or refuse it with the reason."""
-    key = (schema_hash(schema), id(tokenizer))
-    if key not in _GRAMMARS:
-        ll_tokenizer = _ll_tokenizer(tokenizer)
-        _GRAMMARS[key] = SchemaGrammar(schema_grammar(schema, ll_tokenizer), ll_tokenizer)
-    return _GRAMMARS[key]
+    digest = hashlib.sha256(
+        json.dumps(schema, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
+    key = (digest, id(tokenizer))
+    cached = _GRAMMARS.get(key)
+    if cached is not None and cached[0] is tokenizer:
+        _GRAMMARS.move_to_end(key)
+        return cached[1]
+    ll_tokenizer = _ll_tokenizer(tokenizer)
+    compiled = SchemaGrammar(schema_grammar(schema, ll_tokenizer), ll_tokenizer)
+    _GRAMMARS[key] = (tokenizer, compiled)
+    if len(_GRAMMARS) > _MAX_CACHED_GRAMMARS:
+        _GRAMMARS.popitem(last=False)
+    return compiled

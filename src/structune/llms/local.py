@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from structune.errors import UserError
 from structune.llms.base import LLM, Completion, Message
 from structune.models.chat import render_chat
 from structune.models.loading import DEFAULT_BASE_MODEL, load_model
@@ -52,7 +53,8 @@ class LocalLLM(LLM):
     ) -> LocalLLM:
         """Load a base model, merge an adapter (by id) into it, and cast to `dtype`.
 
-        When an adapter is given its manifest names the base model, and `base` is ignored.
+        When an adapter is given, its manifest names the base model; a different `base` is
+        refused.
         `dtype` defaults to bf16 where the hardware computes it natively, else fp32.
         """
         import torch
@@ -62,6 +64,11 @@ class LocalLLM(LLM):
             from structune.train.adapters import load_manifest
 
             manifest = load_manifest(adapter)
+            if base not in (DEFAULT_BASE_MODEL, manifest.base_model):
+                raise UserError(
+                    f"adapter {adapter} was trained on {manifest.base_model}, not {base}; "
+                    "an adapter only fits its own base model"
+                )
             model, tokenizer = load_model(manifest.base_model, dtype="float32")
             model = _merge_adapter(model, str(manifest.path))
             model_id = f"{manifest.base_model}+{adapter}"

@@ -205,10 +205,10 @@ class DatasetStore:
 
     def summary(self) -> list[TaskSummary]:
         rows = self._db.execute(
-            "SELECT task, COUNT(*) AS n, SUM(valid) AS v, GROUP_CONCAT(DISTINCT teacher) AS t "
+            "SELECT task, COUNT(*) AS n, SUM(valid) AS v, json_group_array(DISTINCT teacher) AS t "
             "FROM examples GROUP BY task ORDER BY task"
         )
-        return [TaskSummary(r["task"], r["n"], r["v"], sorted(r["t"].split(","))) for r in rows]
+        return [TaskSummary(r["task"], r["n"], r["v"], sorted(json.loads(r["t"]))) for r in rows]
 
 
 _COLUMNS = [

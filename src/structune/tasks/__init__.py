@@ -38,7 +38,7 @@ def read_inputs(path: str | Path, program: Program[Any]) -> list[dict[str, Any]]
     if not path.is_file():
         raise UserError(f"inputs file {path} not found")
     lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
-    if path.suffix != ".jsonl":
+    if path.suffix.lower() not in (".jsonl", ".json"):
         if len(program.variables) != 1:
             raise UserError(
                 f"{path}: a plain text inputs file needs a one-variable program; "

@@ -51,14 +51,14 @@ def tokenize_conversation(
     answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id in answer_ids:  # drop what the template writes after end-of-turn
         answer_ids = answer_ids[: answer_ids.index(tokenizer.eos_token_id) + 1]
-    input_ids = (prompt_ids + answer_ids)[:max_length]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
-    if all(label == IGNORE_INDEX for label in labels):
+    if len(prompt_ids) + len(answer_ids) > max_length:
+        # Cutting it would teach the model to stop mid-answer, without end-of-turn.
         raise UserError(
-            f"a training example's prompt alone is {len(prompt_ids)} tokens, over max_length="
-            f"{max_length}; raise max_length or shorten the prompt"
+            f"a training example is {len(prompt_ids) + len(answer_ids)} tokens "
+            f"({len(prompt_ids)} prompt), over max_length={max_length}; raise max_length or "
+            "shorten the prompt"
         )
-    return TokenizedExample(input_ids, labels)
+    return TokenizedExample(prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids)
 
 
 def bucketed_batches(
