@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PAPERS = REPO.parent / "shared" / "data" / "papers"
 MODEL_CACHE = REPO / ".pytest_cache" / "structune-models"
 
 

@@ -33,7 +33,7 @@ def llm_from_spec(spec: str) -> LLM:
 
     if spec in BUILTIN_MODELS:
         return LocalLLM.load(spec)
-    from structune.train.adapters import adapters_dir
+    from structune.paths import adapters_dir
 
     if (adapters_dir() / spec).is_dir():
         return LocalLLM.load(adapter=spec)

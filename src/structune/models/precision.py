@@ -2,7 +2,8 @@
 
 bf16 is fast only where the hardware does bf16 arithmetic: on a CPU, AVX512-BF16 or AMX.
 Elsewhere PyTorch emulates it: measured on a 2-core AVX2 EPYC, a bf16 matmul ran at
-~2 GFLOP/s against ~115 GFLOP/s in fp32, and one LoRA training step took 80 s instead of 7.
+2-11 GFLOP/s against ~135 in fp32 (benchmarks/matmul_dtype.py), and one LoRA training
+step took 80 s instead of 7.
 So "auto" picks bf16 only where it pays.
 """
 

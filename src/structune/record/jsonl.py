@@ -23,7 +23,7 @@ from typing import Any
 
 from structune.errors import InvalidOutput, UserError
 from structune.llms.base import Message
-from structune.program import Program
+from structune.program import Program, extract_json_object
 from structune.record.store import DatasetStore, Example
 
 _METADATA_KEY = "structune"
@@ -157,8 +157,6 @@ def _from_line(
 def _check_answer(
     completion: str, program: Program[Any] | None
 ) -> tuple[dict[str, Any] | None, str | None]:
-    from structune.program import extract_json_object
-
     try:
         if program is not None:
             return program.parse(completion).model_dump(mode="json"), None
