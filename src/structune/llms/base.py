@@ -50,9 +50,11 @@ class LLM(ABC):
 
     Attributes:
         model_id: a stable name for this model, recorded with every example it produces.
+        context_window: prompt plus answer tokens the model can attend to, where known.
     """
 
     model_id: str
+    context_window: int | None = None
 
     @abstractmethod
     def complete(

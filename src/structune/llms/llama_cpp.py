@@ -56,6 +56,7 @@ class LlamaCppLLM(LLM):
             ) from None
         lora = f"+{Path(lora_path).stem}" if lora_path else ""
         self.model_id = model_id or f"llamacpp:{path.stem}{lora}"
+        self.context_window = n_ctx
 
     def complete(
         self,

@@ -38,6 +38,7 @@ class LocalLLM(LLM):
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.batch_size = batch_size
+        self.context_window = getattr(model.config, "max_position_embeddings", None)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"

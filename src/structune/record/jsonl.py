@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from structune.errors import InvalidOutput, UserError
+from structune.fileio import write_atomically
 from structune.llms.base import Message
 from structune.program import Program, extract_json_object
 from structune.record.store import DatasetStore, Example
@@ -41,21 +40,10 @@ def export_jsonl(
 ) -> int:
     """Write the store's examples (optionally one task, optionally only valid ones) to `path`;
     return how many lines were written."""
-    path = Path(path)
     examples = store.examples(task, valid=True if valid_only else None)
     schemas = {e.schema_hash: store.schema(e.schema_hash) for e in examples}
     lines = [_to_line(e, schemas[e.schema_hash]) for e in examples]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     return len(lines)
 
 

@@ -10,7 +10,10 @@ from typing import Any
 from structune.errors import UserError
 from structune.program import Program
 
-BUILTIN_PROGRAMS = {"album": "structune.tasks.albums:album_program"}
+BUILTIN_PROGRAMS = {
+    "album": "structune.tasks.albums:album_program",
+    "citations": "structune.tasks.citations:citation_program",
+}
 
 
 def load_program(spec: str) -> Program[Any]:

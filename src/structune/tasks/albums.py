@@ -10,6 +10,7 @@ test input, first).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
@@ -44,6 +45,8 @@ PROMPT_TEMPLATE = (
 
 album_program: Program[Album] = Program(PROMPT_TEMPLATE, Album, name="album")
 
+_MOVIE_IN_PROMPT = re.compile(r"Using the movie (.+?) as inspiration\.")
+
 
 def curated_albums() -> list[dict[str, Any]]:
     """The curated answers: `{"movie_name": ..., "album": {...}}` per movie."""
@@ -56,16 +59,18 @@ def heldout_movies() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def curated_teacher(program: Program[Album] = album_program) -> CallableLLM:
-    """A teacher that answers the album program from the curated set, as GPT-4 would
-    (pretty-printed JSON), and refuses inputs it has no answer for."""
-    answers = {
-        program.messages({"movie_name": item["movie_name"]})[-1]["content"]: item["album"]
-        for item in curated_albums()
-    }
+def curated_teacher() -> CallableLLM:
+    """A teacher that answers from the curated set, as GPT-4 would (pretty-printed JSON),
+    and refuses movies it has no answer for.
+
+    It finds the movie in the last user message ("... Using the movie X as inspiration"),
+    so it answers this package's album program and the notebook's LlamaIndex program alike.
+    """
+    answers = {item["movie_name"]: item["album"] for item in curated_albums()}
 
     def answer(messages: Sequence[Message]) -> str:
-        album = answers.get(messages[-1]["content"])
+        found = _MOVIE_IN_PROMPT.search(messages[-1]["content"])
+        album = answers.get(found.group(1)) if found else None
         if album is None:
             raise UserError("the curated teacher only knows the movies in data/albums.jsonl")
         return json.dumps(album, indent=2, ensure_ascii=False)

@@ -1,0 +1,359 @@
+"""The notebook's citation task: retrieved paper text in, the author-year citations out.
+
+`citation_program` asks for a `Response` in LlamaIndex's default text-QA prompt, as the
+notebook's query engine did. Where no GPT-4 is configured, `citation_teacher` answers it
+with `extract_citations`, a deterministic reader of author-year citations: it repairs what
+PDF text extraction breaks (ligatures, spacing accents, words hyphenated across lines),
+then finds three forms, each anchored on a year so that ordinary parentheses never count:
+parenthetical ("(Brown et al., 2020; Rae et al., 2021)", also in brackets), narrative
+("Christiano et al. (2017)", "Li & Liang (2021)") and bare "Wu et al., 2021" (a citation
+whose opening parenthesis fell in another chunk). A candidate first author must look like a
+surname, not an acronym, a month or a word such as "Table".
+
+Scoring compares (first author, year) pairs under `author_key`, a forgiving key: a model
+may answer "Ouyang", "Ouyang et al." or "L. Ouyang" for the same citation.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pydantic
+from pydantic import Field
+
+from structune.errors import UserError
+from structune.llms.base import Message
+from structune.program import FORMAT_INSTRUCTIONS, Program
+
+
+class Citation(pydantic.BaseModel):
+    """Citation class."""
+
+    author: str = Field(..., description="Inferred first author (usually last name")
+    year: int = Field(..., description="Inferred year")
+    desc: str = Field(
+        ...,
+        description=("Inferred description from the text of the work that the author is cited for"),
+    )
+
+
+class Response(pydantic.BaseModel):
+    """List of author citations. Extracted over unstructured text."""
+
+    citations: list[Citation] = Field(
+        ...,
+        description=("List of author citations (organized by author, year, and description)."),
+    )
+
+
+# LlamaIndex's DEFAULT_TEXT_QA_PROMPT_TMPL, word for word.
+CONTEXT_MARKER = "---------------------"
+PROMPT_TEMPLATE = (
+    "Context information is below.\n"
+    f"{CONTEXT_MARKER}\n"
+    "{context_str}\n"
+    f"{CONTEXT_MARKER}\n"
+    "Given the context information and not prior knowledge, answer the query.\n"
+    "Query: {query_str}\n"
+    "Answer: "
+)
+
+citation_program: Program[Response] = Program(PROMPT_TEMPLATE, Response, name="citations")
+
+MAX_DESC_CHARS = 300
+"""A citing sentence longer than this (PDF text without full stops) is cut around the
+citation, so one answer stays a few hundred tokens."""
+
+# --- text repair ------------------------------------------------------------------------
+
+# pymupdf writes "Rücklé" as "R\u00a8uckl\u00b4e": a spacing accent before its letter.
+_SPACING_ACCENTS = {
+    "\u00a8": "\u0308",  # diaeresis
+    "\u00b4": "\u0301",  # acute
+    "\u02c6": "\u0302",  # circumflex
+    "\u02dc": "\u0303",  # tilde
+    "\u02c7": "\u030c",  # caron
+    "\u02da": "\u030a",  # ring
+}
+_LOOSE_ACCENT = re.compile(f"([{''.join(_SPACING_ACCENTS)}])([A-Za-z\u0131])")
+# "Rebufﬁet al.": a ligature at the end of a surname swallows the space after it.
+_LIGATURE_GLUED = re.compile(r"([\ufb00-\ufb06])(?=et al\b)")
+_LINE_HYPHEN = re.compile(r"([^\W\d_])[-\u00ad]\s*\n\s*([^\W\d_])")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """PDF-extracted text as one line: accents and ligatures repaired, line-break
+    hyphenation undone ("Rad-\\nford" → "Radford", but "Allen-\\nZhu" → "Allen-Zhu")."""
+    text = _LOOSE_ACCENT.sub(
+        lambda m: m.group(2).replace("\u0131", "i") + _SPACING_ACCENTS[m.group(1)], text
+    )
+    text = _LIGATURE_GLUED.sub(r"\1 ", text)
+    text = unicodedata.normalize("NFKC", text)
+    text = _LINE_HYPHEN.sub(
+        lambda m: m.group(1) + ("" if m.group(2).islower() else "-") + m.group(2), text
+    )
+    return _WHITESPACE.sub(" ", text.replace("\u00ad", "")).strip()
+
+
+# --- citation patterns ------------------------------------------------------------------
+
+# `re` has no \p{Lu}: list the capitals of the Latin, Greek and Cyrillic blocks instead.
+_UPPER = "".join(c for c in map(chr, range(0x530)) if c.isupper())
+_LETTER = r"[^\W\d_]"
+_APOSTROPHES = "'\u2019"
+_NAME = rf"[{_UPPER}]{_LETTER}*(?:[-{_APOSTROPHES}]{_LETTER}+)*"
+_PARTICLE = r"(?i:van|von|der|den|de|del|della|di|da|dos|das|du|le|la|ter|ten)\s+"
+_SURNAME = rf"(?<![\w{_APOSTROPHES}-])(?:{_PARTICLE}){{0,3}}{_NAME}"
+_ET_AL = r"\s+et\s*al\b\.?"
+_AUTHORS = (
+    rf"(?P<first>{_SURNAME})"
+    rf"(?:{_ET_AL}|(?:\s*,\s*{_SURNAME}){{0,5}}\s*,?\s+(?:and|&)\s+{_SURNAME})?"
+)
+_YEAR = r"(?:1[89]|20)\d\d[a-z]?(?!\w)"
+_YEARS = rf"(?P<years>{_YEAR}(?:\s*,\s*(?:{_YEAR}|[a-z]\b))*)"
+
+# Inside one (...) or [...] group: "Smith et al., 2020" wherever it stands in the group.
+_IN_GROUP = re.compile(rf"{_AUTHORS},?\s+{_YEARS}(?=\s*(?:[;,]|$))")
+_GROUP = re.compile(r"\(([^()]{1,2000})\)|\[([^\[\]]{1,2000})\]")
+# "Christiano et al. (2017)", "Li & Liang [2021; see also ...]".
+_NARRATIVE = re.compile(rf"{_AUTHORS}\s*[(\[]\s*{_YEARS}\s*(?:[;,][^()\[\]]*)?[)\]]")
+# "Wu et al., 2021" with no parenthesis around it in this text.
+_BARE = re.compile(rf"(?P<first>{_SURNAME}){_ET_AL},?\s+{_YEARS}")
+
+_NOT_SURNAMES = frozenset({
+    "january", "february", "march", "april", "may", "june", "july", "august", "september",
+    "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
+    "sept", "oct", "nov", "dec", "spring", "summer", "autumn", "fall", "winter",
+    "table", "tables", "figure", "figures", "fig", "section", "sections", "sec", "appendix",
+    "chapter", "part", "eq", "equation", "algorithm", "step", "stage", "page", "pages",
+    "version", "vol", "volume", "no", "number", "line", "lines", "year", "years",
+    "in", "on", "at", "see", "since", "from", "until", "before", "after", "during", "the",
+    "and", "or", "of", "for", "by", "with", "as", "also",
+    "model", "models", "data", "dataset", "datasets", "task", "tasks", "example", "examples",
+    "note", "notes", "release",
+})  # fmt: skip
+
+
+def _looks_like_surname(surname: str) -> bool:
+    """A capitalized word, not an acronym or a CamelCase model name ("BERT", "DeBERTa")."""
+    name = surname.split()[-1]
+    return (
+        len(name) > 1
+        and name.casefold() not in _NOT_SURNAMES
+        and not re.search(rf"[{_UPPER}]{{2}}", name)
+    )
+
+
+@dataclass(frozen=True)
+class _Found:
+    start: int
+    end: int
+    author: str
+    year: int
+
+
+def _matches(pattern: re.Pattern[str], text: str, offset: int = 0) -> Iterator[_Found]:
+    """Every citation `pattern` finds in `text`; a match whose first author is no surname
+    is dropped and the search goes on right after that word, so "BERT and Smith (2020)"
+    still yields Smith."""
+    position = 0
+    while (match := pattern.search(text, position)) is not None:
+        author = match.group("first")
+        if not _looks_like_surname(author):
+            position = match.end("first")
+            continue
+        for year in dict.fromkeys(int(y) for y in re.findall(r"\d{4}", match.group("years"))):
+            yield _Found(offset + match.start(), offset + match.end(), author, year)
+        position = match.end()
+
+
+def _find(text: str) -> list[_Found]:
+    found = [*_matches(_NARRATIVE, text), *_matches(_BARE, text)]
+    for group in _GROUP.finditer(text):
+        inner = 1 if group.group(1) is not None else 2
+        found.extend(_matches(_IN_GROUP, group.group(inner), group.start(inner)))
+    return sorted(found, key=lambda f: f.start)
+
+
+# --- citing sentences -------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(
+    r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bcf)(?<!\bvs)(?<!\bFig)(?<!\bEq)(?<!\bSec)"
+    r"(?<!\bresp)(?<!\bpp)(?<!\bNo)(?<!\b[A-Z])"
+    rf"[.!?][\"\u201d\u2019)\]]*\s+(?=[{_UPPER}\d\"\u201c(\[])"
+)
+
+
+def _sentence(text: str, starts: list[int], found: _Found) -> str:
+    """The sentence around `found`, cut to `MAX_DESC_CHARS` around the citation."""
+    begin = starts[bisect.bisect_right(starts, found.start) - 1]
+    after = bisect.bisect_left(starts, found.end)
+    end = starts[after] if after < len(starts) else len(text)
+    if end - begin > MAX_DESC_CHARS:
+        middle = (found.start + found.end) // 2
+        begin = max(begin, middle - MAX_DESC_CHARS // 2)
+        end = min(end, begin + MAX_DESC_CHARS)
+        begin = max(begin, end - MAX_DESC_CHARS)
+        window = text[begin:end]
+        if begin > 0 and text[begin - 1] != " ":
+            window = window.partition(" ")[2]  # no half word at either end
+        if end < len(text) and text[end] != " ":
+            window = window.rpartition(" ")[0]
+        return window.strip()
+    return text[begin:end].strip()
+
+
+def extract_citations(text: str) -> Response:
+    """The author-year citations in `text`, in order of first appearance.
+
+    `author` is the first author's surname as written (after PDF repairs), `year` drops any
+    "a"/"b" suffix, `desc` is the citing sentence. The same first author and year cited
+    again (in any form) is kept once, at its first occurrence.
+    """
+    text = clean_text(text)
+    starts = [0, *(m.end() for m in _SENTENCE_END.finditer(text))]
+    citations: dict[tuple[str, int], Citation] = {}
+    for found in _find(text):
+        key = (author_key(found.author), found.year)
+        if key not in citations:
+            desc = _sentence(text, starts, found)
+            citations[key] = Citation(author=found.author, year=found.year, desc=desc)
+    return Response(citations=list(citations.values()))
+
+
+# --- the offline teacher ----------------------------------------------------------------
+
+_FORMAT_START = FORMAT_INSTRUCTIONS.split("{schema}")[0].strip()
+_MARKER_LINE = re.compile(rf"^{CONTEXT_MARKER}[ \t]*$", re.MULTILINE)
+
+
+def context_of(prompt: str) -> str:
+    """The retrieved context in a text-QA prompt: between the first and the last marker
+    line; without markers, the whole prompt less any JSON-schema format instructions."""
+    markers = list(_MARKER_LINE.finditer(prompt))
+    if len(markers) >= 2:
+        return prompt[markers[0].end() : markers[-1].start()].strip("\n")
+    return prompt.split(_FORMAT_START)[0].strip()
+
+
+def citation_teacher(messages: Sequence[Message]) -> str:
+    """Answer `citation_program` as the GPT-4 teacher would, from the rules above.
+
+    Wrap it to record examples: `CallableLLM(citation_teacher, model_id="rules:citations")`.
+    The answer is compact UTF-8 JSON (no \\u escapes), the form constrained decoding writes.
+
+    Raises:
+        UserError: the conversation has no user message.
+    """
+    prompts = [m["content"] for m in messages if m["role"] == "user"]
+    if not prompts:
+        raise UserError(
+            "the citation teacher needs a user message holding the context; "
+            "build the messages with citation_program.messages(...)"
+        )
+    return extract_citations(context_of(prompts[-1])).model_dump_json()
+
+
+# --- scoring ----------------------------------------------------------------------------
+
+_FIRST_AUTHOR_END = re.compile(r"\s+et\s*al\b.*|\s+(?:and|&)\s+.*|[,;].*", re.IGNORECASE)
+
+CitationPair = tuple[str, int]
+
+
+def author_key(author: str) -> str:
+    """The first author's surname, reduced so that spellings of one name agree.
+
+    Case, accents, ligatures, "et al." and co-authors are ignored, and so are first names,
+    initials and particles: the key is the last word, letters only. "L. Ouyang",
+    "Ouyang et al." and "ouyang" all give "ouyang"; "van der Maaten" gives "maaten",
+    "Allen-Zhu" gives "allenzhu", "Rücklé" gives "ruckle".
+    """
+    name = _FIRST_AUTHOR_END.sub("", unicodedata.normalize("NFKC", author).strip())
+    name = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    words = [w for w in re.split(r"[\s.]+", name.casefold()) if any(c.isalpha() for c in w)]
+    return "".join(c for c in words[-1] if c.isalpha()) if words else ""
+
+
+def citation_pairs(response: Response | None) -> set[CitationPair]:
+    """The (author key, year) pairs of an answer; none for an unparseable answer (None)."""
+    if response is None:
+        return set()
+    return {(author_key(c.author), c.year) for c in response.citations if author_key(c.author)}
+
+
+def pairs_in_context(context: str) -> set[CitationPair]:
+    """The gold pairs for a retrieved context: the citations the rules find in it."""
+    return citation_pairs(extract_citations(context))
+
+
+@dataclass(frozen=True)
+class CitationScore:
+    """Micro-averaged agreement of predicted and gold (author, year) pairs.
+
+    An empty denominator scores 1.0 only when both sides are empty (nothing to find,
+    nothing claimed), otherwise 0.0.
+
+    Attributes:
+        precision: true positives over predicted pairs.
+        recall: true positives over gold pairs.
+        f1: harmonic mean of precision and recall.
+        n: examples scored.
+        true_positives: predicted pairs that are gold.
+        predicted: predicted pairs, over all examples.
+        gold: gold pairs, over all examples.
+        unparseable: predictions that were None (counted as no pairs).
+    """
+
+    precision: float
+    recall: float
+    f1: float
+    n: int
+    true_positives: int
+    predicted: int
+    gold: int
+    unparseable: int
+
+
+def score_citations(
+    predicted: Sequence[Response | None], gold: Sequence[set[CitationPair]]
+) -> CitationScore:
+    """Score answers against gold pairs (e.g. from `pairs_in_context`), example by example.
+
+    Gold authors go through `author_key` too, so hand-written gold such as
+    `{("Ouyang", 2022)}` works.
+
+    Raises:
+        UserError: the two lists differ in length.
+    """
+    if len(predicted) != len(gold):
+        raise UserError(
+            f"got {len(predicted)} predictions for {len(gold)} gold sets; "
+            "pass one prediction (or None) per example"
+        )
+    true_positives = n_predicted = n_gold = 0
+    for response, pairs in zip(predicted, gold, strict=True):
+        guessed = citation_pairs(response)
+        expected = {(author_key(author), year) for author, year in pairs}
+        true_positives += len(guessed & expected)
+        n_predicted += len(guessed)
+        n_gold += len(expected)
+    both_empty = n_predicted == n_gold == 0
+    precision = true_positives / n_predicted if n_predicted else float(both_empty)
+    recall = true_positives / n_gold if n_gold else float(both_empty)
+    total = precision + recall
+    return CitationScore(
+        precision=precision,
+        recall=recall,
+        f1=2 * precision * recall / total if total else 0.0,
+        n=len(gold),
+        true_positives=true_positives,
+        predicted=n_predicted,
+        gold=n_gold,
+        unparseable=sum(response is None for response in predicted),
+    )

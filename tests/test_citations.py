@@ -1,0 +1,376 @@
+"""The citation task: rules that read author-year citations, the offline teacher, scoring.
+
+Real-text tests read the arXiv PDFs in ../shared/data/papers with pymupdf; the expected
+citations on those pages were checked by eye against the page text.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from structune import CallableLLM, UserError
+from structune.program import FORMAT_INSTRUCTIONS
+from structune.tasks.citations import (
+    MAX_DESC_CHARS,
+    Citation,
+    CitationScore,
+    Response,
+    author_key,
+    citation_pairs,
+    citation_program,
+    citation_teacher,
+    context_of,
+    extract_citations,
+    pairs_in_context,
+    score_citations,
+)
+
+PAPERS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "papers"
+
+
+def found(text: str) -> list[tuple[str, int]]:
+    return [(c.author, c.year) for c in extract_citations(text).citations]
+
+
+# --- patterns ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("as in prior work (Ouyang et al., 2022).", [("Ouyang", 2022)]),
+        ("constitutional methods [Bai et al., 2022] help.", [("Bai", 2022)]),
+        ("Smith and Jones (2020) show it.", [("Smith", 2020)]),
+        ("Smith & Jones (2020) show it.", [("Smith", 2020)]),
+        ("Smith, Jones, and Lee (2019) show it.", [("Smith", 2019)]),
+        ("big models (Brown et al., 2020; Rae et al., 2021).", [("Brown", 2020), ("Rae", 2021)]),
+        ("Christiano et al. (2017) introduced it.", [("Christiano", 2017)]),
+        ("summaries (Stiennon et al., 2020a) work.", [("Stiennon", 2020)]),
+        ("other tasks (e.g., Wu et al., 2021).", [("Wu", 2021)]),
+        ("assistants (see Askell et al., 2021).", [("Askell", 2021)]),
+        ("RLHF (RLHF; Christiano et al., 2017).", [("Christiano", 2017)]),
+        ("alignment (Gabriel, 2020).", [("Gabriel", 2020)]),
+        ("As discussed in Gabriel (2020), it is subtle.", [("Gabriel", 2020)]),
+        ("parsing (Lawrence and Riezler, 2018).", [("Lawrence", 2018)]),
+        ("parsing (Smith et al. 2019).", [("Smith", 2019)]),
+        ("Rocktäschel et al. (2015) attend.", [("Rocktäschel", 2015)]),
+        (
+            "(Łukasiewicz, 1951) and (Özdemir et al., 2020).",
+            [("Łukasiewicz", 1951), ("Özdemir", 2020)],
+        ),
+        ("t-SNE (van der Maaten and Hinton, 2008).", [("van der Maaten", 2008)]),
+        (
+            "Van Durme et al. (2018) and (Dos Santos et al., 2020).",
+            [("Van Durme", 2018), ("Dos Santos", 2020)],
+        ),
+        ("theory (Allen-Zhu & Li, 2020b).", [("Allen-Zhu", 2020)]),
+        ("two papers Smith et al. (2019, 2020b).", [("Smith", 2019), ("Smith", 2020)]),
+        ("safety (Dinan et al., 2019a,b).", [("Dinan", 2019)]),
+        ("It includes MNLI (inference, Williams et al. (2018)).", [("Williams", 2018)]),
+        ("Xu et al. [2020] filter data.", [("Xu", 2020)]),
+    ],
+)
+def test_citation_forms(text, expected):
+    assert found(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # line-break hyphenation from PDF text, inside and around the citation
+        ("GPT-2 (Rad-\nford et al., 2019) is", [("Radford", 2019)]),
+        (
+            "tuning (Lester et al., 2021; Ham-\nbardzumyan et al., 2020).",
+            [("Lester", 2021), ("Hambardzumyan", 2020)],
+        ),
+        ("result in Allen-\nZhu & Li (2020b) suggests", [("Allen-Zhu", 2020)]),
+        ("design in Pfeiffer\net al.\n(2021), which", [("Pfeiffer", 2021)]),
+        # pymupdf's spacing accents and ligatures
+        ("AdapterDrop (R\u00a8uckl\u00b4e et al., 2020) drops", [("Rücklé", 2020)]),
+        (
+            "adapters (Houlsby et al., 2019; Rebuf\ufb01et al., 2017)",
+            [("Houlsby", 2019), ("Rebuffi", 2017)],
+        ),
+        ("Chinchilla (Ho\ufb00mann et al., 2022)", [("Hoffmann", 2022)]),
+        # the opening parenthesis fell in the previous chunk
+        ("et al., 2019; Wu et al., 2021). We then", [("Wu", 2021)]),
+    ],
+)
+def test_pdf_text_is_repaired(text, expected):
+    assert found(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Results are in Table 2 (2020).",
+        "See Section 3 (2019) for details.",
+        "As shown in Figure 1, the loss falls.",
+        "We label (1,000 examples) by hand.",
+        "Collected over a year (January 2020) and again (May, 2021).",
+        "In 2020 (Jan) we started.",
+        "GPT-3 (2020) and BERT (2019) and DeBERTa (2021).",
+        "at a venue (ICML, 2019) and (NeurIPS 2020).",
+        "the data (2020) was noisy.",
+        "Bostrom, N. (2014). Superintelligence. Dunod.",
+        "Lawrence, C. and Riezler, S. (2018). Improving a neural semantic parser.",
+        "In Advances in Neural Information Processing Systems, 2018.",
+        "the rate (about 50%, 2019 to 2021) grew.",
+        "GPT-2 (Radford et al., b) has no year.",
+    ],
+)
+def test_no_false_positives(text):
+    assert found(text) == []
+
+
+def test_an_acronym_before_a_real_author_does_not_hide_the_author():
+    assert found("compare BERT and Smith (2020) here.") == [("Smith", 2020)]
+
+
+def test_duplicates_keep_the_first_occurrence_in_source_order():
+    text = (
+        "Zeta models exist (Smith et al., 2020). Adams (2019) disagrees. "
+        "Later, Smith et al. (2020) and (Smith, 2020a) and (smith-free, 2020) agree."
+    )
+    response = extract_citations(text)
+    assert [(c.author, c.year) for c in response.citations] == [("Smith", 2020), ("Adams", 2019)]
+    assert response.citations[0].desc == "Zeta models exist (Smith et al., 2020)."
+
+
+def test_desc_is_the_citing_sentence_on_one_line():
+    text = (
+        "Intro text here. As shown by Smith et al.\n(2020), low-rank\nupdates suf-\nfice "
+        "(e.g., Wu et al., 2021). Next sentence (Lee, 2018)."
+    )
+    first, second, third = extract_citations(text).citations
+    assert first.desc == second.desc
+    assert first.desc == (
+        "As shown by Smith et al. (2020), low-rank updates suffice (e.g., Wu et al., 2021)."
+    )
+    assert third.desc == "Next sentence (Lee, 2018)."
+
+
+def test_desc_is_bounded_when_the_text_has_no_sentence_ends():
+    text = " ".join(["word"] * 200) + " (Smith et al., 2020) " + " ".join(["more"] * 200)
+    (citation,) = extract_citations(text).citations
+    assert len(citation.desc) <= MAX_DESC_CHARS
+    assert "(Smith et al., 2020)" in citation.desc
+    assert "\n" not in citation.desc and citation.desc == citation.desc.strip()
+
+
+def test_no_citations_gives_an_empty_response():
+    assert extract_citations("").citations == []
+    assert extract_citations("Plain prose with no references at all.").citations == []
+
+
+# --- real papers --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pages():
+    pymupdf = pytest.importorskip("pymupdf")
+    if not PAPERS.is_dir():
+        pytest.skip(f"papers not found at {PAPERS}")
+
+    def read(name: str) -> list[str]:
+        with pymupdf.open(PAPERS / f"{name}.pdf") as document:
+            return [page.get_text() for page in document]
+
+    return {name: read(name) for name in ("lora", "instructgpt", "llama2_excerpt")}
+
+
+# Every (first author, year) on these pages, read off the page text by eye.
+HAND_CHECKED = {
+    ("lora", 1): {
+        ("Houlsby", 2019), ("Rebuffi", 2017), ("Li", 2021), ("Lester", 2021),
+        ("Hambardzumyan", 2020), ("Liu", 2021), ("Li", 2018), ("Aghajanyan", 2020),
+        ("Vaswani", 2017), ("Brown", 2020), ("Loshchilov", 2019), ("Kingma", 2017),
+    },
+    ("lora", 8): {
+        ("Brown", 2020), ("Devlin", 2019), ("Collobert", 2008), ("Houlsby", 2019),
+        ("Rebuffi", 2017), ("Lin", 2020), ("Mahabadi", 2021), ("Li", 2021), ("Lester", 2021),
+        ("Hambardzumyan", 2020), ("Liu", 2021), ("Li", 2016), ("Cai", 2010), ("Li", 2018),
+        ("Grasedyck", 2013), ("Oymak", 2019), ("Sainath", 2013), ("Povey", 2018),
+        ("Zhang", 2014), ("Jaderberg", 2014), ("Zhao", 2016), ("Khodak", 2021),
+        ("Denil", 2014), ("Allen-Zhu", 2019), ("Ghorbani", 2020), ("Allen-Zhu", 2020),
+    },
+    ("instructgpt", 1): {
+        ("Radford", 2019), ("Brown", 2020), ("Fedus", 2021), ("Rae", 2021),
+        ("Thoppilan", 2022), ("Leike", 2018), ("Askell", 2021), ("Christiano", 2017),
+        ("Stiennon", 2020), ("Schulman", 2017),
+    },
+    ("llama2_excerpt", 2): {
+        ("Scao", 2022), ("Touvron", 2023), ("Penedo", 2023), ("Brown", 2020), ("Hoffmann", 2022),
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("paper", "page"), sorted(HAND_CHECKED))
+def test_hand_checked_pages_are_read_exactly(pages, paper, page):
+    assert set(found(pages[paper][page])) == HAND_CHECKED[paper, page]
+
+
+def test_known_citations_are_found_with_their_sentence(pages):
+    by_key: dict[tuple[str, int], str] = {}  # the first citing sentence of each
+    for text in pages["instructgpt"]:
+        for c in extract_citations(text).citations:
+            by_key.setdefault((c.author, c.year), c.desc)
+    assert "reinforcement learning from human feedback" in by_key["Stiennon", 2020]
+    assert by_key["Askell", 2021].startswith("Using the language of Askell et al. (2021)")
+    assert ("Böhm", 2019) in by_key and ("Völske", 2017) in by_key
+    assert ("Solaiman", 2021) in by_key  # "Solaiman and Dennison (2021)"
+    lora = {(c.author, c.year) for text in pages["lora"] for c in extract_citations(text).citations}
+    assert {("Rücklé", 2020), ("Ham", 2008), ("Dolan", 2005), ("Lepikhin", 2020)} <= lora
+
+
+def test_reference_lists_yield_no_citations(pages):
+    references = [
+        text
+        for text in pages["instructgpt"]
+        if text.count(", et al. (") + text.count("., and ") > 5
+    ]
+    assert len(references) >= 4
+    assert all(found(text) == [] for text in references)
+
+
+# --- program and teacher ----------------------------------------------------------------
+
+
+def test_models_match_the_notebook():
+    schema = Response.model_json_schema()
+    assert list(schema["properties"]) == ["citations"]
+    fields = Citation.model_json_schema()["properties"]
+    assert list(fields) == ["author", "year", "desc"]
+    assert fields["author"]["description"] == "Inferred first author (usually last name"
+    assert fields["year"]["type"] == "integer"
+
+
+def test_program_uses_the_text_qa_prompt():
+    assert citation_program.name == "citations"
+    assert citation_program.variables == {"context_str", "query_str"}
+    prompt = citation_program.render({"context_str": "CTX", "query_str": "Q?"})
+    assert prompt == (
+        "Context information is below.\n---------------------\nCTX\n---------------------\n"
+        "Given the context information and not prior knowledge, answer the query.\n"
+        "Query: Q?\nAnswer: "
+    )
+
+
+CONTEXT = (
+    "Attention over pairs was studied by Rocktäschel et al. (2015).\n"
+    "Low-rank updates suf-\nfice (Hu et al., 2021; Aghajanyan et al., 2020)."
+)
+
+
+def test_teacher_reads_only_the_context_and_answers_utf8_json():
+    messages = citation_program.messages(
+        {"context_str": CONTEXT, "query_str": "Which works does (Query et al., 1999) cite?"}
+    )
+    answer = citation_teacher(messages)
+    assert "Rocktäschel" in answer and "\\u" not in answer
+    response = Response.model_validate_json(answer)
+    assert response == extract_citations(CONTEXT)
+    assert [(c.author, c.year) for c in response.citations] == [
+        ("Rocktäschel", 2015),
+        ("Hu", 2021),
+        ("Aghajanyan", 2020),
+    ]
+    assert json.loads(answer) == response.model_dump()
+
+
+def test_teacher_without_markers_ignores_the_format_instructions():
+    schema = json.dumps({"description": "Smith et al. (2001) would be a citation"})
+    prompt = "Find the citations in: (Lee, 2018) says so." + FORMAT_INSTRUCTIONS.format(
+        schema=schema
+    )
+    assert context_of(prompt) == "Find the citations in: (Lee, 2018) says so."
+    answer = citation_teacher([{"role": "user", "content": prompt}])
+    assert citation_pairs(Response.model_validate_json(answer)) == {("lee", 2018)}
+
+
+def test_context_keeps_lines_of_dashes_inside_it():
+    inner = f"(Lee, 2018)\n{'-' * 21}\n(Kim, 2019)"
+    prompt = citation_program.render({"context_str": inner, "query_str": "q"})
+    assert context_of(prompt) == inner
+
+
+def test_teacher_runs_as_a_program_teacher():
+    llm = CallableLLM(citation_teacher, model_id="rules:citations")
+    inputs = {"context_str": CONTEXT, "query_str": "List the citations."}
+    assert citation_program.run(llm, inputs) == extract_citations(CONTEXT)
+
+
+def test_teacher_needs_a_user_message():
+    with pytest.raises(UserError, match="user message"):
+        citation_teacher([{"role": "system", "content": "hi"}])
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling", ["Ouyang", "ouyang", "Ouyang et al.", "L. Ouyang", "Long Ouyang", "Ouyang, L."]
+)
+def test_author_key_forgives_spelling(spelling):
+    assert author_key(spelling) == "ouyang"
+
+
+def test_author_key_drops_accents_particles_and_punctuation():
+    assert author_key("Rücklé") == author_key("Ruckle") == "ruckle"
+    assert author_key("van der Maaten") == "maaten"
+    assert author_key("Allen-Zhu & Li") == "allenzhu"
+    assert author_key("Rebuf\ufb01") == "rebuffi"
+    assert author_key("O\u2019Neil") == "oneil"
+
+
+def response(*pairs: tuple[str, int]) -> Response:
+    return Response(citations=[Citation(author=a, year=y, desc="") for a, y in pairs])
+
+
+def test_pairs_in_context_are_normalized():
+    assert pairs_in_context("as (Rücklé et al., 2020a) and Smith (2019) show") == {
+        ("ruckle", 2020),
+        ("smith", 2019),
+    }
+    assert citation_pairs(None) == set()
+
+
+def test_score_counts_pairs_over_all_examples():
+    score = score_citations(
+        [response(("Ouyang", 2022), ("Bai", 2022)), response(("Wu", 2021))],
+        [{("ouyang", 2022), ("bai", 2022)}, {("lee", 2018), ("kim", 2019), ("Wu", 2020)}],
+    )
+    assert (score.true_positives, score.predicted, score.gold, score.n) == (2, 3, 5, 2)
+    assert score.precision == pytest.approx(2 / 3)
+    assert score.recall == pytest.approx(2 / 5)
+    assert score.f1 == pytest.approx(2 * (2 / 3) * (2 / 5) / (2 / 3 + 2 / 5))
+
+
+def test_unparseable_answers_predict_nothing():
+    score = score_citations([None, response(("Smith", 2020))], [{("x", 2000)}, {("smith", 2020)}])
+    assert score.unparseable == 1
+    assert (score.precision, score.recall) == (1.0, 0.5)
+    assert score.f1 == pytest.approx(2 / 3)
+
+
+def test_gold_is_normalized_and_duplicates_count_once():
+    score = score_citations(
+        [response(("Rücklé et al.", 2020), ("Ruckle", 2020))], [{("R\u00fcckl\u00e9", 2020)}]
+    )
+    assert (score.true_positives, score.predicted, score.gold) == (1, 1, 1)
+
+
+def test_empty_gold():
+    nothing = score_citations([response()], [set()])
+    assert nothing == CitationScore(1.0, 1.0, 1.0, 1, 0, 0, 0, 0)
+    invented = score_citations([response(("Smith", 2020))], [set()])
+    assert (invented.precision, invented.recall, invented.f1) == (0.0, 0.0, 0.0)
+    missed = score_citations([None], [{("smith", 2020)}])
+    assert (missed.precision, missed.recall, missed.f1) == (0.0, 0.0, 0.0)
+    assert score_citations([], []).n == 0
+
+
+def test_score_needs_one_prediction_per_gold_set():
+    with pytest.raises(UserError, match="one prediction"):
+        score_citations([None], [set(), set()])
