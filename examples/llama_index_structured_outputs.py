@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=200, help="steps per epoch")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=500)
-    parser.add_argument("--heldout", type=int, default=30, help="held-out movies to measure")
+    parser.add_argument("--heldout", type=int, default=50, help="held-out movies to measure")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -8,6 +8,7 @@ Errors structune raises on purpose print as one line and exit with status 1.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -55,11 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    demo = command("demo", _demo, "the album workflow end to end: record, fine-tune, compare")
+    demo = command(
+        "demo", _demo, "the notebook end to end: albums, then citations through RAG over a PDF"
+    )
     demo.add_argument(
         "--teacher",
-        help="record from this model (e.g. openai:gpt-4o) instead of the curated answers",
+        help="record from this model (e.g. openai:gpt-4o) instead of the offline teachers",
     )
+    demo.add_argument("--pdf", type=Path, help="the paper for part two (default: a sample)")
+    demo.add_argument("--part", choices=["all", "albums", "rag"], default="all")
     demo.add_argument("--heldout", type=_positive, default=20, help="held-out movies to compare on")
     demo.add_argument("--report", type=Path, help="also write the comparison as JSON here")
     _db_flag(demo)
@@ -142,6 +147,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode every model under a grammar compiled from the schema",
     )
     cmp.add_argument("--json", type=Path, help="also write the comparison as JSON here")
+
+    ing = command("ingest", _ingest, "PDF → chunks → embeddings → a vector index on disk")
+    ing.add_argument("pdf", type=Path)
+    ing.add_argument("--index", required=True, type=Path, help="the index folder")
+    ing.add_argument("--chunk-size", type=_positive, default=1024, help="tokens per chunk")
+    ing.add_argument("--chunk-overlap", type=int, default=200, help="tokens shared by chunks")
+
+    qs = command("questions", _questions, "write questions over an index's chunks (JSONL)")
+    qs.add_argument("--index", required=True, type=Path)
+    qs.add_argument("--out", required=True, type=Path)
+    qs.add_argument("--llm", help="a model spec to write N questions per chunk")
+    qs.add_argument(
+        "--offline",
+        choices=["headings", "passages"],
+        default="headings",
+        help="without --llm: one question per section heading, or one per chunk",
+    )
+    qs.add_argument("--per-chunk", type=_positive, default=1)
+    qs.add_argument("--workers", type=_positive, default=4, help="chunks in flight at once")
+
+    ret = command(
+        "retrieve", _retrieve, "questions → program inputs with their retrieved context (JSONL)"
+    )
+    ret.add_argument("--index", required=True, type=Path)
+    ret.add_argument("--questions", required=True, type=Path)
+    ret.add_argument("--out", required=True, type=Path, help="inputs for record / compare")
+    ret.add_argument("--top-k", type=_positive, default=1)
+
+    ask = command("ask", _ask, "a structured answer to a question over an index, with sources")
+    ask.add_argument("question")
+    ask.add_argument("--index", required=True, type=Path)
+    ask.add_argument("--model", default="smollm2-135m", help="a model spec")
+    ask.add_argument("--program", default="citations")
+    ask.add_argument("--top-k", type=_positive, default=1)
+    ask.add_argument("--max-tokens", type=_positive, default=1024)
+    ask.add_argument("--constrained", action="store_true", help="decode under the schema")
     return parser
 
 
@@ -192,28 +233,29 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from structune.demo import run_demo
     from structune.llms.spec import llm_from_spec
 
     teacher = llm_from_spec(args.teacher) if args.teacher else None
     with _store(args) as store:
-        result = run_demo(
-            teacher=teacher,
-            base=args.base,
-            store=store,
-            heldout=args.heldout,
-            config=_train_config(args),
-            report_path=args.report,
-        )
-    r = result.recording
-    print(f"recorded {r.recorded} new answers ({r.skipped} already there; {r.invalid} invalid)")
-    a = result.adapter
-    print(
-        f"adapter {a.id}: {result.train_examples} examples, {a.steps} steps, "
-        f"loss {a.loss_history[0]:.3f} → {a.loss_history[-1]:.3f}, "
-        f"{a.tokens_trained / a.train_seconds:.0f} tokens/s"
+        if args.part in ("all", "albums"):
+            _demo_albums(args, teacher, store)
+        if args.part in ("all", "rag"):
+            _demo_rag(args, teacher, store)
+
+
+def _demo_albums(args: argparse.Namespace, teacher: Any, store: Any) -> None:
+    from structune.demo import run_demo
+
+    print("── part one: albums ──")
+    result = run_demo(
+        teacher=teacher,
+        base=args.base,
+        store=store,
+        heldout=args.heldout,
+        config=_train_config(args),
+        report_path=args.report,
     )
-    print()
+    _print_recording_and_adapter(result.recording, result.adapter, result.train_examples)
     print(result.comparison.table())
     for model, answers in result.comparison.answers.items():
         first = answers[0]
@@ -225,6 +267,26 @@ def _demo(args: argparse.Namespace) -> None:
             else f"INVALID: {first.error}"
         )
         print(f"\n── {model} on {first.inputs['movie_name']} ({verdict})\n{first.text[:600]}")
+
+
+def _demo_rag(args: argparse.Namespace, teacher: Any, store: Any) -> None:
+    from structune.demo import run_rag_demo
+    from structune.evaluate.citations import citation_table
+
+    print("\n── part two: citations through RAG ──")
+    result = run_rag_demo(pdf=args.pdf, teacher=teacher, base=args.base, store=store)
+    print(f"{result.pdf}: top-1 retrieval finds the asked chunk {result.retrieval_hit_rate:.0%}")
+    _print_recording_and_adapter(result.recording, result.adapter, result.train_examples)
+    print(citation_table(result.comparison, result.citation_scores))
+
+
+def _print_recording_and_adapter(r: Any, a: Any, examples: int) -> None:
+    print(f"recorded {r.recorded} new answers ({r.skipped} already there; {r.invalid} invalid)")
+    print(
+        f"adapter {a.id}: {examples} examples, {a.steps} steps, "
+        f"loss {a.loss_history[0]:.3f} → {a.loss_history[-1]:.3f}, "
+        f"{a.tokens_trained / a.train_seconds:.0f} tokens/s\n"
+    )
 
 
 def _record(args: argparse.Namespace) -> None:
@@ -363,6 +425,77 @@ def _compare(args: argparse.Namespace) -> None:
     if args.json:
         comparison.write_json(args.json)
         print(f"wrote {args.json}")
+
+
+def _ingest(args: argparse.Namespace) -> None:
+    from structune.rag.ingest import ingest
+
+    s = ingest(args.pdf, args.index, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+    how = "already indexed" if s.reused else f"{s.pages} pages → {s.chunks} chunks"
+    print(f"{args.pdf}: {how} in {s.index_dir} ({s.seconds:.1f} s)")
+
+
+def _questions(args: argparse.Namespace) -> None:
+    from structune.rag.ingest import load_index
+    from structune.rag.questions import (
+        generate_questions,
+        heading_questions,
+        passage_questions,
+        save_questions,
+    )
+
+    nodes = list(load_index(args.index).docstore.docs.values())
+    if args.llm:
+        from structune.integrations.llama_index import StructuneLLM
+        from structune.llms.spec import llm_from_spec
+
+        llm = StructuneLLM(backend=llm_from_spec(args.llm))
+        questions = generate_questions(nodes, llm, per_chunk=args.per_chunk, workers=args.workers)
+    elif args.offline == "passages":
+        questions = passage_questions(nodes)
+    else:
+        questions = heading_questions(nodes)
+    save_questions(questions, args.out)
+    print(f"wrote {len(questions)} questions over {len(nodes)} chunks to {args.out}")
+
+
+def _retrieve(args: argparse.Namespace) -> None:
+    from structune.fileio import write_atomically
+    from structune.rag.answer import retrieved_inputs
+    from structune.rag.ingest import load_index
+    from structune.rag.questions import load_questions
+
+    inputs = retrieved_inputs(
+        load_index(args.index), load_questions(args.questions), top_k=args.top_k
+    )
+    write_atomically(args.out, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in inputs))
+    print(f"wrote {len(inputs)} inputs to {args.out}")
+
+
+def _ask(args: argparse.Namespace) -> None:
+    from structune.llms.spec import llm_from_spec
+    from structune.rag.answer import ask
+    from structune.rag.ingest import load_index
+    from structune.tasks import load_program
+
+    index = load_index(args.index)
+    (answer,) = ask(
+        index,
+        [args.question],
+        llm_from_spec(args.model),
+        load_program(args.program),
+        top_k=args.top_k,
+        constrained=args.constrained,
+        max_tokens=args.max_tokens,
+    )
+    if answer.answer is not None:
+        print(answer.answer.model_dump_json(indent=2))
+    else:
+        cut = " (cut off by --max-tokens)" if answer.truncated else ""
+        print(f"no valid answer{cut}: {answer.error}\n{answer.text}")
+    for source in answer.sources:
+        where = source.node.metadata.get("file_name", "?")
+        print(f"source: {where} chunk {source.node.node_id[:8]} (similarity {source.score:.3f})")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,28 @@
-"""The main job: the notebook's album half, end to end, offline.
+"""The main job: the notebook's two halves, end to end, offline.
 
-record a teacher (the curated set, or an API with `teacher=`) → LoRA fine-tune the base
-model on at most 40 valid examples → compare base vs tuned, each with plain decoding and
-under the schema's grammar (and the teacher, when it is an API), on held-out movies → a
-table and the Goodfellas answer of each model.
+Albums (`run_demo`): record a teacher (the curated set, or an API with `teacher=`) → LoRA
+fine-tune the base model on at most 40 valid examples → compare base vs tuned, each with
+plain decoding and under the schema's grammar (and the teacher, when it is an API), on
+held-out movies → a table and the Goodfellas answer of each model.
+
+Citations through RAG (`run_rag_demo`): ingest a PDF (the user's, or a sample paper written
+here) → one question per chunk, each retrieving its context → record the teacher's
+citations (the rule-based extractor, or an API) → fine-tune a student → compare base,
+student and teacher on chunks the student never saw, with citation precision / recall / F1.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from structune.evaluate.compare import Comparison, compare
 from structune.llms.base import LLM, Constrained
 from structune.models.loading import DEFAULT_BASE_MODEL
+from structune.paths import home
 from structune.record.recorder import RecordSummary, record
 from structune.record.store import DatasetStore
 from structune.tasks.albums import album_program, curated_albums, curated_teacher, heldout_movies
@@ -75,3 +83,70 @@ def run_demo(
     if report_path is not None:
         comparison.write_json(report_path)
     return DemoResult(recording, adapter, comparison, len(conversations))
+
+
+@dataclass(frozen=True)
+class RagDemoResult:
+    pdf: Path
+    recording: RecordSummary
+    adapter: AdapterManifest
+    comparison: Comparison
+    citation_scores: dict[str, Any]
+    retrieval_hit_rate: float
+    train_examples: int
+
+
+def run_rag_demo(
+    *,
+    pdf: Path | None = None,
+    teacher: LLM | None = None,
+    base: str = DEFAULT_BASE_MODEL,
+    store: DatasetStore,
+    chunk_size: int = 128,
+    chunk_overlap: int = 16,
+    train_size: int = 24,
+    heldout: int = 8,
+    config: TrainConfig | None = None,
+    max_tokens: int = 512,
+) -> RagDemoResult:
+    """Run the citation workflow over `pdf` (default: the sample paper); see the module
+    docstring. Small chunks keep the demo's prompts, and so its training, short."""
+    from structune.evaluate.citations import citation_scores
+    from structune.llms.callable import CallableLLM
+    from structune.llms.local import LocalLLM
+    from structune.rag.dataset import document_inputs, split_by_context
+    from structune.rag.sample import write_sample_pdf
+    from structune.tasks.citations import citation_program, citation_teacher
+
+    pdf = pdf or write_sample_pdf(home() / "rag" / "sample-paper.pdf")
+    log.info("1/4 ingesting %s", pdf)
+    found = document_inputs(
+        pdf, home() / "rag" / pdf.stem, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+    )
+    train, test = split_by_context(found.inputs, train=train_size, test=heldout)
+    teacher = teacher or CallableLLM(citation_teacher, model_id="rules:citations")
+    log.info("2/4 recording %d answers from %s through retrieval", len(train), teacher.model_id)
+    recording = record(citation_program, teacher, train, store=store)
+    wanted = {json.dumps(i, sort_keys=True) for i in train}
+    conversations = [
+        e.training_conversation()
+        for e in store.examples(citation_program.name, valid=True)
+        if e.teacher == teacher.model_id and json.dumps(e.inputs, sort_keys=True) in wanted
+    ]
+    log.info("3/4 fine-tuning %s on %d examples", base, len(conversations))
+    config = config or TrainConfig(epochs=4, max_length=4096)
+    adapter = finetune(conversations, base=base, config=config, task=citation_program.name)
+
+    log.info("4/4 comparing on %d chunks the student never saw", len(test))
+    tuned = LocalLLM.load(adapter=adapter.id)
+    models: dict[str, LLM] = {
+        f"base ({base})": LocalLLM.load(base),
+        f"student ({adapter.id})": tuned,
+        "student + grammar": Constrained(tuned, citation_program.json_schema),
+        f"teacher ({teacher.model_id})": teacher,
+    }
+    comparison = compare(citation_program, models, test, max_tokens=max_tokens)
+    scores = citation_scores(comparison, test)
+    return RagDemoResult(
+        pdf, recording, adapter, comparison, scores, found.retrieval_hit_rate, len(conversations)
+    )

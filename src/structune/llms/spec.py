@@ -3,6 +3,7 @@
 - `openai:MODEL`: an OpenAI-compatible endpoint (`OPENAI_BASE_URL`, `OPENAI_API_KEY`);
 - `local:BASE` or `local:BASE+ADAPTER_ID`: a local transformers model, with an adapter;
 - `llamacpp:BASE_OR_GGUF`: a built-in model's GGUF or a GGUF file, through llama.cpp;
+- `offline:albums`, `offline:citations`: the offline teachers of the built-in tasks;
 - `ADAPTER_ID`: shorthand for the adapter on its own base model.
 """
 
@@ -11,8 +12,19 @@ from __future__ import annotations
 from structune.errors import UserError
 from structune.llms.base import LLM
 
+OFFLINE_TEACHERS = ("offline:albums", "offline:citations")
+
 
 def llm_from_spec(spec: str) -> LLM:
+    if spec == "offline:albums":
+        from structune.tasks.albums import curated_teacher
+
+        return curated_teacher()
+    if spec == "offline:citations":
+        from structune.llms.callable import CallableLLM
+        from structune.tasks.citations import citation_teacher
+
+        return CallableLLM(citation_teacher, model_id="rules:citations")
     if spec.startswith("openai:"):
         from structune.llms.openai_compat import OpenAICompatibleLLM
 
@@ -39,5 +51,6 @@ def llm_from_spec(spec: str) -> LLM:
         return LocalLLM.load(adapter=spec)
     raise UserError(
         f"unknown model {spec!r}; use openai:MODEL, local:BASE, local:BASE+ADAPTER, llamacpp:GGUF, "
-        f"a built-in model ({', '.join(BUILTIN_MODELS)}) or an adapter id (`structune adapters`)"
+        f"{', '.join(OFFLINE_TEACHERS)}, a built-in model ({', '.join(BUILTIN_MODELS)}) "
+        "or an adapter id (`structune adapters`)"
     )

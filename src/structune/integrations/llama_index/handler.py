@@ -116,9 +116,10 @@ class StructuneFinetuningHandler(BaseCallbackHandler):
             )
         return (
             "no LLM calls were recorded, so there is nothing to save. The handler sees only "
-            "LLMs that use its CallbackManager: pass `callback_manager=CallbackManager([handler])`"
-            " when you create the LLM (or set `Settings.callback_manager` before creating it), "
-            "then run the program or query engine"
+            "calls made under its CallbackManager: pass `callback_manager=` to the LLM, and "
+            "for query engines set `Settings.callback_manager = CallbackManager([handler])` "
+            "before building them (a query engine replaces its LLM's callback manager with "
+            "the one in Settings)"
         )
 
 

@@ -1,0 +1,46 @@
+"""Citation extraction scored on top of a comparison: how many of the (first author, year)
+pairs in each retrieved context a model's answer names, and how many it invents.
+
+The gold pairs are what the rule-based extractor finds in the context the model was given
+(`pairs_in_context`); an answer that does not validate counts as naming none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from structune.evaluate.compare import Comparison
+from structune.tasks.citations import (
+    CitationScore,
+    Response,
+    citation_program,
+    pairs_in_context,
+    score_citations,
+)
+
+
+def citation_scores(
+    comparison: Comparison, inputs: Sequence[Mapping[str, str]]
+) -> dict[str, CitationScore]:
+    """Precision / recall / F1 per model of `comparison`, which ran `inputs`."""
+    gold = [pairs_in_context(i["context_str"]) for i in inputs]
+    scores = {}
+    for model, answers in comparison.answers.items():
+        predicted: list[Response | None] = [
+            citation_program.parse(a.text) if a.valid else None for a in answers
+        ]
+        scores[model] = score_citations(predicted, gold)
+    return scores
+
+
+def citation_table(comparison: Comparison, scores: Mapping[str, CitationScore]) -> str:
+    """One row per model: valid and cut-off answers, then precision, recall and F1."""
+    header = f"{'model':<34} {'valid':>8} {'cut off':>8} {'P':>6} {'R':>6} {'F1':>6} {'s/ans':>7}"
+    rows = [header, "-" * len(header)]
+    for s in comparison.scores:
+        f = scores[s.model]
+        rows.append(
+            f"{s.model:<34} {s.valid:>4}/{s.answers:<3} {s.truncated:>8} {f.precision:>6.2f} "
+            f"{f.recall:>6.2f} {f.f1:>6.2f} {s.seconds_per_answer:>7.1f}"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,218 @@
+"""Structured RAG over a real paper: questions, retrieval into program inputs, recording
+through RAG, answers with their sources, the notebook's query engine, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from llama_index.core import Settings
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.schema import TextNode
+
+from structune import UserError
+from structune.cli import main
+from structune.integrations.llama_index import StructuneFinetuningHandler, StructuneLLM
+from structune.llms.callable import CallableLLM
+from structune.rag.answer import ask, retrieved_inputs
+from structune.rag.ingest import ingest, load_index
+from structune.rag.questions import (
+    Question,
+    generate_questions,
+    heading_questions,
+    load_questions,
+    save_questions,
+)
+from structune.record import DatasetStore, record
+from structune.tasks.citations import (
+    Response,
+    citation_pairs,
+    citation_program,
+    citation_teacher,
+    pairs_in_context,
+)
+
+LLAMA2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers" / "llama2_excerpt.pdf"
+teacher = CallableLLM(citation_teacher, model_id="rules:citations")
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory):
+    if not LLAMA2.is_file():
+        pytest.skip(f"{LLAMA2} is missing (the papers live outside the repository)")
+    folder = tmp_path_factory.mktemp("rag") / "llama2"
+    ingest(LLAMA2, folder, chunk_size=256, chunk_overlap=20, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def index(index_dir):
+    return load_index(index_dir)
+
+
+@pytest.fixture(scope="module")
+def nodes(index):
+    return list(index.docstore.docs.values())
+
+
+def test_heading_questions_follow_numbered_sections_only():
+    nodes = [
+        TextNode(text="intro\n1\nIntroduction\nLarge models (Brown et al., 2020) ...", id_="a"),
+        TextNode(text="0.75\nWin rate against SFT\nTable 2\n3.1\nHigh-level methodology", id_="b"),
+        TextNode(text="1\nIntroduction\nrepeated heading\n2\nTable 3: prompt lengths", id_="c"),
+    ]
+    assert heading_questions(nodes) == [
+        Question("Which citations are mentioned in the section about Introduction?", "a"),
+        Question("Which citations are mentioned in the section about High-level methodology?", "b"),
+    ]
+    with pytest.raises(UserError, match="no numbered section headings"):
+        heading_questions([TextNode(text="plain prose without sections")])
+
+
+def test_heading_questions_over_the_llama2_paper(nodes):
+    questions = heading_questions(nodes)
+    texts = [q.question for q in questions]
+    assert "Which citations are mentioned in the section about Introduction?" in texts
+    assert {q.node_id for q in questions} <= {n.node_id for n in nodes}
+
+
+def test_questions_save_and_reload_and_bad_files_are_named(tmp_path):
+    questions = [Question("Which works on RLHF are cited?", "n1"), Question("Qui? «é»", "n2")]
+    save_questions(questions, tmp_path / "q.jsonl")
+    assert load_questions(tmp_path / "q.jsonl") == questions
+    (tmp_path / "bad.jsonl").write_text('{"question": "ok", "node_id": "1"}\n{"q": 1}\n')
+    with pytest.raises(UserError, match=r"bad\.jsonl:2"):
+        load_questions(tmp_path / "bad.jsonl")
+    with pytest.raises(UserError, match="not found"):
+        load_questions(tmp_path / "missing.jsonl")
+
+
+def test_an_llm_writes_questions_per_chunk_through_llama_index(nodes):
+    prompts = []
+
+    def writer(messages):
+        prompts.append(messages[-1]["content"])
+        return "1. Which citations cover pretraining data?\n2. Who worked on RLHF?"
+
+    llm = StructuneLLM(backend=CallableLLM(writer))
+    questions = generate_questions(nodes[:3], llm, per_chunk=2, progress=False)
+    assert [q.node_id for q in questions] == [n.node_id for n in nodes[:3] for _ in range(2)]
+    assert questions[1].question == "Who worked on RLHF?"
+    assert all("It contains citations." in p for p in prompts)  # the notebook's prompt
+
+
+def test_recording_through_rag_keeps_the_retrieved_context_in_the_prompt(index, tmp_path):
+    questions = ["Which citations are mentioned about reinforcement learning with human feedback?"]
+    inputs = retrieved_inputs(index, questions, top_k=1)
+    assert inputs[0]["query_str"] == questions[0] and len(inputs[0]["context_str"]) > 200
+    with DatasetStore(tmp_path / "d.db") as store:
+        summary = record(citation_program, teacher, inputs, store=store, progress=False)
+        (example,) = store.examples("citations")
+    assert summary.valid == 1
+    assert inputs[0]["context_str"] in example.messages[-1]["content"]
+    answer = Response.model_validate(example.parsed)
+    assert citation_pairs(answer) == pairs_in_context(inputs[0]["context_str"])
+
+
+def test_ask_returns_the_answer_and_its_sources(index):
+    (answer,) = ask(index, ["Which works on scaling laws are cited?"], teacher, citation_program)
+    assert isinstance(answer.answer, Response) and answer.error is None
+    assert len(answer.sources) == 1
+    assert answer.inputs["context_str"].endswith(answer.sources[0].node.get_content())
+
+
+def test_the_notebooks_query_engine_with_output_cls_records_context_and_structure(index):
+    handler = StructuneFinetuningHandler()
+    callback_manager = CallbackManager([handler])
+    llm = StructuneLLM(backend=teacher, callback_manager=callback_manager)
+    question = "Which citations are mentioned in the section about Pretraining?"
+
+    # LlamaIndex's pitfall behind "Wrote 0 examples": the query engine swaps in its own
+    # callback manager, so the handler hears nothing and says how to fix it
+    index.as_query_engine(output_cls=Response, llm=llm, similarity_top_k=1).query(question)
+    with pytest.raises(UserError, match=r"Settings\.callback_manager"):
+        handler.save_finetuning_events("never-written.jsonl")
+
+    Settings.callback_manager = callback_manager  # the notebook's ServiceContext(callback_manager=)
+    try:
+        engine = index.as_query_engine(output_cls=Response, llm=llm, similarity_top_k=1)
+        response = engine.query(question)
+    finally:
+        Settings.callback_manager = CallbackManager()
+    assert isinstance(response.response, Response)
+    assert len(response.source_nodes) == 1
+    context = response.source_nodes[0].node.get_content()
+    assert citation_pairs(response.response) == pairs_in_context(context)
+    (event,) = handler.get_finetuning_events().values()
+    assert context in event["messages"][-1].content  # the student will learn context → JSON
+
+
+def test_the_cli_runs_the_whole_path(index_dir, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "ingest",
+                str(LLAMA2),
+                "--index",
+                str(index_dir),
+                "--chunk-size",
+                "256",
+                "--chunk-overlap",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert "already indexed" in capsys.readouterr().out
+    questions, inputs = tmp_path / "q.jsonl", tmp_path / "inputs.jsonl"
+    assert main(["questions", "--index", str(index_dir), "--out", str(questions)]) == 0
+    assert (
+        main(
+            [
+                "retrieve",
+                "--index",
+                str(index_dir),
+                "--questions",
+                str(questions),
+                "--out",
+                str(inputs),
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in inputs.read_text().splitlines()]
+    assert len(rows) == len(load_questions(questions)) and set(rows[0]) == {
+        "query_str",
+        "context_str",
+    }
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "ask",
+                "Which works are cited on pretraining?",
+                "--index",
+                str(index_dir),
+                "--model",
+                "offline:citations",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert '"citations"' in out and "source: llama2_excerpt.pdf" in out
+
+    assert main(["ask", "   ", "--index", str(index_dir), "--model", "offline:citations"]) == 1
+    assert "question is empty" in capsys.readouterr().err
+
+
+def test_the_sample_paper_is_a_real_pdf_with_author_year_citations(tmp_path):
+    from structune.rag.ingest import read_pdf
+    from structune.rag.sample import write_sample_pdf
+    from structune.tasks.citations import extract_citations
+
+    pages = read_pdf(write_sample_pdf(tmp_path / "sample.pdf"))
+    text = "\n".join(page.text for page in pages)
+    assert len(pages) == 12 and "1\nIntroduction" in text
+    assert len(extract_citations(text).citations) >= 20
