@@ -17,7 +17,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from structune.evaluate.compare import Comparison, compare
 from structune.llms.base import LLM, Constrained
@@ -29,6 +29,9 @@ from structune.tasks.albums import album_program, curated_albums, curated_teache
 from structune.train.adapters import AdapterManifest
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
+
+if TYPE_CHECKING:
+    from structune.tasks.citations import CitationScore
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ class RagDemoResult:
     recording: RecordSummary
     adapter: AdapterManifest
     comparison: Comparison
-    citation_scores: dict[str, Any]
+    citation_scores: dict[str, CitationScore]
     retrieval_hit_rate: float
     train_examples: int
 

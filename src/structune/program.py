@@ -5,7 +5,9 @@ derived from the output model's JSON Schema (the role of LlamaIndex's
 `PydanticOutputParser`), and turns a model's text back into a validated object. Parsing
 tolerates what chat models wrap around JSON (code fences, a sentence before or after)
 but nothing else: an answer that is not a valid instance raises `InvalidOutput` with the
-raw text, so a caller never gets a half-right object.
+raw text, so a caller never gets a half-right object. Fields marked `Extracted()` must also
+be copied from the inputs (`structune.constrain.extractive`): given the inputs, `parse`
+checks them, and constrained decoding holds them to the inputs' text.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from typing import Any, Generic, TypeVar
 
 import pydantic
 
+from structune.constrain.extractive import (
+    ExtractedField,
+    bind_sources,
+    check_extracted,
+    extracted_fields,
+    select_sources,
+)
 from structune.errors import InvalidOutput, UserError
 from structune.llms.base import LLM, Message
 
@@ -106,10 +115,21 @@ class Program(Generic[T]):
         object.__setattr__(self, "variables", frozenset(fields))
         if not self.name:
             object.__setattr__(self, "name", self.output_cls.__name__.lower())
+        for f in self.extracted:
+            if f.marker.source is not None and f.marker.source not in self.variables:
+                raise UserError(
+                    f"{f.path} is extracted from {f.marker.source!r}, which is not a template "
+                    f"variable (variables: {', '.join(sorted(self.variables)) or 'none'})"
+                )
 
     @cached_property
     def json_schema(self) -> dict[str, Any]:
         return self.output_cls.model_json_schema()
+
+    @cached_property
+    def extracted(self) -> list[ExtractedField]:
+        """The fields of the output that must be copied from the inputs."""
+        return extracted_fields(self.json_schema)
 
     @cached_property
     def schema_hash(self) -> str:
@@ -134,17 +154,52 @@ class Program(Generic[T]):
             {"role": "user", "content": user},
         ]
 
-    def parse(self, text: str) -> T:
-        """Validate a model's text as an instance of `output_cls`.
+    def sources(self, inputs: Mapping[str, Any]) -> dict[str, str]:
+        """The input texts that extracted fields copy from (none when there are none).
 
         Raises:
-            InvalidOutput: no JSON object, or one that does not validate.
+            UserError: an input that an extracted field copies from is missing or empty.
+        """
+        if not self.extracted:
+            return {}
+        return select_sources(
+            self.json_schema, {v: inputs[v] for v in self.variables & inputs.keys()}
+        )
+
+    def decoding_schema(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The schema to decode the answer to `inputs` under: with extracted fields, it
+        carries the texts they copy from, so a grammar can hold them to those texts."""
+        if not self.extracted:
+            return self.json_schema
+        return bind_sources(self.json_schema, self.sources(inputs))
+
+    def parse(self, text: str, inputs: Mapping[str, Any] | None = None) -> T:
+        """Validate a model's text as an instance of `output_cls`.
+
+        With `inputs`, extracted fields must also be copied from them; without, only the
+        schema is checked.
+
+        Raises:
+            InvalidOutput: no JSON object, one that does not validate, or an extracted value
+                that is not in the inputs (the reason names the field and the value).
+            UserError: an input that an extracted field copies from is missing or empty.
         """
         data = extract_json_object(text)
         try:
-            return self.output_cls.model_validate(data)
+            parsed = self.output_cls.model_validate(data)
         except pydantic.ValidationError as exc:
             raise InvalidOutput(text, _short_validation_error(exc)) from None
+        if inputs is not None and self.extracted:
+            problems = check_extracted(self.json_schema, data, self.sources(inputs))
+            if problems:
+                more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+                raise InvalidOutput(
+                    text,
+                    "; ".join(problems[:5])
+                    + more
+                    + "; copy these values exactly as the input writes them",
+                )
+        return parsed
 
     def run(
         self,
@@ -161,7 +216,8 @@ class Program(Generic[T]):
         and the model answers again, at most that many more times. With `constrained`, the
         model decodes under a grammar compiled from the schema (local models) or gets the
         schema as `response_format` (OpenAI-compatible servers); the answer is validated all
-        the same, since an answer cut off by `max_tokens` is still invalid.
+        the same, since an answer cut off by `max_tokens` is still invalid. Extracted fields
+        are checked against `inputs`, and a local model decodes them as copies of the inputs.
 
         Raises:
             InvalidOutput: the last answer was still invalid.
@@ -169,11 +225,12 @@ class Program(Generic[T]):
         if max_retries < 0:
             raise UserError(f"max_retries must be 0 or more, got {max_retries}")
         messages = self.messages(inputs)
+        self.sources(inputs)  # a missing or empty source fails before the model is asked
+        schema = self.decoding_schema(inputs) if constrained else None
         for attempt in range(max_retries + 1):
-            schema = self.json_schema if constrained else None
             text = llm.complete(messages, max_tokens=max_tokens, json_schema=schema).text
             try:
-                return self.parse(text)
+                return self.parse(text, inputs)
             except InvalidOutput as exc:
                 if attempt == max_retries:
                     raise

@@ -6,6 +6,10 @@ with flexible whitespace a small base model runs away in spaces and newlines unt
 `max_tokens`. A schema keyword that the engine cannot enforce (llguidance reports it while
 validating the grammar) is refused with the engine's message: decoding unconstrained while
 claiming otherwise would be a silent failure.
+
+A schema with extracted fields (`structune.constrain.extractive`) compiles to a Lark grammar
+instead, one per (schema, source text): its sources are part of the schema, and of the
+cache key.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from structune.constrain.extractive import has_extracted
 from structune.errors import UserError
 
 
@@ -29,9 +34,20 @@ class SchemaGrammar:
     ll_tokenizer: Any
 
     def matcher(self) -> Any:
+        """A fresh matcher at the start of the grammar.
+
+        Raises:
+            UserError: the engine refuses the grammar (e.g. a source text past its size limits).
+        """
         import llguidance
 
-        return llguidance.LLMatcher(self.ll_tokenizer, self.grammar)
+        matcher = llguidance.LLMatcher(self.ll_tokenizer, self.grammar)
+        if matcher.is_error():
+            raise UserError(
+                f"constrained decoding cannot start: {matcher.get_error()}. Shorten the input "
+                "that extracted fields copy from, or decode without constraints"
+            )
+        return matcher
 
 
 @lru_cache(maxsize=8)
@@ -51,6 +67,8 @@ _MAX_CACHED_GRAMMARS = 64
 def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
     """The llguidance grammar for `schema` (compact whitespace), or a refusal.
 
+    Extracted fields need their sources bound into the schema (`bind_sources`).
+
     Raises:
         UserError: the schema is not a JSON object, or uses a feature the engine cannot enforce.
     """
@@ -58,12 +76,21 @@ def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
 
     if not isinstance(schema, Mapping):
         raise UserError(f"a JSON Schema must be an object, got {type(schema).__name__}")
+    if has_extracted(schema):
+        return _extractive_grammar(schema, ll_tokenizer)
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(
             json.dumps(schema), defaults={"whitespace_flexible": False}
         )
     except ValueError as exc:
         raise UserError(f"the schema cannot be compiled: {exc}") from None
+    _validate(grammar, ll_tokenizer)
+    return grammar
+
+
+def _validate(grammar: str, ll_tokenizer: Any) -> None:
+    import llguidance
+
     failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, ll_tokenizer)
     if failed or messages:
         raise UserError(
@@ -71,15 +98,40 @@ def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
             + "; ".join(m.strip().replace("\n", " ") for m in messages)
             + ". Remove that feature from the schema, or decode without constraints"
         )
-    return grammar
+
+
+# Digests of extractive schemas already validated, with placeholder sources: validating
+# costs as much as starting a matcher, and a source text cannot make the grammar invalid
+# (it only fills chunk lists), so one validation per schema serves every request.
+_VALIDATED: OrderedDict[str, None] = OrderedDict()
+
+
+def _extractive_grammar(schema: Mapping[str, Any], ll_tokenizer: Any) -> str:
+    import llguidance
+
+    from structune.constrain.extractive import SOURCES_KEY
+    from structune.constrain.extractive_grammar import extractive_grammar
+
+    lark = extractive_grammar(schema)  # refuses a schema without bound sources
+    shape = {**schema, SOURCES_KEY: dict.fromkeys(schema[SOURCES_KEY], "x")}
+    key = _digest(shape)
+    if key not in _VALIDATED:
+        _validate(llguidance.LLMatcher.grammar_from_lark(extractive_grammar(shape)), ll_tokenizer)
+        _VALIDATED[key] = None
+        if len(_VALIDATED) > _MAX_CACHED_GRAMMARS:
+            _VALIDATED.popitem(last=False)
+    return llguidance.LLMatcher.grammar_from_lark(lark)
+
+
+def _digest(schema: Mapping[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(schema, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
     """Compile `schema` for `tokenizer` (cached), or refuse it with the reason."""
-    digest = hashlib.sha256(
-        json.dumps(schema, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
-    key = (digest, id(tokenizer))
+    key = (_digest(schema), id(tokenizer))
     cached = _GRAMMARS.get(key)
     if cached is not None and cached[0] is tokenizer:
         _GRAMMARS.move_to_end(key)

@@ -9,6 +9,7 @@ soon as its JSON value is complete.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from structune.constrain.grammar import SchemaGrammar
@@ -19,12 +20,16 @@ class GrammarLogitsProcessor:
     """Masks each row's logits to the tokens its grammar allows next.
 
     Args:
-        grammar: the compiled schema grammar.
-        batch_size: rows in the batch, each with its own matcher.
+        grammar: the compiled schema grammar of every row, or a list with one per row
+            (extractive fields: each row copies from its own source text).
+        batch_size: rows in the batch when one grammar serves them all.
     """
 
-    def __init__(self, grammar: SchemaGrammar, batch_size: int):
-        self.matchers = [grammar.matcher() for _ in range(batch_size)]
+    def __init__(
+        self, grammar: SchemaGrammar | Sequence[SchemaGrammar], batch_size: int | None = None
+    ):
+        grammars = [grammar] * (batch_size or 1) if isinstance(grammar, SchemaGrammar) else grammar
+        self.matchers = [g.matcher() for g in grammars]
         self.started = False
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:

@@ -141,7 +141,7 @@ def _score_answer(
             inputs, text, parsed=False, valid=False, truncated=truncated, error=exc.reason
         )
     try:
-        program.parse(text)
+        program.parse(text, inputs)
     except InvalidOutput as exc:
         return Answer(inputs, text, parsed=True, valid=False, truncated=truncated, error=exc.reason)
     return Answer(inputs, text, parsed=True, valid=True, truncated=truncated, error=None)

@@ -6,7 +6,9 @@ default, which simply calls `complete` in turn.
 
 `json_schema`, when given, asks the backend to hold its answer to that schema: local
 models decode under a grammar, OpenAI-compatible servers get it as `response_format`.
-A backend that cannot enforce a schema refuses it rather than ignoring it.
+A backend that cannot enforce a schema refuses it rather than ignoring it. `complete_many`
+also takes one schema per conversation: a schema with extracted fields carries its row's
+source text (`structune.constrain.bind_sources`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from structune.errors import UserError
+
 
 class Message(TypedDict):
     role: str
@@ -23,6 +27,26 @@ class Message(TypedDict):
 
 
 FinishReason = Literal["stop", "length"]
+
+JsonSchema = Mapping[str, Any]
+SchemaPerRow = JsonSchema | Sequence[JsonSchema] | None
+"""One schema for every conversation, a list with one per conversation, or none."""
+
+
+def schemas_per_row(json_schema: SchemaPerRow, rows: int) -> list[JsonSchema | None]:
+    """`json_schema` as a list with one entry per conversation.
+
+    Raises:
+        UserError: a list of schemas whose length is not the number of conversations.
+    """
+    if json_schema is None or isinstance(json_schema, Mapping):
+        return [json_schema] * rows
+    if len(json_schema) != rows:
+        raise UserError(
+            f"got {len(json_schema)} schemas for {rows} conversations; pass one schema for "
+            "all, or exactly one per conversation"
+        )
+    return list(json_schema)
 
 
 @dataclass(frozen=True)
@@ -73,14 +97,18 @@ class LLM(ABC):
         *,
         max_tokens: int = 512,
         temperature: float = 0.0,
-        json_schema: Mapping[str, Any] | None = None,
+        json_schema: SchemaPerRow = None,
     ) -> list[Completion]:
-        """Answer many conversations, in order. Local backends override this to batch."""
+        """Answer many conversations, in order. Local backends override this to batch.
+
+        `json_schema` is one schema for all conversations or a list with one per conversation.
+        """
+        schemas = schemas_per_row(json_schema, len(conversations))
         return [
             self.complete(
-                messages, max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+                messages, max_tokens=max_tokens, temperature=temperature, json_schema=schema
             )
-            for messages in conversations
+            for messages, schema in zip(conversations, schemas, strict=True)
         ]
 
 
@@ -111,7 +139,7 @@ class Constrained(LLM):
         *,
         max_tokens: int = 512,
         temperature: float = 0.0,
-        json_schema: Mapping[str, Any] | None = None,
+        json_schema: SchemaPerRow = None,
     ) -> list[Completion]:
         return self.llm.complete_many(
             conversations,

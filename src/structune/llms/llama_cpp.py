@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from structune.constrain.extractive import strip_extractive
 from structune.constrain.grammar import schema_grammar
 from structune.errors import BackendError, UserError
 from structune.llms.base import LLM, Completion, Message
@@ -68,6 +69,9 @@ class LlamaCppLLM(LLM):
     ) -> Completion:
         response_format = None
         if json_schema is not None:
+            # llama.cpp's grammar cannot copy from the input: extracted fields are checked
+            # after parsing instead.
+            json_schema = strip_extractive(json_schema)
             schema_grammar(json_schema)  # refuses what no engine here can enforce
             response_format = {"type": "json_object", "schema": dict(json_schema)}
         started = time.perf_counter()

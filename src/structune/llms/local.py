@@ -4,7 +4,9 @@ Conversations are rendered by `render_chat`, the same function training uses, th
 decoded in batches: prompts are sorted by length so each batch pads little, padded on
 the left, and decoded greedily unless a temperature is given. A base model plus adapter
 is merged once at load time, so decoding costs what the base model costs. With a
-`json_schema`, every row decodes under its own grammar matcher (`structune.constrain`).
+`json_schema`, every row decodes under its own grammar matcher (`structune.constrain`);
+a list of schemas gives each row its own grammar (extracted fields copy from the row's
+own source text).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from structune.errors import UserError
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM, Completion, Message, SchemaPerRow, schemas_per_row
 from structune.models.chat import render_chat
 from structune.models.loading import DEFAULT_BASE_MODEL, load_model
 from structune.models.precision import DType, fast_dtype
@@ -96,15 +98,19 @@ class LocalLLM(LLM):
         *,
         max_tokens: int = 512,
         temperature: float = 0.0,
-        json_schema: Mapping[str, Any] | None = None,
+        json_schema: SchemaPerRow = None,
     ) -> list[Completion]:
         from tqdm.auto import tqdm
 
-        grammar = None
-        if json_schema is not None:
+        grammars = None
+        schemas = schemas_per_row(json_schema, len(conversations))
+        if any(s is not None for s in schemas):
             from structune.constrain.grammar import compile_schema
 
-            grammar = compile_schema(json_schema, self.tokenizer)  # refuses what it cannot enforce
+            if None in schemas:
+                raise UserError("give every conversation a schema, or none of them")
+            # refuses what it cannot enforce; one schema for all rows compiles once (cached)
+            grammars = [compile_schema(s, self.tokenizer) for s in schemas if s is not None]
 
         prompts = [
             render_chat(self.tokenizer, m, add_generation_prompt=True) for m in conversations
@@ -120,13 +126,16 @@ class LocalLLM(LLM):
         ):
             batch = order[start : start + self.batch_size]
             completions = self._generate(
-                [prompts[i] for i in batch], max_tokens, temperature, grammar
+                [prompts[i] for i in batch],
+                max_tokens,
+                temperature,
+                None if grammars is None else [grammars[i] for i in batch],
             )
             results.update(zip(batch, completions, strict=True))
         return [results[i] for i in range(len(prompts))]
 
     def _generate(
-        self, prompts: list[str], max_tokens: int, temperature: float, grammar: Any
+        self, prompts: list[str], max_tokens: int, temperature: float, grammars: Any
     ) -> list[Completion]:
         import torch
         from transformers import LogitsProcessorList
@@ -139,10 +148,10 @@ class LocalLLM(LLM):
             if temperature > 0
             else {"do_sample": False}
         )
-        if grammar is not None:
+        if grammars is not None:
             from structune.constrain.processor import GrammarLogitsProcessor
 
-            processor = GrammarLogitsProcessor(grammar, batch_size=len(prompts))
+            processor = GrammarLogitsProcessor(grammars)
             sampling["logits_processor"] = LogitsProcessorList([processor])
         started = time.perf_counter()
         with torch.inference_mode():

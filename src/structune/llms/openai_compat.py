@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import httpx
 
+from structune.constrain.extractive import strip_extractive
 from structune.errors import BackendError, UserError
 from structune.llms.base import LLM, Completion, Message
 
@@ -83,6 +84,8 @@ class OpenAICompatibleLLM(LLM):
             "temperature": temperature,
         }
         if json_schema is not None:  # the server enforces it
+            # Extracted fields are checked after parsing: a server cannot copy from our inputs.
+            json_schema = strip_extractive(json_schema)
             body["response_format"] = (
                 {
                     "type": "json_schema",

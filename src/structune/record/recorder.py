@@ -43,12 +43,14 @@ def record(
     """Ask `teacher` to answer `program` for each input and record the answers in `store`.
 
     With `constrained`, the teacher is held to the program's schema (see `Program.run`).
+    Answers whose extracted fields are not copied from their inputs are stored invalid.
     """
     from tqdm.auto import tqdm
 
     unique: dict[str, dict[str, Any]] = {}
     for item in inputs:
         program.render(item)  # a missing variable fails here, before any paid teacher call
+        program.sources(item)  # and so does an empty text that extracted fields copy from
         unique.setdefault(example_id(program.name, item, teacher.model_id), dict(item))
     done = store.existing_ids(unique)
     pending = [(key, item) for key, item in unique.items() if key not in done]
@@ -63,7 +65,7 @@ def record(
             completions = teacher.complete_many(
                 [program.messages(item) for item in batch],
                 max_tokens=max_tokens,
-                json_schema=program.json_schema if constrained else None,
+                json_schema=_decoding_schemas(program, batch) if constrained else None,
             )
             examples = [
                 _to_example(program, teacher.model_id, item, completion)
@@ -78,13 +80,22 @@ def record(
     return summary
 
 
+def _decoding_schemas(
+    program: Program[Any], batch: list[dict[str, Any]]
+) -> Mapping[str, Any] | list[dict[str, Any]]:
+    """The program's schema, or one per input when extracted fields copy from each input."""
+    if not program.extracted:
+        return program.json_schema
+    return [program.decoding_schema(item) for item in batch]
+
+
 def _to_example(
     program: Program[Any], teacher_id: str, inputs: dict[str, Any], completion: Completion
 ) -> Example:
     parsed: dict[str, Any] | None = None
     error = None
     try:
-        parsed = program.parse(completion.text).model_dump(mode="json")
+        parsed = program.parse(completion.text, inputs).model_dump(mode="json")
     except InvalidOutput as exc:
         error = exc.reason
         if completion.finish_reason == "length":

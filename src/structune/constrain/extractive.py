@@ -1,0 +1,431 @@
+"""Extractive fields: string values that must be copied from the program's input.
+
+Mark a field `Annotated[str, Extracted()]`. The marker travels in the JSON Schema as the
+extension keyword `x-structune-extract` (`{"source", "mode", "ordered"}`), so it survives
+recording, JSONL export and being sent as a schema. It is enforced in two places:
+
+- afterwards, with any model: `check_extracted` looks every marked value of a parsed answer
+  up in its source, and `Program.parse` turns what it finds into `InvalidOutput`;
+- while decoding, on local models: `bind_sources` puts the source texts into the schema
+  (top-level `x-structune-sources`), and `compile_schema` then builds a grammar in which
+  a marked string can only be a span of its source (`structune.constrain.extractive_grammar`).
+
+Both sides cut text into the same pieces (`pieces`): in "words" mode, runs of letters and
+digits, single other characters, and whitespace runs collapsed to one space (after Unicode
+NFC); in "chars" mode, single characters. A value is in its source when its pieces are a
+run of the source's pieces; in words mode leading and trailing punctuation and spaces of
+the value are ignored, so "(Brown" and "al." match "(Brown et al., 2020)".
+
+`ordered` list items must each be found after the previous item's match. That is checked
+afterwards only: a grammar for it grows with the square of the source (200 words already
+take ~35 ms to build), so the grammar holds each item to the source but not to the order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from structune.errors import UserError
+
+MARKER_KEY = "x-structune-extract"
+SOURCES_KEY = "x-structune-sources"
+
+Mode = Literal["words", "chars"]
+_MODES = ("words", "chars")
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """Marks a string field whose value must be copied from the input.
+
+    Use it as `Annotated[str, Extracted()]`, also inside nested models and list items
+    (`list[Annotated[str, Extracted(ordered=True)]]`).
+
+    Args:
+        source: the program input variable to copy from; by default any text input.
+        mode: "words" copies whole words (punctuation at either end and whitespace are
+            forgiven); "chars" copies an exact character span.
+        ordered: for list items: each item must come from text after the previous one's.
+    """
+
+    source: str | None = None
+    mode: Mode = "words"
+    ordered: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in _MODES:
+            raise UserError(f"Extracted(mode=...) must be 'words' or 'chars', got {self.mode!r}")
+        if self.source is not None and not (
+            isinstance(self.source, str) and self.source.isidentifier()
+        ):
+            raise UserError(
+                f"Extracted(source=...) must name a template variable, got {self.source!r}"
+            )
+        if not isinstance(self.ordered, bool):
+            raise UserError(f"Extracted(ordered=...) must be True or False, got {self.ordered!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "mode": self.mode, "ordered": self.ordered}
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "(root)") -> Extracted:
+        """The marker written as `x-structune-extract` in a schema, checked."""
+        if not isinstance(value, Mapping) or set(value) - {"source", "mode", "ordered"}:
+            raise UserError(
+                f"{MARKER_KEY} at {where} must be an object with only the keys source, mode "
+                f"and ordered, got {value!r}"
+            )
+        return cls(**value)
+
+    def __get_pydantic_core_schema__(self, source_type: Any, handler: Any) -> Any:
+        schema = handler(source_type)
+        if schema.get("type") != "str":
+            raise UserError(
+                f"Extracted() marks {source_type!r}, but only str fields can be copied from "
+                "the input; for an optional field write Annotated[str, Extracted()] | None"
+            )
+        return schema
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
+        schema = handler(core_schema)
+        schema[MARKER_KEY] = self.to_json()
+        return schema
+
+
+@dataclass(frozen=True)
+class ExtractedField:
+    """A marked string in a schema: where it is (`citations[].author`) and its marker."""
+
+    path: str
+    marker: Extracted
+
+
+# --- walking schemas --------------------------------------------------------------------
+
+
+def resolve(node: Any, root: Mapping[str, Any]) -> Any:
+    """`node` with a local `$ref` ("#/$defs/Name") followed; other nodes as they are."""
+    seen = set()
+    while isinstance(node, Mapping) and "$ref" in node:
+        ref = node["$ref"]
+        if not (isinstance(ref, str) and ref.startswith("#/")) or ref in seen:
+            raise UserError(f"cannot follow $ref {ref!r}: only local references are supported")
+        seen.add(ref)
+        target: Any = root
+        for part in ref[2:].split("/"):
+            if not isinstance(target, Mapping) or part not in target:
+                raise UserError(f"$ref {ref!r} points at nothing in the schema")
+            target = target[part]
+        node = target
+    return node
+
+
+def has_extracted(schema: Any) -> bool:
+    """Whether `schema` marks any field as extracted (anywhere, `$defs` included)."""
+    if isinstance(schema, Mapping):
+        return MARKER_KEY in schema or any(has_extracted(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(has_extracted(v) for v in schema)
+    return False
+
+
+def extracted_fields(schema: Mapping[str, Any]) -> list[ExtractedField]:
+    """Every marked string of `schema`, each reached once.
+
+    Raises:
+        UserError: a marker is malformed, sits on something other than a string, or asks
+            for `ordered` outside a list's items.
+    """
+    found: list[ExtractedField] = []
+    seen_refs: set[str] = set()
+
+    def walk(node: Any, path: str, is_item: bool) -> None:
+        if not isinstance(node, Mapping):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            if ref in seen_refs:
+                return
+            seen_refs.add(ref)
+            walk(resolve(node, schema), path, is_item)
+        if MARKER_KEY in node:
+            marker = Extracted.from_json(node[MARKER_KEY], path or "(root)")
+            if node.get("type") != "string":
+                raise UserError(
+                    f"{path or '(root)'} is marked as extracted but is not a string "
+                    f"(type {node.get('type', 'unspecified')!r}); only strings can be copied "
+                    "from the input"
+                )
+            if marker.ordered and not is_item:
+                raise UserError(
+                    f"{path or '(root)'} is marked ordered, which only applies to list items: "
+                    "write list[Annotated[str, Extracted(ordered=True)]]"
+                )
+            found.append(ExtractedField(path, marker))
+        for key, sub in (node.get("properties") or {}).items():
+            walk(sub, f"{path}.{key}" if path else key, False)
+        walk(node.get("items"), f"{path}[]", True)
+        for sub in node.get("prefixItems") or []:
+            walk(sub, f"{path}[]", True)
+        walk(node.get("additionalProperties"), f"{path}.*", False)
+        for key in ("anyOf", "oneOf", "allOf"):
+            for sub in node.get(key) or []:
+                walk(sub, path, is_item)
+
+    walk(schema, "", False)
+    return found
+
+
+# --- sources ----------------------------------------------------------------------------
+
+
+def select_sources(schema: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, str]:
+    """The inputs that the marked fields of `schema` copy from, by name.
+
+    A marker with a `source` needs that input; one without takes every text input.
+
+    Raises:
+        UserError: a named source is missing, not text, or empty; or a marker without a
+            source finds no text input at all.
+    """
+    fields = extracted_fields(schema)
+    texts = {k: v for k, v in inputs.items() if isinstance(v, str) and v.strip()}
+    selected: dict[str, str] = {}
+    for f in fields:
+        name = f.marker.source
+        if name is None:
+            if not texts:
+                raise UserError(
+                    f"{f.path} must be copied from the input, but no input holds any text "
+                    f"(inputs: {', '.join(sorted(inputs)) or 'none'})"
+                )
+            selected.update(texts)
+        elif name in texts:
+            selected[name] = texts[name]
+        elif name not in inputs:
+            raise UserError(
+                f"{f.path} must be copied from input {name!r}, which is missing "
+                f"(inputs: {', '.join(sorted(inputs)) or 'none'}); pass it with the inputs"
+            )
+        else:
+            raise UserError(
+                f"{f.path} must be copied from input {name!r}, which is "
+                f"{'empty' if isinstance(inputs[name], str) else 'not text'}: give it the text "
+                "the values should come from"
+            )
+    return selected
+
+
+def bind_sources(schema: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """`schema` carrying the texts its marked fields copy from, ready to compile a grammar.
+
+    A schema without markers comes back unchanged (as a dict).
+    """
+    if not has_extracted(schema):
+        return dict(schema)
+    return {**schema, SOURCES_KEY: select_sources(schema, inputs)}
+
+
+def strip_extractive(schema: Any) -> Any:
+    """`schema` without markers or bound sources: for backends that cannot enforce them."""
+    if isinstance(schema, Mapping):
+        return {
+            k: strip_extractive(v) for k, v in schema.items() if k not in (MARKER_KEY, SOURCES_KEY)
+        }
+    if isinstance(schema, list):
+        return [strip_extractive(v) for v in schema]
+    return schema
+
+
+# --- matching text ----------------------------------------------------------------------
+
+_PIECE = re.compile(r"\s+|\w+|.", re.DOTALL)
+_WORD = re.compile(r"\w")
+
+
+def pieces(text: str, mode: Mode) -> list[str]:
+    """`text` cut into the units a value is copied in (see the module docstring)."""
+    if mode == "chars":
+        return list(text)
+    text = unicodedata.normalize("NFC", text)
+    return [" " if p[0].isspace() else p for p in _PIECE.findall(text)]
+
+
+def _core(value: str, mode: Mode) -> list[str]:
+    """The pieces of `value` that must be found: in words mode, without leading and trailing
+    punctuation and spaces (only the spaces when the value has no word at all)."""
+    units = pieces(value, mode)
+    if mode == "chars":
+        return units
+    kept = [i for i, p in enumerate(units) if _WORD.match(p)] or [
+        i for i, p in enumerate(units) if p != " "
+    ]
+    return units[kept[0] : kept[-1] + 1] if kept else []
+
+
+class _Source:
+    """The pieces of one or more texts, indexed for finding runs; no run spans two texts."""
+
+    def __init__(self, texts: Sequence[str], mode: Mode):
+        self.units: list[str | None] = []
+        for text in texts:
+            self.units.extend(pieces(text, mode))
+            self.units.append(None)  # a barrier between texts
+        self.starts: dict[str, list[int]] = {}
+        for i, unit in enumerate(self.units):
+            if unit is not None:
+                self.starts.setdefault(unit, []).append(i)
+
+    def find(self, run: list[str], start: int = 0) -> int | None:
+        """Where the first occurrence of `run` at or after `start` ends, or None."""
+        if not run:
+            return start
+        positions = self.starts.get(run[0], [])
+        for i in positions[bisect.bisect_left(positions, start) :]:
+            if self.units[i : i + len(run)] == run:
+                return i + len(run)
+        return None
+
+
+# --- checking answers -------------------------------------------------------------------
+
+
+def check_extracted(schema: Mapping[str, Any], value: Any, sources: Mapping[str, str]) -> list[str]:
+    """The marked values of `value` that are not copied from their source, as messages.
+
+    Args:
+        schema: the JSON Schema `value` was validated against.
+        value: the parsed answer (plain JSON data).
+        sources: input name → text (e.g. the program's inputs).
+
+    Returns:
+        One message per problem, naming the field's path and the value, e.g.
+        `citations[2].author: "Nemeth" is not in the source`; empty when all is well.
+
+    Raises:
+        UserError: a source a marked field needs is missing or empty (see `select_sources`).
+    """
+    if not has_extracted(schema):
+        return []
+    texts = select_sources(schema, sources)
+    return list(_Checker(schema, texts).problems(schema, value, ""))
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "object": (dict,),
+    "array": (list,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _could_be(node: Any, value: Any) -> bool:
+    """Whether `value` has a JSON type that `node` (a resolved branch) allows."""
+    if not isinstance(node, Mapping) or "type" not in node:
+        return True
+    types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+    if isinstance(value, bool) and "boolean" not in types:
+        return False
+    return any(isinstance(value, _JSON_TYPES.get(t, ())) for t in types)
+
+
+def _show(value: str) -> str:
+    shown = json.dumps(value, ensure_ascii=False)
+    return shown if len(shown) <= 80 else shown[:77] + '…"'
+
+
+class _Checker:
+    def __init__(self, root: Mapping[str, Any], texts: Mapping[str, str]):
+        self.root = root
+        self.texts = texts
+        self.indexes: dict[tuple[str | None, str], _Source] = {}
+
+    def source(self, marker: Extracted) -> _Source:
+        key = (marker.source, marker.mode)
+        if key not in self.indexes:
+            texts = [self.texts[marker.source]] if marker.source else list(self.texts.values())
+            self.indexes[key] = _Source(texts, marker.mode)
+        return self.indexes[key]
+
+    def problems(self, node: Any, value: Any, path: str) -> Iterator[str]:
+        node = resolve(node, self.root)
+        if not isinstance(node, Mapping):
+            return
+        where = path or "(root)"
+        if MARKER_KEY in node and isinstance(value, str):
+            marker = Extracted.from_json(node[MARKER_KEY], where)
+            if self.source(marker).find(_core(value, marker.mode)) is None:
+                yield f"{where}: {_show(value)} is not in the {_name(marker)}"
+        for sub in node.get("allOf") or []:
+            yield from self.problems(sub, value, path)
+        branches = node.get("anyOf") or node.get("oneOf")
+        if branches:
+            yield from self.any_branch(branches, value, path)
+        if isinstance(value, dict):
+            yield from self.object(node, value, path)
+        if isinstance(value, list):
+            yield from self.array(node, value, path)
+
+    def any_branch(self, branches: list[Any], value: Any, path: str) -> Iterator[str]:
+        """Fine when some branch of the value's type is fine; else the first one's problems."""
+        results = [
+            list(self.problems(b, value, path))
+            for b in branches
+            if _could_be(resolve(b, self.root), value)
+        ]
+        if results and all(results):
+            yield from results[0]
+
+    def object(self, node: Mapping[str, Any], value: dict[str, Any], path: str) -> Iterator[str]:
+        properties = node.get("properties") or {}
+        extra = node.get("additionalProperties")
+        for key, item in value.items():
+            sub = properties.get(key, extra if isinstance(extra, Mapping) else None)
+            if sub is not None:
+                yield from self.problems(sub, item, f"{path}.{key}" if path else key)
+
+    def array(self, node: Mapping[str, Any], value: list[Any], path: str) -> Iterator[str]:
+        prefix = node.get("prefixItems") or []
+        items = node.get("items")
+        for i, item in enumerate(value):
+            sub = prefix[i] if i < len(prefix) else items
+            if sub is not None:
+                yield from self.problems(sub, item, f"{path}[{i}]")
+        resolved = resolve(items, self.root) if items is not None else None
+        if isinstance(resolved, Mapping) and MARKER_KEY in resolved:
+            marker = Extracted.from_json(resolved[MARKER_KEY], f"{path}[]")
+            if marker.ordered:
+                yield from self.order(marker, value[len(prefix) :], path, len(prefix))
+
+    def order(self, marker: Extracted, items: list[Any], path: str, first: int) -> Iterator[str]:
+        """Each item found after the previous item's match (items not in the source at all
+        were reported already and are skipped)."""
+        source = self.source(marker)
+        after, previous = 0, None
+        for i, item in enumerate(items, start=first):
+            if not isinstance(item, str):
+                continue
+            run = _core(item, marker.mode)
+            if source.find(run) is None:
+                continue
+            end = source.find(run, after)
+            if end is None:
+                yield (
+                    f"{path}[{i}]: {_show(item)} is not in the {_name(marker)} after "
+                    f"{path}[{previous}]; items must follow the order of the text"
+                )
+                continue
+            after, previous = end, i
+
+
+def _name(marker: Extracted) -> str:
+    return f"source {marker.source!r}" if marker.source else "source"

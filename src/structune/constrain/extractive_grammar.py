@@ -1,0 +1,270 @@
+"""A JSON Schema with extracted fields → an llguidance Lark grammar (compact JSON).
+
+llguidance's JSON-schema compiler has no hook for "a span of this text", but its Lark
+dialect has both pieces: `%regex {"substring_chunks": [...]}` matches any run of the given
+chunks, and `%json {...}` inlines a JSON-schema sub-grammar. So the parts of the schema
+that lead to a marked string (objects, arrays, unions, `$ref`s) are written as Lark rules,
+every part without a marker stays an inline `%json` (the engine's full schema coverage),
+and each marked string becomes a terminal `"\\"" SPAN "\\""`.
+
+The chunks are the source's pieces (`extractive.pieces`), each JSON-escaped on its own:
+escaping is per character, so a run of escaped chunks is exactly the escaped run, and
+quotes, backslashes, control characters and non-ASCII text in the source come out as
+valid JSON (non-ASCII raw, as llguidance's JSON grammar writes it). Objects are written
+with their declared properties only, in schema order, and `oneOf` is written as `anyOf`
+(validation afterwards still holds the answer to exactly one branch); a keyword this
+writer cannot enforce on the path to a marked string is refused by name, never ignored.
+Marked strings take no other keyword than `minLength` 1 (non-empty): lengths the engine
+counts are those of the escaped text, which differ from the value's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from structune.constrain.extractive import (
+    MARKER_KEY,
+    SOURCES_KEY,
+    Extracted,
+    Mode,
+    has_extracted,
+    pieces,
+    resolve,
+)
+from structune.errors import UserError
+
+# Keywords that only describe: they never change what is valid.
+_ANNOTATIONS = frozenset({
+    "title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
+    "writeOnly", "$defs", "definitions", "$schema", "$id", "discriminator", SOURCES_KEY,
+})  # fmt: skip
+_STRUCTURE = {
+    "object": {"type", "properties", "required", "additionalProperties"},
+    "array": {"type", "items", "minItems", "maxItems"},
+    "string": {"type", MARKER_KEY, "minLength"},
+    "union": {"anyOf", "oneOf"},
+    "ref": {"$ref"},
+    "all": {"allOf"},
+}
+_COMPACT = {"whitespace_flexible": False}
+
+
+def extractive_grammar(schema: Mapping[str, Any]) -> str:
+    """The Lark grammar for `schema`, whose marked strings copy from `x-structune-sources`.
+
+    Raises:
+        UserError: the schema has no bound sources, or puts a marked string under a keyword
+            this grammar cannot enforce.
+    """
+    sources = schema.get(SOURCES_KEY)
+    if not isinstance(sources, Mapping):
+        raise UserError(
+            "this schema has extracted fields but no source text to copy from; bind the "
+            "texts first with structune.constrain.bind_sources(schema, inputs) (Program.run "
+            "and record do this with constrained=True)"
+        )
+    return _LarkWriter(schema, sources).grammar()
+
+
+class _LarkWriter:
+    def __init__(self, root: Mapping[str, Any], sources: Mapping[str, str]):
+        self.root = root
+        self.sources = sources
+        self.lines: list[str] = []
+        self.names: dict[str, str] = {}  # what a rule or terminal stands for → its name
+        self.marked_refs = _marked_refs(root)
+
+    def grammar(self) -> str:
+        start = self.expr(self.root, "(root)")
+        return "\n".join(["%llguidance {}", f"start: {start}", *self.lines]) + "\n"
+
+    def define(self, key: str, name: str, body: Any) -> str:
+        """The name of the rule for `key`, defining it with `body()` the first time."""
+        if key not in self.names:
+            self.names[key] = name = f"{name}{len(self.names)}"
+            self.lines.append(f"{name}: {body()}")
+        return self.names[key]
+
+    def expr(self, node: Any, where: str) -> str:
+        if node is True:
+            node = {}
+        if not isinstance(node, Mapping):
+            raise UserError(f"the schema at {where} admits no value; nothing can be decoded")
+        if not self.marked(node):
+            text = json.dumps(self.standalone(node), ensure_ascii=False)
+            return self.define(text, "json", lambda: f"%json {text}")
+        kind = next((k for k in ("ref", "string", "union", "all") if _is(node, k)), None)
+        kind = kind or node.get("type")
+        if not isinstance(kind, str) or kind not in _STRUCTURE:
+            raise UserError(
+                f"cannot hold {where} to a grammar with extracted fields: its schema has no "
+                "type object, array or string; decode without constraints, or give it a type"
+            )
+        extra = set(node) - _STRUCTURE[kind] - _ANNOTATIONS
+        if extra:
+            raise UserError(
+                f"cannot enforce {', '.join(sorted(extra))} at {where} together with "
+                "extracted fields; remove it, or decode without constraints (the answer is "
+                "still checked afterwards)"
+            )
+        if kind == "ref":
+            ref = node["$ref"]
+            return self.define(ref, "ref", lambda: self.expr(resolve(node, self.root), ref))
+        if kind == "string":
+            if node.get("minLength", 0) not in (0, 1):
+                raise UserError(
+                    f"cannot enforce minLength {node['minLength']} at {where} on an extracted "
+                    "field (only 1, non-empty); remove it, or decode without constraints"
+                )
+            marker = Extracted.from_json(node[MARKER_KEY], where)
+            return self.span(marker, nonempty=node.get("minLength") == 1)
+        if kind == "union":
+            branches = node.get("anyOf") or node.get("oneOf") or []
+            return "(" + " | ".join(self.expr(b, where) for b in branches) + ")"
+        if kind == "all":
+            if len(node["allOf"]) != 1:
+                raise UserError(f"cannot enforce allOf at {where} together with extracted fields")
+            return self.expr(node["allOf"][0], where)
+        if kind == "object":
+            return self.object(node, where)
+        return self.array(node, where)
+
+    def marked(self, node: Mapping[str, Any]) -> bool:
+        """Whether a marker lies under `node`, following `$ref`s."""
+        if node.get("$ref") in self.marked_refs:
+            return True
+        return any(
+            key == MARKER_KEY or (key not in ("$defs", "definitions") and _marked_under(v, self))
+            for key, v in node.items()
+        )
+
+    def standalone(self, node: Mapping[str, Any]) -> dict[str, Any]:
+        """`node` as a schema of its own: compact, with the definitions it refers to."""
+        sub = {k: v for k, v in node.items() if k != SOURCES_KEY}
+        if "$ref" in json.dumps(sub):
+            for key in ("$defs", "definitions"):
+                if key in self.root:
+                    sub[key] = self.root[key]
+        return {"x-guidance": _COMPACT, **sub}
+
+    def object(self, node: Mapping[str, Any], where: str) -> str:
+        properties: Mapping[str, Any] = node.get("properties") or {}
+        required = set(node.get("required") or [])
+        extra = node.get("additionalProperties")
+        if isinstance(extra, Mapping) and self.marked(extra):
+            raise UserError(
+                f"cannot enforce extracted values in additionalProperties at {where}; "
+                "declare those fields as properties"
+            )
+        undeclared = [key for key in required if key not in properties]
+        if undeclared:
+            raise UserError(
+                f"cannot enforce required {', '.join(sorted(undeclared))} at {where} together "
+                "with extracted fields: declare them under properties"
+            )
+        members = []
+        for key, sub in properties.items():
+            literal = json.dumps(json.dumps(key, ensure_ascii=False) + ":", ensure_ascii=False)
+            members.append((f"{literal} {self.expr(sub, _join(where, key))}", key in required))
+        # Built from the last member back: `after` is the rest when a member was already
+        # written (each then starts with a comma), `first` when none was; optional members
+        # may be left out.
+        after = first = ""
+        for member, needed in reversed(members):
+            if needed:
+                first, after = _seq(member, after), _seq('","', member, after)
+            else:
+                written = _seq(member, after)
+                first = f"({written} | {first})" if first else f"({written})?"
+                after = _seq(f'("," {member})?', after)
+        return _seq('"{"', first, '"}"')
+
+    def array(self, node: Mapping[str, Any], where: str) -> str:
+        low, high = node.get("minItems", 0), node.get("maxItems")
+        if high == 0:
+            return '"[" "]"'
+        item = self.expr(node.get("items", True), f"{where}[]")
+        more_low = max(low - 1, 0)
+        if high is None:
+            more = f'("," {item})*' if more_low == 0 else f'("," {item}){{{more_low},}}'
+        else:
+            more = f'("," {item}){{{more_low},{high - 1}}}'
+        return _seq('"["', _seq(item, more) if low >= 1 else f"({item} {more})?", '"]"')
+
+    def span(self, marker: Extracted, *, nonempty: bool) -> str:
+        """A terminal: a JSON string whose content is a run of the marker's source."""
+        names = [marker.source] if marker.source else list(self.sources)
+        alternatives = [
+            self.define(
+                f"{marker.mode}:{name}",
+                "SOURCE",
+                lambda name=name: "%regex " + _chunks(self.sources[name], marker.mode),
+            )
+            for name in names
+        ]
+        content = "(" + " | ".join(alternatives) + ")"
+        if nonempty:
+            content = f"({content} & /(?s:.+)/)"
+        return self.define(
+            f"span:{marker.mode}:{nonempty}:{','.join(names)}",
+            "SPAN",
+            lambda: f'"\\"" {content} "\\""',
+        )
+
+
+# How JSON writes a character inside a string (as `json.dumps` does); others stay as they are.
+_ESCAPES = {c: f"\\u{c:04x}" for c in range(0x20)} | {
+    ord('"'): '\\"',
+    ord("\\"): "\\\\",
+    ord("\b"): "\\b",
+    ord("\f"): "\\f",
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def _chunks(text: str, mode: Mode) -> str:
+    escaped = [p.translate(_ESCAPES) for p in pieces(text, mode)]  # json.dumps is 10x slower
+    return json.dumps({"substring_chunks": escaped}, ensure_ascii=False)
+
+
+def _seq(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
+
+
+def _is(node: Mapping[str, Any], kind: str) -> bool:
+    return bool(_STRUCTURE[kind] & set(node)) if kind != "string" else MARKER_KEY in node
+
+
+def _join(where: str, key: str) -> str:
+    return key if where == "(root)" else f"{where}.{key}"
+
+
+def _marked_under(value: Any, writer: _LarkWriter) -> bool:
+    if isinstance(value, Mapping):
+        return writer.marked(value)
+    if isinstance(value, list):
+        return any(_marked_under(v, writer) for v in value)
+    return False
+
+
+def _marked_refs(root: Mapping[str, Any]) -> set[str]:
+    """The local `$ref`s whose definitions lead to a marker, directly or through others."""
+    defs = {
+        f"#/{key}/{name}": body
+        for key in ("$defs", "definitions")
+        for name, body in (root.get(key) or {}).items()
+    }
+    marked = {ref for ref, body in defs.items() if has_extracted(body)}
+    while True:
+        more = {
+            ref
+            for ref, body in defs.items()
+            if ref not in marked and any(f'"{m}"' in json.dumps(body) for m in marked)
+        }
+        if not more:
+            return marked
+        marked |= more

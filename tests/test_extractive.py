@@ -1,0 +1,308 @@
+"""Extractive fields: the marker in the schema, the check after parsing (Program.parse,
+re-asks, recording), and the grammar that lets a local model only copy from its input."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Annotated
+
+import pydantic
+import pytest
+
+from structune import CallableLLM, DatasetStore, InvalidOutput, Program, UserError
+from structune.constrain import (
+    Extracted,
+    bind_sources,
+    check_extracted,
+    extracted_fields,
+    strip_extractive,
+)
+from structune.constrain.extractive import MARKER_KEY, SOURCES_KEY, pieces
+from structune.constrain.grammar import compile_schema
+from structune.llms.local import LocalLLM
+from structune.program import canonical_json
+from structune.record import record
+
+
+class Citation(pydantic.BaseModel):
+    author: Annotated[str, Extracted()]
+    year: int
+    quote: Annotated[str, Extracted(source="context", mode="chars")] | None = None
+
+
+class Response(pydantic.BaseModel):
+    citations: list[Citation]
+    keywords: list[Annotated[str, Extracted(source="context", ordered=True)]] = []
+
+
+PROGRAM = Program("Context:\n{context}\nQuestion: {question}", Response)
+CONTEXT = (
+    'As Neumann (2020) showed, "Rücklé" et al.\\path reached 3.5%;\n'
+    "see (Brown et al., 2020) and Rocktäschel's\tnotes."
+)
+INPUTS = {"context": CONTEXT, "question": "Who is cited?"}
+
+
+def answer(*citations: dict, keywords: list[str] | None = None) -> str:
+    """An answer as a constrained decoder writes it: compact UTF-8 JSON."""
+    return canonical_json({"citations": list(citations), "keywords": keywords or []})
+
+
+# --- the marker -------------------------------------------------------------------------
+
+
+def test_the_marker_travels_in_the_schema_in_nested_models_and_list_items():
+    schema = Response.model_json_schema()
+    author = schema["$defs"]["Citation"]["properties"]["author"]
+    assert author[MARKER_KEY] == {"source": None, "mode": "words", "ordered": False}
+    keywords = schema["properties"]["keywords"]["items"]
+    assert keywords[MARKER_KEY] == {"source": "context", "mode": "words", "ordered": True}
+    paths = {f.path: f.marker for f in extracted_fields(json.loads(json.dumps(schema)))}
+    assert paths == {
+        "citations[].author": Extracted(),
+        "citations[].quote": Extracted(source="context", mode="chars"),
+        "keywords[]": Extracted(source="context", ordered=True),
+    }
+
+
+def test_a_marker_on_a_non_string_is_refused():
+    with pytest.raises(UserError, match="only str fields"):
+
+        class Bad(pydantic.BaseModel):
+            year: Annotated[int, Extracted()]
+
+    class Sneaky(pydantic.BaseModel):  # a marker written by hand into the schema
+        year: int = pydantic.Field(json_schema_extra={MARKER_KEY: Extracted().to_json()})
+
+    with pytest.raises(UserError, match="year is marked as extracted but is not a string"):
+        Program("{text}", Sneaky)
+
+
+def test_marker_options_are_checked():
+    with pytest.raises(UserError, match="'words' or 'chars'"):
+        Extracted(mode="tokens")  # type: ignore[arg-type]
+
+    class Unknown(pydantic.BaseModel):
+        name: Annotated[str, Extracted(source="document")]
+
+    with pytest.raises(UserError, match="'document', which is not a template variable"):
+        Program("{context}", Unknown)
+
+    class Lone(pydantic.BaseModel):
+        name: Annotated[str, Extracted(ordered=True)]
+
+    with pytest.raises(UserError, match="only applies to list items"):
+        Program("{context}", Lone)
+
+
+# --- checked after parsing --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Neumann",
+        "(Brown et al.,",  # punctuation at either end is forgiven
+        "Brown   et\nal",  # and so is whitespace
+        '"Rücklé" et al.\\path',  # quotes, non-ASCII letters, a backslash
+        "Rocktäschel's",
+        "",
+    ],
+)
+def test_copied_values_pass(value):
+    text = answer({"author": value, "year": 2020})
+    assert PROGRAM.parse(text, INPUTS).citations[0].author == value
+    assert check_extracted(PROGRAM.json_schema, json.loads(text), INPUTS) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Nemeth", "Neu", "Brown and Neumann", "neumann", "Rucklé", "Neumann (2021)"],
+)
+def test_invented_and_misspelt_values_are_named_with_their_path(value):
+    text = answer({"author": "Neumann", "year": 2020}, {"author": value, "year": 2020})
+    with pytest.raises(InvalidOutput) as info:
+        PROGRAM.parse(text, INPUTS)
+    assert info.value.reason.startswith(
+        f"citations[1].author: {json.dumps(value, ensure_ascii=False)} is not in the source"
+    )
+    assert PROGRAM.parse(text).citations[1].author == value  # without inputs: schema only
+
+
+def test_chars_mode_is_exact_and_ordered_lists_follow_the_text():
+    ok = answer(
+        {"author": "Brown", "year": 2020, "quote": "eumann (20"}, keywords=["Neumann", "see"]
+    )
+    assert PROGRAM.parse(ok, INPUTS)
+    loose = answer({"author": "Brown", "year": 2020, "quote": "Neumann  (2020)"})
+    with pytest.raises(InvalidOutput, match=r"citations\[0\]\.quote: .* source 'context'"):
+        PROGRAM.parse(loose, INPUTS)
+    backwards = answer({"author": "Brown", "year": 2020}, keywords=["see", "Neumann"])
+    with pytest.raises(
+        InvalidOutput, match=r"keywords\[1\]: \"Neumann\" is not in .* keywords\[0\]"
+    ):
+        PROGRAM.parse(backwards, INPUTS)
+
+
+def test_a_missing_or_empty_source_is_a_user_error():
+    text = answer({"author": "Neumann", "year": 2020})
+    with pytest.raises(UserError, match="'context', which is empty"):
+        PROGRAM.parse(text, {"context": "  ", "question": "q"})
+    with pytest.raises(UserError, match="'context', which is missing"):
+        check_extracted(PROGRAM.json_schema, json.loads(text), {"question": "q"})
+
+
+def test_a_re_ask_shows_the_model_which_value_it_invented():
+    seen = []
+
+    def teacher(messages):
+        seen.append(messages)
+        name = "Nemeth" if len(seen) == 1 else "Neumann"
+        return answer({"author": name, "year": 2020})
+
+    result = PROGRAM.run(CallableLLM(teacher), INPUTS, max_retries=1)
+    assert result.citations[0].author == "Neumann"
+    assert 'citations[0].author: "Nemeth" is not in the source' in seen[1][-1]["content"]
+
+
+def test_recording_marks_invented_answers_invalid(tmp_path):
+    def teacher(messages):
+        invented = "Hinton" in messages[-1]["content"]
+        return answer({"author": "Nemeth" if invented else "Neumann", "year": 2020})
+
+    inputs = [INPUTS, {"context": CONTEXT + " Hinton too.", "question": "q"}]
+    with DatasetStore(tmp_path / "d.sqlite") as store:
+        summary = record(PROGRAM, CallableLLM(teacher), inputs, store=store, progress=False)
+        assert (summary.valid, summary.invalid) == (1, 1)
+        (bad,) = store.examples(PROGRAM.name, valid=False)
+        assert '"Nemeth" is not in the source' in bad.error
+        assert store.schema(bad.schema_hash) == PROGRAM.json_schema  # the marker is kept
+
+        with pytest.raises(UserError, match="empty"):
+            record(PROGRAM, CallableLLM(teacher), [{"context": "", "question": "q"}], store=store)
+
+
+def test_remote_backends_get_the_schema_without_markers_or_sources():
+    bound = bind_sources(PROGRAM.json_schema, INPUTS)
+    assert bound[SOURCES_KEY] == {"context": CONTEXT, "question": "Who is cited?"}
+    stripped = json.dumps(strip_extractive(bound))
+    assert MARKER_KEY not in stripped and SOURCES_KEY not in stripped
+
+
+# --- enforced while decoding ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def accepts(grammar, tokenizer, text: str) -> bool:
+    matcher = grammar.matcher()
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    return all(matcher.consume_token(t) for t in tokens) and matcher.is_accepting()
+
+
+def test_the_grammar_accepts_copies_and_rejects_misspellings(tokenizer):
+    grammar = compile_schema(PROGRAM.decoding_schema(INPUTS), tokenizer)
+    good = answer({"author": "Neumann", "year": 2020}, keywords=["Brown et al."])
+    assert accepts(grammar, tokenizer, good)
+    for bad in [
+        answer({"author": "Nemeth", "year": 2020}),
+        answer({"author": "Neu", "year": 2020}),
+        answer({"author": "Neumann", "year": 2020}, keywords=["Hinton"]),
+    ]:
+        assert not accepts(grammar, tokenizer, bad)
+    assert not accepts(grammar, tokenizer, json.dumps(json.loads(good)))  # spaces, \u escapes
+
+
+def test_every_span_the_grammar_allows_passes_the_check(tokenizer):
+    grammar = compile_schema(PROGRAM.decoding_schema(INPUTS), tokenizer)
+    rng = random.Random(0)
+    for mode in ("words", "chars"):
+        units = pieces(CONTEXT, mode)
+        for _ in range(15):
+            start = rng.randrange(len(units))
+            span = "".join(units[start : start + rng.randrange(1, 8)])
+            citation = (
+                {"author": span, "year": 1}
+                if mode == "words"
+                else {"author": "Brown", "year": 1, "quote": span}
+            )
+            text = answer(citation)
+            assert accepts(grammar, tokenizer, text), span
+            assert PROGRAM.parse(text, INPUTS)
+
+
+def test_an_unbound_schema_is_refused_for_decoding(tokenizer):
+    with pytest.raises(UserError, match="bind_sources"):
+        compile_schema(PROGRAM.json_schema, tokenizer)
+
+
+def test_non_empty_is_enforced_and_other_string_keywords_are_refused(tokenizer):
+    grammar = compile_schema(NAMES.decoding_schema({"text": TEXTS[0]}), tokenizer)
+    assert accepts(grammar, tokenizer, '{"names":["Ada"],"exact":""}')
+    assert not accepts(grammar, tokenizer, '{"names":[""],"exact":""}')
+
+    class Coded(pydantic.BaseModel):
+        code: Annotated[str, Extracted(), pydantic.Field(pattern="^[A-Z]+$")]
+
+    schema = Program("{text}", Coded).decoding_schema({"text": "ABC"})
+    with pytest.raises(UserError, match="cannot enforce pattern at code"):
+        compile_schema(schema, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tiny_model_dir):
+    return LocalLLM.load(str(tiny_model_dir), dtype="float32", batch_size=3)
+
+
+class Names(pydantic.BaseModel):
+    names: list[Annotated[str, Extracted(source="text"), pydantic.Field(min_length=1)]] = (
+        pydantic.Field(max_length=2)
+    )
+    exact: Annotated[str, Extracted(source="text", mode="chars")]
+
+
+NAMES = Program("Who is named in: {text}", Names)
+TEXTS = [
+    'Ada Lovelace met "Charles Babbage" in 1833.',
+    "Rücklé\\Neumann wrote\n'tabs'\there.",
+    "Emmy Noether, Göttingen.",
+]
+
+
+def test_a_tiny_random_model_only_ever_copies_from_its_own_row(tiny_llm):
+    inputs = [{"text": t} for t in TEXTS]
+    completions = tiny_llm.complete_many(
+        [NAMES.messages(i) for i in inputs],
+        max_tokens=120,
+        json_schema=[NAMES.decoding_schema(i) for i in inputs],
+    )
+    assert any(c.finish_reason == "stop" for c in completions)  # 120 tokens is plenty here
+    for item, completion in zip(inputs, completions, strict=True):
+        if completion.finish_reason == "length":
+            continue  # cut off: reported as such, and not parsed
+        result = NAMES.parse(completion.text, item)  # raises if a value is not in its own row
+        assert result.exact in item["text"]
+    short = tiny_llm.complete(
+        NAMES.messages(inputs[0]), max_tokens=3, json_schema=NAMES.decoding_schema(inputs[0])
+    )
+    assert short.finish_reason == "length"
+
+
+def test_program_run_constrained_decodes_copies(tiny_llm):
+    result = NAMES.run(tiny_llm, {"text": TEXTS[2]}, max_tokens=120, constrained=True)
+    assert result.exact in TEXTS[2]  # and run checked the names against the text
+
+
+def test_recording_with_a_local_teacher_decodes_each_row_under_its_own_text(tiny_llm, tmp_path):
+    inputs = [{"text": t} for t in TEXTS]
+    with DatasetStore(tmp_path / "d.sqlite") as store:
+        summary = record(NAMES, tiny_llm, inputs, store=store, max_tokens=120, constrained=True)
+        assert summary.recorded == 3
+        for example in store.examples(NAMES.name):
+            assert example.valid or example.error.startswith("truncated"), example.error
