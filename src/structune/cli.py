@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from structune.errors import StructuneError
+from structune.rag.ingest import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -151,8 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     ing = command("ingest", _ingest, "PDF → chunks → embeddings → a vector index on disk")
     ing.add_argument("pdf", type=Path)
     ing.add_argument("--index", required=True, type=Path, help="the index folder")
-    ing.add_argument("--chunk-size", type=_positive, default=1024, help="tokens per chunk")
-    ing.add_argument("--chunk-overlap", type=int, default=200, help="tokens shared by chunks")
+    ing.add_argument(
+        "--chunk-size", type=_positive, default=DEFAULT_CHUNK_SIZE, help="tokens per chunk"
+    )
+    ing.add_argument(
+        "--chunk-overlap", type=int, default=DEFAULT_CHUNK_OVERLAP, help="tokens shared by chunks"
+    )
 
     qs = command("questions", _questions, "write questions over an index's chunks (JSONL)")
     qs.add_argument("--index", required=True, type=Path)
