@@ -255,6 +255,75 @@ def test_non_empty_is_enforced_and_other_string_keywords_are_refused(tokenizer):
         compile_schema(schema, tokenizer)
 
 
+class Authors(pydantic.BaseModel):
+    authors: list[Annotated[str, Extracted(ordered=True)]]
+
+
+AUTHORS = Program("Reference: {text}", Authors)
+REFERENCE = 'Ahuja, A., Barr, I., and "Brussee" (2020). Imitating Ahuja, 5\u00b0 Rücklé.'
+
+
+def authors(*names: str) -> str:
+    return canonical_json({"authors": list(names)})
+
+
+def test_an_ordered_grammar_follows_the_source(tokenizer):
+    grammar = compile_schema(AUTHORS.decoding_schema({"text": REFERENCE}), tokenizer)
+    for good in [
+        authors(),
+        authors("Ahuja", "Barr", '"Brussee"'),
+        authors("Ahuja", "Ahuja"),  # the source names Ahuja twice
+        authors("Ahuja, A", "2020)."),
+        authors("Barr", "Ahuja", "Rücklé"),  # the second Ahuja
+    ]:
+        assert accepts(grammar, tokenizer, good), good
+        assert AUTHORS.parse(good, {"text": REFERENCE})
+    for bad in [
+        authors("Barr", "Ahuja", "Barr"),  # out of order
+        authors("Ahuja", "Ahuja", "Ahuja"),  # repeated more often than the source repeats it
+        authors("Ahuja, A.", "A."),  # overlaps the previous item
+        authors(" Barr"),  # an item starts and ends on a word or punctuation
+        authors("Barr "),
+        authors(""),
+        authors("Rucklé"),
+    ]:
+        assert not accepts(grammar, tokenizer, bad), bad
+
+
+def test_the_ordered_grammar_accepts_exactly_what_the_check_accepts(tokenizer):
+    grammar = compile_schema(AUTHORS.decoding_schema({"text": REFERENCE}), tokenizer)
+    units = pieces(REFERENCE, "words")
+    words = [i for i, p in enumerate(units) if p[0].isalnum()]
+    rng = random.Random(0)
+    agreed = {True: 0, False: 0}
+    for _ in range(60):
+        items = []
+        for _ in range(rng.randrange(1, 4)):  # spans from a word to a word, any order
+            start = rng.choice(words)
+            end = rng.choice([w for w in words if w >= start][:3])
+            items.append("".join(units[start : end + 1]))
+        text = authors(*items)
+        checked = check_extracted(AUTHORS.json_schema, json.loads(text), {"text": REFERENCE}) == []
+        assert accepts(grammar, tokenizer, text) == checked, items
+        agreed[checked] += 1
+    assert min(agreed.values()) >= 10  # both answers were exercised
+
+
+def test_an_ordered_list_over_a_too_long_source_is_refused(tokenizer):
+    from structune.constrain.extractive_grammar import MAX_ORDERED_PIECES
+
+    long_text = "word " * MAX_ORDERED_PIECES
+    with pytest.raises(UserError, match=r"shorten it .* or drop ordered=True"):
+        compile_schema(AUTHORS.decoding_schema({"text": long_text}), tokenizer)
+
+    class Counted(pydantic.BaseModel):
+        authors: list[Annotated[str, Extracted(ordered=True)]] = pydantic.Field(max_length=3)
+
+    schema = Program("{text}", Counted).decoding_schema({"text": REFERENCE})
+    with pytest.raises(UserError, match="maxItems 3 at authors on an ordered"):
+        compile_schema(schema, tokenizer)
+
+
 @pytest.fixture(scope="module")
 def tiny_llm(tiny_model_dir):
     return LocalLLM.load(str(tiny_model_dir), dtype="float32", batch_size=3)
@@ -306,3 +375,15 @@ def test_recording_with_a_local_teacher_decodes_each_row_under_its_own_text(tiny
         assert summary.recorded == 3
         for example in store.examples(NAMES.name):
             assert example.valid or example.error.startswith("truncated"), example.error
+
+
+def test_a_tiny_random_model_cannot_loop_in_an_ordered_list(tiny_llm):
+    inputs = [{"text": t} for t in [REFERENCE, *TEXTS]]
+    completions = tiny_llm.complete_many(
+        [AUTHORS.messages(i) for i in inputs],
+        max_tokens=100,  # more than any of these sources has tokens
+        json_schema=[AUTHORS.decoding_schema(i) for i in inputs],
+    )
+    for item, completion in zip(inputs, completions, strict=True):
+        assert completion.finish_reason == "stop", completion.text
+        AUTHORS.parse(completion.text, item)  # in the source and in order

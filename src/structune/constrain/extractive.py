@@ -16,9 +16,10 @@ NFC); in "chars" mode, single characters. A value is in its source when its piec
 run of the source's pieces; in words mode leading and trailing punctuation and spaces of
 the value are ignored, so "(Brown" and "al." match "(Brown et al., 2020)".
 
-`ordered` list items must each be found after the previous item's match. That is checked
-afterwards only: a grammar for it grows with the square of the source (200 words already
-take ~35 ms to build), so the grammar holds each item to the source but not to the order.
+`ordered` list items must each be found after the previous item's match, afterwards and,
+for a list whose items are the marked strings, while decoding too (a marker deeper inside
+list items, e.g. on a field of an object item, is held to its source but its order is only
+checked afterwards).
 """
 
 from __future__ import annotations

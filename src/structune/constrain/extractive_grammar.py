@@ -16,6 +16,12 @@ with their declared properties only, in schema order, and `oneOf` is written as 
 writer cannot enforce on the path to a marked string is refused by name, never ignored.
 Marked strings take no other keyword than `minLength` 1 (non-empty): lengths the engine
 counts are those of the escaped text, which differ from the value's.
+
+A list of `ordered` items is written piece by piece instead (`_LarkWriter.ordered`): each
+item is a span starting after the previous one ends, so the list follows the source, can
+repeat a value only where the source repeats it, and cannot loop. Its grammar grows with
+the source (a rule per piece; `benchmarks/extractive_grammar.py` times it), so sources
+past `MAX_ORDERED_PIECES` are refused.
 """
 
 from __future__ import annotations
@@ -49,6 +55,11 @@ _STRUCTURE = {
     "all": {"allOf"},
 }
 _COMPACT = {"whitespace_flexible": False}
+
+MAX_ORDERED_PIECES = 2_000
+"""The most source pieces (words, spaces, punctuation: ~850 words of a paper) an ordered
+list is decoded over. Its grammar has a rule per piece, and the engine recurses along them
+when it starts a matcher: ~2,800 pieces overflow an 8 MB stack (a crash, not an error)."""
 
 
 def extractive_grammar(schema: Mapping[str, Any]) -> str:
@@ -183,6 +194,17 @@ class _LarkWriter:
 
     def array(self, node: Mapping[str, Any], where: str) -> str:
         low, high = node.get("minItems", 0), node.get("maxItems")
+        items = resolve(node.get("items", True), self.root)
+        if isinstance(items, Mapping) and MARKER_KEY in items:
+            marker = Extracted.from_json(items[MARKER_KEY], f"{where}[]")
+            if marker.ordered:
+                if low not in (0, 1) or high is not None:
+                    raise UserError(
+                        f"cannot enforce minItems {low} / maxItems {high} at {where} on an "
+                        "ordered extracted list (only minItems 1); remove them, or drop "
+                        "ordered=True"
+                    )
+                return self.ordered(marker, nonempty_list=low == 1)
         if high == 0:
             return '"[" "]"'
         item = self.expr(node.get("items", True), f"{where}[]")
@@ -212,6 +234,79 @@ class _LarkWriter:
             "SPAN",
             lambda: f'"\\"" {content} "\\""',
         )
+
+    def ordered(self, marker: Extracted, *, nonempty_list: bool) -> str:
+        """A list whose items are spans of the source in the source's order.
+
+        One rule set per source position keeps the grammar linear in the source: `s{i}`
+        starts an item at a piece at or after i, `c{j}` copies piece j or closes the item
+        after piece j-1, `t{j}` ends the list or opens the next item at or after j. Items
+        start and end on a piece that is not whitespace, so none is empty; each one
+        consumes a piece, so the list cannot loop. Texts of several sources are joined
+        with a barrier that no item crosses.
+        """
+        names = [marker.source] if marker.source else list(self.sources)
+        key = f"ordered:{marker.mode}:{nonempty_list}:{','.join(names)}"
+        if key in self.names:
+            return self.names[key]
+        units: list[str | None] = []
+        for name in names:
+            units += [p.translate(_ESCAPES) for p in pieces(self.sources[name], marker.mode)]
+            units.append(None)
+        if len(units) > MAX_ORDERED_PIECES:
+            raise UserError(
+                f"the source of the ordered list has {len(units):,} pieces, more than the "
+                f"{MAX_ORDERED_PIECES:,} an ordered grammar takes; shorten it (e.g. smaller "
+                "chunks), or drop ordered=True (the order is still checked afterwards)"
+            )
+        prefix = self.names[key] = f"ordered{len(self.names)}"
+        blank = [u is None or not u.strip() for u in units]
+        n = len(units)
+        # next_start[i]: the first piece at or after i that an item can start on.
+        next_start: list[int | None] = [None] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            next_start[i] = i if not blank[i] else next_start[i + 1]
+        # closable[j]: after copying piece j-1, the item can still be closed, now or later.
+        closable = [False] * (n + 1)
+        for j in range(n, 0, -1):
+            closable[j] = not blank[j - 1] or (j < n and units[j] is not None and closable[j + 1])
+        rules: list[str] = []
+
+        def start(i: int | None) -> str:
+            return f'"\\"" {prefix}_s{i}' if i is not None else ""
+
+        for i in range(n):
+            if next_start[i] == i:
+                later = next_start[i + 1]
+                alternatives = [f"{json.dumps(units[i], ensure_ascii=False)} {prefix}_c{i + 1}"]
+                if later is not None:
+                    alternatives.append(f"{prefix}_s{later}")
+                rules.append(f"{prefix}_s{i}: {' | '.join(alternatives)}")
+        for j in range(1, n + 1):
+            if not closable[j]:
+                continue
+            alternatives = []
+            if j < n and units[j] is not None and closable[j + 1]:
+                alternatives.append(f"{json.dumps(units[j], ensure_ascii=False)} {prefix}_c{j + 1}")
+            if not blank[j - 1]:
+                alternatives.append(f'"\\"" {prefix}_t{j}')
+            rules.append(f"{prefix}_c{j}: {' | '.join(alternatives)}")
+            if not blank[j - 1]:
+                more = start(next_start[j])
+                tail = f'"]" | "," {more}' if more else '"]"'
+                rules.append(f"{prefix}_t{j}: {tail}")
+        first = start(next_start[0])
+        if not first:
+            if nonempty_list:
+                raise UserError(
+                    "an ordered extracted list must have an item, but its source has no text"
+                )
+            body = '"[" "]"'
+        else:
+            body = f'"[" {first}' if nonempty_list else f'"[" ("]" | {first})'
+        self.lines.append(f"{prefix}: {body}")
+        self.lines.extend(rules)
+        return prefix
 
 
 # How JSON writes a character inside a string (as `json.dumps` does); others stay as they are.

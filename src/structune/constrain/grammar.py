@@ -25,6 +25,12 @@ from typing import Any
 from structune.constrain.extractive import has_extracted
 from structune.errors import UserError
 
+# An ordered extracted list can start its next item at any later piece of its source, so
+# the Earley parser holds a few items per source piece in one row; llguidance's default
+# (2,000) would stop a list over a source of ~700 words mid-answer. The writer refuses
+# sources past `extractive_grammar.MAX_ORDERED_PIECES`, which stays under this.
+MAX_ITEMS_IN_ROW = 20_000
+
 
 @dataclass(frozen=True)
 class SchemaGrammar:
@@ -41,7 +47,8 @@ class SchemaGrammar:
         """
         import llguidance
 
-        matcher = llguidance.LLMatcher(self.ll_tokenizer, self.grammar)
+        limits = llguidance.LLParserLimits(max_items_in_row=MAX_ITEMS_IN_ROW)
+        matcher = llguidance.LLMatcher(self.ll_tokenizer, self.grammar, limits=limits)
         if matcher.is_error():
             raise UserError(
                 f"constrained decoding cannot start: {matcher.get_error()}. Shorten the input "
