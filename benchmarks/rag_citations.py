@@ -100,7 +100,7 @@ def main() -> None:
     models = {
         "base": LocalLLM.load("smollm2-135m"),
         "student": student,
-        "student + grammar": Constrained(student, citation_program.json_schema),
+        "student + grammar": Constrained(student),
         "teacher (rules)": teacher,
     }
     for name, inputs in [

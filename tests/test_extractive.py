@@ -387,3 +387,62 @@ def test_a_tiny_random_model_cannot_loop_in_an_ordered_list(tiny_llm):
     for item, completion in zip(inputs, completions, strict=True):
         assert completion.finish_reason == "stop", completion.text
         AUTHORS.parse(completion.text, item)  # in the source and in order
+
+
+# --- decoding modes and their evaluation ------------------------------------------------
+
+
+def test_the_prompt_shows_the_schema_without_markers():
+    class Authors(pydantic.BaseModel):  # the same model, unmarked
+        authors: list[str]
+
+    marked = AUTHORS.messages({"text": REFERENCE})
+    assert MARKER_KEY not in json.dumps(marked)
+    assert marked == Program("Reference: {text}", Authors).messages({"text": REFERENCE})
+
+
+def test_extraction_modes_keep_relax_or_drop_the_markers():
+    from structune.constrain import with_extraction
+
+    bound = AUTHORS.decoding_schema({"text": REFERENCE})
+    assert with_extraction(bound, "marked") == bound
+    relaxed = with_extraction(bound, "unordered")
+    assert relaxed["properties"]["authors"]["items"][MARKER_KEY]["ordered"] is False
+    assert relaxed[SOURCES_KEY] == bound[SOURCES_KEY]
+    assert with_extraction(bound, "off") == strip_extractive(bound)
+    with pytest.raises(UserError, match="'marked', 'unordered' or 'off'"):
+        with_extraction(bound, "loose")
+
+
+def test_a_constrained_wrapper_without_a_schema_needs_one_per_call(tiny_llm):
+    from structune.llms.base import Constrained
+
+    with pytest.raises(UserError, match="use it in compare"):
+        Constrained(tiny_llm).complete(AUTHORS.messages({"text": REFERENCE}))
+
+
+def test_compare_scores_fields_exact_matches_and_invented_values(tiny_llm):
+    from structune.evaluate.compare import compare
+    from structune.llms.base import Constrained
+
+    inputs = [{"text": REFERENCE}, {"text": TEXTS[0]}]
+    gold = [{"authors": ["Ahuja", "Barr", "Brussee"]}, {"authors": ["Ada Lovelace"]}]
+    answers = iter([authors("Ahuja", "Barr", "Brussee"), authors("Ada", "Babbage", "Turing")])
+    teacher = CallableLLM(lambda messages: next(answers), model_id="scripted")
+    models = {
+        "scripted": teacher,
+        "json grammar": Constrained(tiny_llm, extraction="off"),
+        "extractive": Constrained(tiny_llm, extraction="unordered"),
+        "ordered": Constrained(tiny_llm),
+    }
+    result = compare(AUTHORS, models, inputs, max_tokens=100, gold=gold)
+    scripted = result.scores[0]
+    assert (scripted.valid, scripted.marked, scripted.not_in_source) == (1, 6, 1)  # Turing
+    assert scripted.field_correct == {"authors": 1} and scripted.exact == 1
+    assert result.answers["scripted"][1].error.startswith('authors[2]: "Turing" is not in')
+    for score in result.scores[2:]:  # copies only, and an ordered list cannot loop
+        assert score.not_in_source == 0 and score.parsed == score.answers
+    assert result.scores[3].truncated == 0
+    assert "not in source" in result.table() and "exact" in result.table()
+    with pytest.raises(UserError, match="gold answer 0 is not a valid Authors"):
+        compare(AUTHORS, {"scripted": teacher}, inputs[:1], gold=[{"authors": "Ahuja"}])

@@ -75,9 +75,9 @@ def run_demo(
     base_llm, tuned_llm = LocalLLM.load(base), LocalLLM.load(adapter=adapter.id)
     models: dict[str, LLM] = {
         f"base ({base})": base_llm,
-        "base + grammar": Constrained(base_llm, program.json_schema),
+        "base + grammar": Constrained(base_llm),
         f"tuned ({adapter.id})": tuned_llm,
-        "tuned + grammar": Constrained(tuned_llm, program.json_schema),
+        "tuned + grammar": Constrained(tuned_llm),
     }
     if not teacher.model_id.startswith("curated:"):  # the curated set knows no held-out movie
         models[f"teacher ({teacher.model_id})"] = teacher
@@ -145,7 +145,7 @@ def run_rag_demo(
     models: dict[str, LLM] = {
         f"base ({base})": LocalLLM.load(base),
         f"student ({adapter.id})": tuned,
-        "student + grammar": Constrained(tuned, citation_program.json_schema),
+        "student + grammar": Constrained(tuned),
         f"teacher ({teacher.model_id})": teacher,
     }
     comparison = compare(citation_program, models, test, max_tokens=max_tokens)

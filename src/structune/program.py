@@ -29,6 +29,7 @@ from structune.constrain.extractive import (
     check_extracted,
     extracted_fields,
     select_sources,
+    strip_extractive,
 )
 from structune.errors import InvalidOutput, UserError
 from structune.llms.base import LLM, Message
@@ -146,8 +147,13 @@ class Program(Generic[T]):
         return self.template.format(**{k: inputs[k] for k in self.variables})
 
     def messages(self, inputs: Mapping[str, Any]) -> list[Message]:
-        """The chat messages that ask a model for an answer to `inputs`."""
-        schema = json.dumps(self.json_schema, ensure_ascii=False)
+        """The chat messages that ask a model for an answer to `inputs`.
+
+        The schema in them has no extraction markers: they instruct the decoder and the
+        check, and without them the prompt is the same in every decoding mode, so one
+        dataset and one adapter serve all of them.
+        """
+        schema = json.dumps(strip_extractive(self.json_schema), ensure_ascii=False)
         user = self.render(inputs) + FORMAT_INSTRUCTIONS.format(schema=schema)
         return [
             {"role": "system", "content": self.system_prompt},

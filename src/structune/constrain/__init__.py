@@ -5,10 +5,24 @@ Only light modules are imported here; llguidance loads when a grammar is first c
 
 from structune.constrain.extractive import (
     Extracted,
+    Extraction,
+    SourceAudit,
+    audit_extracted,
     bind_sources,
     check_extracted,
     extracted_fields,
     strip_extractive,
+    with_extraction,
 )
 
-__all__ = ["Extracted", "bind_sources", "check_extracted", "extracted_fields", "strip_extractive"]
+__all__ = [
+    "Extracted",
+    "Extraction",
+    "SourceAudit",
+    "audit_extracted",
+    "bind_sources",
+    "check_extracted",
+    "extracted_fields",
+    "strip_extractive",
+    "with_extraction",
+]

@@ -244,6 +244,32 @@ def strip_extractive(schema: Any) -> Any:
     return schema
 
 
+Extraction = Literal["marked", "unordered", "off"]
+"""How a grammar holds marked fields: as marked, as copies in any order (`ordered` markers
+relaxed), or not at all (a plain JSON grammar; the values are still checked afterwards)."""
+
+
+def with_extraction(schema: Mapping[str, Any], extraction: Extraction) -> dict[str, Any]:
+    """`schema` (bound or not) with its markers kept, relaxed to any order, or removed."""
+    if extraction == "off":
+        return dict(strip_extractive(schema))
+    if extraction == "marked":
+        return dict(schema)
+    if extraction != "unordered":
+        raise UserError(f"extraction must be 'marked', 'unordered' or 'off', got {extraction!r}")
+
+    def relax(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            return {
+                k: {**v, "ordered": False} if k == MARKER_KEY else relax(v) for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [relax(v) for v in node]
+        return node
+
+    return dict(relax(schema))
+
+
 # --- matching text ----------------------------------------------------------------------
 
 _PIECE = re.compile(r"\s+|\w+|.", re.DOTALL)
@@ -312,10 +338,33 @@ def check_extracted(schema: Mapping[str, Any], value: Any, sources: Mapping[str,
     Raises:
         UserError: a source a marked field needs is missing or empty (see `select_sources`).
     """
+    return audit_extracted(schema, value, sources).problems
+
+
+@dataclass(frozen=True)
+class SourceAudit:
+    """What checking one answer's marked values found.
+
+    Attributes:
+        values: marked string values in the answer.
+        missing: those not found in their source at all (invented or misspelt).
+        problems: one message per value not found, or found out of order.
+    """
+
+    values: int
+    missing: int
+    problems: list[str]
+
+
+def audit_extracted(
+    schema: Mapping[str, Any], value: Any, sources: Mapping[str, str]
+) -> SourceAudit:
+    """`check_extracted`, with the counts an evaluation reports."""
     if not has_extracted(schema):
-        return []
-    texts = select_sources(schema, sources)
-    return list(_Checker(schema, texts).problems(schema, value, ""))
+        return SourceAudit(0, 0, [])
+    checker = _Checker(schema, select_sources(schema, sources))
+    problems = list(checker.problems(schema, value, ""))
+    return SourceAudit(checker.values, checker.missing, problems)
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -349,6 +398,7 @@ class _Checker:
         self.root = root
         self.texts = texts
         self.indexes: dict[tuple[str | None, str], _Source] = {}
+        self.values = self.missing = 0
 
     def source(self, marker: Extracted) -> _Source:
         key = (marker.source, marker.mode)
@@ -364,7 +414,9 @@ class _Checker:
         where = path or "(root)"
         if MARKER_KEY in node and isinstance(value, str):
             marker = Extracted.from_json(node[MARKER_KEY], where)
+            self.values += 1
             if self.source(marker).find(_core(value, marker.mode)) is None:
+                self.missing += 1
                 yield f"{where}: {_show(value)} is not in the {_name(marker)}"
         for sub in node.get("allOf") or []:
             yield from self.problems(sub, value, path)
@@ -378,13 +430,18 @@ class _Checker:
 
     def any_branch(self, branches: list[Any], value: Any, path: str) -> Iterator[str]:
         """Fine when some branch of the value's type is fine; else the first one's problems."""
-        results = [
-            list(self.problems(b, value, path))
-            for b in branches
-            if _could_be(resolve(b, self.root), value)
-        ]
-        if results and all(results):
-            yield from results[0]
+        before = self.values, self.missing
+        results = []  # (problems, counts) per branch the value could take
+        for branch in branches:
+            if _could_be(resolve(branch, self.root), value):
+                self.values, self.missing = before
+                problems = list(self.problems(branch, value, path))
+                results.append((problems, (self.values, self.missing)))
+        self.values, self.missing = before
+        if results:
+            problems, counts = next((r for r in results if not r[0]), results[0])
+            self.values, self.missing = counts
+            yield from problems
 
     def object(self, node: Mapping[str, Any], value: dict[str, Any], path: str) -> Iterator[str]:
         properties = node.get("properties") or {}

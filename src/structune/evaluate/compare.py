@@ -2,8 +2,15 @@
 validate, how many were cut off by `max_tokens`, and what they cost in time.
 
 "Parsed" means a JSON object could be extracted from the text; "valid" means it also
-validates against the output model. A model's whole batch of inputs goes through
-`complete_many`, so local models are measured the way they run best (batched).
+validates against the output model, extracted fields included. A model's whole batch of
+inputs goes through `complete_many`, so local models are measured the way they run best
+(batched); a `Constrained` model gets each row's own decoding schema.
+
+With gold answers, each top-level field of every answer is compared with the gold one
+(after validation, so `"2020"` and `2020` agree where the model says int): per-field
+accuracy and whole-answer exact match, over all answers (an unparsable answer is wrong in
+every field). For a program with extracted fields, the marked values of every parsed
+answer are looked up in their source: the share not found is the rate of invented values.
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from structune.errors import InvalidOutput
-from structune.llms.base import LLM
+import pydantic
+
+from structune.constrain.extractive import audit_extracted
+from structune.errors import InvalidOutput, UserError
+from structune.llms.base import LLM, Constrained
 from structune.program import Program, extract_json_object
 
 
@@ -28,6 +38,9 @@ class Answer:
     valid: bool
     truncated: bool
     error: str | None
+    marked: int = 0
+    not_in_source: int = 0
+    correct_fields: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,15 @@ class ModelScore:
     truncated: int
     wall_s: float
     completion_tokens: int
+    marked: int = 0
+    not_in_source: int = 0
+    field_correct: dict[str, int] | None = None
+    exact: int | None = None
+
+    @property
+    def not_in_source_rate(self) -> float:
+        """The share of marked values that are not copied from their source."""
+        return self.not_in_source / self.marked if self.marked else 0.0
 
     @property
     def valid_rate(self) -> float:
@@ -60,16 +82,29 @@ class Comparison:
     answers: dict[str, list[Answer]] = field(default_factory=dict)
 
     def table(self) -> str:
-        columns = ("parsed", "valid", "truncated", "s/answer", "tok/s")
-        header = f"{'model':<34} {columns[0]:>8} {columns[1]:>8} {columns[2]:>9} " + (
-            f"{columns[3]:>9} {columns[4]:>7}"
-        )
+        """One row per model; extraction and gold columns where the comparison has them."""
+        extracted = any(s.marked for s in self.scores)
+        fields = next((list(s.field_correct) for s in self.scores if s.field_correct), [])
+        header = f"{'model':<34} {'parsed':>8} {'valid':>8} {'truncated':>9}"
+        if extracted:
+            header += f" {'not in source':>13}"
+        for name in fields:
+            header += f" {name[:12]:>12}"
+        if fields:
+            header += f" {'exact':>8}"
+        header += f" {'s/answer':>9} {'tok/s':>7}"
         rows = [header, "-" * len(header)]
         for s in self.scores:
-            rows.append(
-                f"{s.model:<34} {s.parsed:>4}/{s.answers:<3} {s.valid:>4}/{s.answers:<3} "
-                f"{s.truncated:>9} {s.seconds_per_answer:>9.2f} {s.tokens_per_s:>7.1f}"
-            )
+            n = s.answers
+            row = f"{s.model:<34} {s.parsed:>4}/{n:<3} {s.valid:>4}/{n:<3} {s.truncated:>9}"
+            if extracted:
+                row += f" {s.not_in_source:>6}/{s.marked:<6}"
+            for name in fields:
+                row += f" {(s.field_correct or {}).get(name, 0):>8}/{n:<3}"
+            if fields:
+                row += f" {s.exact or 0:>4}/{n:<3}"
+            row += f" {s.seconds_per_answer:>9.2f} {s.tokens_per_s:>7.1f}"
+            rows.append(row)
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +114,7 @@ class Comparison:
                 {
                     **asdict(s),
                     "valid_rate": s.valid_rate,
+                    "not_in_source_rate": s.not_in_source_rate,
                     "seconds_per_answer": s.seconds_per_answer,
                     "tokens_per_s": s.tokens_per_s,
                 }
@@ -97,26 +133,50 @@ def compare(
     inputs: Sequence[Mapping[str, Any]],
     *,
     max_tokens: int = 512,
+    gold: Sequence[Mapping[str, Any]] | None = None,
 ) -> Comparison:
     """Run `program` on every input with every model and score the answers.
 
     Args:
         program: the program to answer.
-        models: display name → model, e.g. {"base": ..., "tuned": ..., "teacher": ...}.
+        models: display name → model, e.g. {"base": ..., "tuned": ..., "teacher": ...};
+            wrap a model in `Constrained` for a row decoded under the program's schema.
         inputs: held-out inputs (keep them out of the training data).
         max_tokens: the answer budget; answers cut off here count as truncated.
+        gold: the right answer to each input (objects of the output model, or their JSON
+            data), for per-field accuracy and exact match.
+
+    Raises:
+        UserError: `gold` does not have one valid answer per input.
     """
     conversations = [program.messages(item) for item in inputs]
+    expected = _gold_data(program, gold, len(inputs)) if gold is not None else None
     comparison = Comparison(task=program.name)
     for name, llm in models.items():
+        schemas = (
+            [program.decoding_schema(item) for item in inputs]
+            if isinstance(llm, Constrained)
+            else None
+        )
         started = time.perf_counter()
-        completions = llm.complete_many(conversations, max_tokens=max_tokens)
+        completions = llm.complete_many(conversations, max_tokens=max_tokens, json_schema=schemas)
         wall = time.perf_counter() - started
         answers = [
-            _score_answer(program, dict(item), c.text, c.finish_reason == "length")
-            for item, c in zip(inputs, completions, strict=True)
+            _score_answer(
+                program,
+                dict(item),
+                c.text,
+                c.finish_reason == "length",
+                expected[i] if expected else None,
+            )
+            for i, (item, c) in enumerate(zip(inputs, completions, strict=True))
         ]
         comparison.answers[name] = answers
+        field_correct = (
+            {f: sum(f in (a.correct_fields or ()) for a in answers) for f in expected[0]}
+            if expected
+            else None
+        )
         comparison.scores.append(
             ModelScore(
                 model=name,
@@ -126,22 +186,66 @@ def compare(
                 truncated=sum(a.truncated for a in answers),
                 wall_s=round(wall, 3),
                 completion_tokens=sum(c.completion_tokens or 0 for c in completions),
+                marked=sum(a.marked for a in answers),
+                not_in_source=sum(a.not_in_source for a in answers),
+                field_correct=field_correct,
+                exact=(
+                    sum(len(a.correct_fields or ()) == len(expected[0]) for a in answers)
+                    if expected
+                    else None
+                ),
             )
         )
     return comparison
 
 
+def _gold_data(
+    program: Program[Any], gold: Sequence[Mapping[str, Any]], rows: int
+) -> list[dict[str, Any]]:
+    """Gold answers as validated JSON data, one per input."""
+    if len(gold) != rows:
+        raise UserError(f"got {len(gold)} gold answers for {rows} inputs; give one per input")
+    data = []
+    for i, answer in enumerate(gold):
+        try:
+            value = program.output_cls.model_validate(answer)
+        except pydantic.ValidationError as exc:
+            raise UserError(
+                f"gold answer {i} is not a valid {program.output_cls.__name__}: {exc}"
+            ) from None
+        data.append(value.model_dump(mode="json"))
+    return data
+
+
 def _score_answer(
-    program: Program[Any], inputs: dict[str, Any], text: str, truncated: bool
+    program: Program[Any],
+    inputs: dict[str, Any],
+    text: str,
+    truncated: bool,
+    gold: dict[str, Any] | None,
 ) -> Answer:
     try:
-        extract_json_object(text)
+        data = extract_json_object(text)
     except InvalidOutput as exc:
-        return Answer(
-            inputs, text, parsed=False, valid=False, truncated=truncated, error=exc.reason
-        )
+        nothing: list[str] | None = [] if gold is not None else None
+        return Answer(inputs, text, False, False, truncated, exc.reason, correct_fields=nothing)
+    audit = audit_extracted(program.json_schema, data, program.sources(inputs))
+    correct = _correct_fields(program, data, gold) if gold is not None else None
     try:
         program.parse(text, inputs)
+        error = None
     except InvalidOutput as exc:
-        return Answer(inputs, text, parsed=True, valid=False, truncated=truncated, error=exc.reason)
-    return Answer(inputs, text, parsed=True, valid=True, truncated=truncated, error=None)
+        error = exc.reason
+    return Answer(
+        inputs, text, True, error is None, truncated, error, audit.values, audit.missing, correct
+    )
+
+
+def _correct_fields(program: Program[Any], data: Any, gold: dict[str, Any]) -> list[str]:
+    """The top-level fields of `data` equal to gold once validated by the output model (a
+    field can be right in an answer whose other values were not copied from the input)."""
+    try:
+        answer = program.output_cls.model_validate(data).model_dump(mode="json")
+    except pydantic.ValidationError:
+        return []
+    return [f for f, value in gold.items() if answer.get(f) == value]

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from structune.constrain.extractive import Extraction, with_extraction
 from structune.errors import UserError
 
 
@@ -113,15 +114,29 @@ class LLM(ABC):
 
 
 class Constrained(LLM):
-    """`llm` with every answer held to `json_schema`: a row of its own in a comparison.
+    """`llm` with every answer held to a schema: a row of its own in a comparison.
 
-    Example: `compare(program, {"base": base, "base + grammar": Constrained(base, schema)}, ...)`.
+    With `json_schema`, every answer is held to that schema. Without, each answer is held
+    to the schema the caller passes with it: `compare` passes the program's schema bound to
+    each row's inputs, so extracted fields copy from that row (`Program.decoding_schema`).
+    `extraction` chooses how marked fields are held: "marked" as the schema says,
+    "unordered" as copies in any order, "off" by the JSON grammar alone.
+
+    Example: `compare(program, {"base": base, "base + grammar": Constrained(base)}, ...)`.
     """
 
-    def __init__(self, llm: LLM, json_schema: Mapping[str, Any]):
+    def __init__(
+        self,
+        llm: LLM,
+        json_schema: Mapping[str, Any] | None = None,
+        *,
+        extraction: Extraction = "marked",
+    ):
         self.llm = llm
         self.json_schema = json_schema
+        self.extraction = extraction
         self.model_id = f"{llm.model_id}+grammar"
+        self.context_window = llm.context_window
 
     def complete(
         self,
@@ -131,7 +146,9 @@ class Constrained(LLM):
         temperature: float = 0.0,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
-        return self.complete_many([messages], max_tokens=max_tokens, temperature=temperature)[0]
+        return self.complete_many(
+            [messages], max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+        )[0]
 
     def complete_many(
         self,
@@ -141,9 +158,23 @@ class Constrained(LLM):
         temperature: float = 0.0,
         json_schema: SchemaPerRow = None,
     ) -> list[Completion]:
+        """Answer under this wrapper's schema, else under the schemas passed.
+
+        Raises:
+            UserError: neither this wrapper nor the call gives a schema.
+        """
+        schemas = schemas_per_row(
+            self.json_schema if self.json_schema is not None else json_schema,
+            len(conversations),
+        )
+        if any(schema is None for schema in schemas):
+            raise UserError(
+                "Constrained(llm) without a schema holds each answer to the schema passed "
+                "with it: use it in compare(), or give Constrained(llm, json_schema)"
+            )
         return self.llm.complete_many(
             conversations,
             max_tokens=max_tokens,
             temperature=temperature,
-            json_schema=json_schema or self.json_schema,
+            json_schema=[with_extraction(s, self.extraction) for s in schemas if s is not None],
         )
