@@ -422,9 +422,7 @@ def _compare(args: argparse.Namespace) -> None:
     inputs = read_inputs(args.inputs, program)
     models = {spec: llm_from_spec(spec) for spec in args.model}
     if args.constrained:
-        models = {
-            f"{spec}+grammar": Constrained(m) for spec, m in models.items()
-        }
+        models = {f"{spec}+grammar": Constrained(m) for spec, m in models.items()}
     comparison = compare(program, models, inputs, max_tokens=args.max_tokens)
     print(comparison.table())
     if args.json:
