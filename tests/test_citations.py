@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from structune import CallableLLM, UserError
+from structune import CallableLLM, InvalidOutput, UserError
 from structune.program import FORMAT_INSTRUCTIONS
 from structune.tasks.citations import (
     MAX_DESC_CHARS,
@@ -24,6 +24,7 @@ from structune.tasks.citations import (
     extract_citations,
     pairs_in_context,
     score_citations,
+    sourced_citation_program,
 )
 
 PAPERS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "papers"
@@ -255,6 +256,15 @@ def test_program_uses_the_text_qa_prompt():
         "Given the context information and not prior knowledge, answer the query.\n"
         "Query: Q?\nAnswer: "
     )
+
+
+def test_the_sourced_program_asks_the_same_and_checks_authors_against_the_context():
+    inputs = {"context_str": "As Lee (2018) shows.", "query_str": "Which citations?"}
+    assert sourced_citation_program.messages(inputs) == citation_program.messages(inputs)
+    invented = '{"citations":[{"author":"Leeds","year":2018,"desc":"As Lee (2018) shows."}]}'
+    assert citation_program.parse(invented, inputs)
+    with pytest.raises(InvalidOutput, match=r'citations\[0\]\.author: "Leeds" is not in'):
+        sourced_citation_program.parse(invented, inputs)
 
 
 CONTEXT = (

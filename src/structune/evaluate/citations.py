@@ -2,13 +2,16 @@
 pairs in each retrieved context a model's answer names, and how many it invents.
 
 The gold pairs are what the rule-based extractor finds in the context the model was given
-(`pairs_in_context`); an answer that does not validate counts as naming none.
+(`pairs_in_context`); an answer that does not validate against `Response` counts as naming
+none. Answers are read by the schema alone, so a comparison run with
+`sourced_citation_program` scores an invented author as a false positive, not as nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from structune.errors import InvalidOutput
 from structune.evaluate.compare import Comparison
 from structune.tasks.citations import (
     CitationScore,
@@ -26,21 +29,30 @@ def citation_scores(
     gold = [pairs_in_context(i["context_str"]) for i in inputs]
     scores = {}
     for model, answers in comparison.answers.items():
-        predicted: list[Response | None] = [
-            citation_program.parse(a.text) if a.valid else None for a in answers
-        ]
+        predicted = [_citations(a.text) if a.parsed else None for a in answers]
         scores[model] = score_citations(predicted, gold)
     return scores
 
 
+def _citations(text: str) -> Response | None:
+    try:
+        return citation_program.parse(text)
+    except InvalidOutput:
+        return None
+
+
 def citation_table(comparison: Comparison, scores: Mapping[str, CitationScore]) -> str:
-    """One row per model: valid and cut-off answers, then precision, recall and F1."""
-    header = f"{'model':<34} {'valid':>8} {'cut off':>8} {'P':>6} {'R':>6} {'F1':>6} {'s/ans':>7}"
+    """One row per model: valid and cut-off answers, authors not in the context (for a
+    program that marks them), then precision, recall and F1."""
+    marked = any(s.marked for s in comparison.scores)
+    header = f"{'model':<34} {'valid':>8} {'cut off':>8}"
+    header += f" {'author not in ctx':>17}" if marked else ""
+    header += f" {'P':>6} {'R':>6} {'F1':>6} {'s/ans':>7}"
     rows = [header, "-" * len(header)]
     for s in comparison.scores:
         f = scores[s.model]
-        rows.append(
-            f"{s.model:<34} {s.valid:>4}/{s.answers:<3} {s.truncated:>8} {f.precision:>6.2f} "
-            f"{f.recall:>6.2f} {f.f1:>6.2f} {s.seconds_per_answer:>7.1f}"
-        )
+        row = f"{s.model:<34} {s.valid:>4}/{s.answers:<3} {s.truncated:>8}"
+        row += f" {s.not_in_source:>10}/{s.marked:<6}" if marked else ""
+        row += f" {f.precision:>6.2f} {f.recall:>6.2f} {f.f1:>6.2f} {s.seconds_per_answer:>7.1f}"
+        rows.append(row)
     return "\n".join(rows)

@@ -21,10 +21,12 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import pydantic
 from pydantic import Field
 
+from structune.constrain.extractive import Extracted
 from structune.errors import UserError
 from structune.llms.base import Message
 from structune.program import FORMAT_INSTRUCTIONS, Program
@@ -63,6 +65,46 @@ PROMPT_TEMPLATE = (
 )
 
 citation_program: Program[Response] = Program(PROMPT_TEMPLATE, Response, name="citations")
+
+
+def _sourced_response() -> type[pydantic.BaseModel]:
+    """`Response` whose citations' `author` must be copied from the retrieved context.
+
+    Same class names and fields, so the prompt (which shows the schema without markers)
+    is word for word `citation_program`'s: a student tuned on one answers the other.
+    """
+
+    class Citation(pydantic.BaseModel):
+        """Citation class."""
+
+        author: Annotated[str, Extracted(source="context_str")] = Field(
+            ..., description="Inferred first author (usually last name"
+        )
+        year: int = Field(..., description="Inferred year")
+        desc: str = Field(
+            ...,
+            description=(
+                "Inferred description from the text of the work that the author is cited for"
+            ),
+        )
+
+    class Response(pydantic.BaseModel):
+        """List of author citations. Extracted over unstructured text."""
+
+        citations: list[Citation] = Field(
+            ...,
+            description=("List of author citations (organized by author, year, and description)."),
+        )
+
+    return Response
+
+
+sourced_citation_program: Program[pydantic.BaseModel] = Program(
+    PROMPT_TEMPLATE, _sourced_response(), name="citations"
+)
+"""`citation_program` with each author checked against, and under a grammar copied from,
+the retrieved context (`desc` stays free: the teacher writes the citing sentence from
+repaired text, which differs from the raw context where PDF extraction broke words)."""
 
 MAX_DESC_CHARS = 300
 """A citing sentence longer than this (PDF text without full stops) is cut around the

@@ -1,0 +1,140 @@
+"""A list-extraction task: one bibliography entry in, its authors, year and title out.
+
+The extractive fields' test bed (`structune.constrain.extractive`): every value is text of
+the entry, and `authors` is a list whose items must follow the entry's order, the field
+where small models skip, repeat and loop. `data/references.jsonl` holds gold answers,
+checked by hand, for 96 entries of two papers in two styles: InstructGPT's ("Achiam, J.,
+Held, D., and Abbeel, P. (2017). Constrained policy optimization. In ...") and LoRA's
+("Zeyuan Allen-Zhu and Yuanzhi Li. What Can ResNet Learn ...? In NeurIPS, 2019."), half for
+training and half for testing. The entries themselves are read from the PDFs
+(`reference_entries`), which stay outside the repository.
+
+Gold conventions: `authors` are the surnames in the order listed, with particles ("de
+Freitas", "von Arx") and suffixes ("Daumé III"), without initials, given names or "et
+al."; `year` without its a/b suffix; `title` as written, without its closing full stop
+(PDF artifacts such as "Cand`es" stay: the answer copies the text it is given).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field
+
+from structune.constrain.extractive import Extracted
+from structune.errors import UserError
+from structune.program import Program
+from structune.tasks.citations import clean_text
+
+
+class Reference(pydantic.BaseModel):
+    """One entry of a paper's bibliography."""
+
+    authors: list[Annotated[str, Extracted(ordered=True)]] = Field(
+        ..., description="Surnames of the authors, in the order listed, without 'et al.'"
+    )
+    year: int = Field(..., description="Year of publication")
+    title: Annotated[str, Extracted()] = Field(..., description="Title of the work")
+
+
+reference_program: Program[Reference] = Program(
+    "Bibliography entry: {entry}\n\nExtract its authors' surnames, its year and its title.",
+    Reference,
+    name="references",
+)
+
+HEADINGS = {"instructgpt": "References", "lora": "REFERENCES"}
+"""The heading each paper's bibliography starts under."""
+
+
+@dataclass(frozen=True)
+class ReferenceExample:
+    """A bibliography entry with its hand-checked answer."""
+
+    paper: str
+    entry: int
+    split: Literal["train", "test"]
+    inputs: dict[str, Any]
+    gold: Reference
+
+
+def reference_entries(pdf: Path, heading: str) -> list[str]:
+    """The entries of the bibliography under `heading`, each as one cleaned line.
+
+    Entries are told apart by their hanging indent: an entry's first line starts at the
+    heading's left margin, its other lines further right. The list ends at the next
+    single-letter heading (an appendix) or a "Continued" table line; page numbers are
+    skipped.
+
+    Raises:
+        UserError: the PDF cannot be read or has no such heading.
+    """
+    import pymupdf
+
+    try:
+        document = pymupdf.open(pdf)
+    except Exception as exc:  # pymupdf raises its own types for missing and broken files
+        raise UserError(f"cannot read {pdf}: {exc}") from None
+    entries: list[str] = []
+    margin: float | None = None
+    with document:
+        for page in document.pages():
+            for block in page.get_text("dict")["blocks"]:
+                for line in block.get("lines", []):
+                    text = "".join(span["text"] for span in line["spans"]).strip()
+                    left = line["bbox"][0]
+                    if margin is None:
+                        margin = left if text == heading else None
+                        continue
+                    if not text or text.isdigit():
+                        continue
+                    if (len(text) == 1 and text.isupper()) or text.startswith("Continued"):
+                        return [clean_text(e) for e in entries]
+                    if left < margin + 4 or not entries:
+                        entries.append(text)
+                    else:
+                        entries[-1] += "\n" + text
+    if margin is None:
+        raise UserError(f"{pdf} has no line {heading!r}: is it the paper the gold answers are for?")
+    return [clean_text(e) for e in entries]
+
+
+def reference_examples(papers: Path) -> list[ReferenceExample]:
+    """The hand-checked examples, with their entries read from the PDFs in `papers`.
+
+    Raises:
+        UserError: a paper is missing, or its entries are not the ones the answers were
+            checked against (another version of the PDF).
+    """
+    rows = [
+        json.loads(line)
+        for line in files("structune")
+        .joinpath("data/references.jsonl")
+        .read_text("utf-8")
+        .splitlines()
+        if line.strip()
+    ]
+    entries: dict[str, list[str]] = {}
+    examples = []
+    for row in rows:
+        paper = row["paper"]
+        if paper not in entries:
+            pdf = papers / f"{paper}.pdf"
+            if not pdf.is_file():
+                raise UserError(f"{pdf} not found; the reference task reads its entries there")
+            entries[paper] = reference_entries(pdf, HEADINGS[paper])
+        found = entries[paper]
+        entry = found[row["entry"]] if row["entry"] < len(found) else ""
+        if not entry.startswith(row["starts"]):
+            raise UserError(
+                f"{paper}.pdf entry {row['entry']} reads {entry[:32]!r}, not {row['starts']!r}: "
+                "a different version of the paper; the gold answers do not apply to it"
+            )
+        gold = Reference(authors=row["authors"], year=row["year"], title=row["title"])
+        examples.append(ReferenceExample(paper, row["entry"], row["split"], {"entry": entry}, gold))
+    return examples
