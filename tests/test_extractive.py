@@ -66,16 +66,16 @@ def test_the_marker_travels_in_the_schema_in_nested_models_and_list_items():
     }
 
 
-def test_a_marker_on_a_non_string_is_refused():
-    with pytest.raises(UserError, match="only str fields"):
+def test_a_marker_on_something_other_than_a_string_or_integer_is_refused():
+    with pytest.raises(UserError, match="only str and int fields"):
 
         class Bad(pydantic.BaseModel):
-            year: Annotated[int, Extracted()]
+            share: Annotated[float, Extracted()]
 
     class Sneaky(pydantic.BaseModel):  # a marker written by hand into the schema
-        year: int = pydantic.Field(json_schema_extra={MARKER_KEY: Extracted().to_json()})
+        share: float = pydantic.Field(json_schema_extra={MARKER_KEY: Extracted().to_json()})
 
-    with pytest.raises(UserError, match="year is marked as extracted but is not a string"):
+    with pytest.raises(UserError, match="share is marked as extracted but is not a string or"):
         Program("{text}", Sneaky)
 
 
@@ -446,3 +446,41 @@ def test_compare_scores_fields_exact_matches_and_invented_values(tiny_llm):
     assert "not in source" in result.table() and "exact" in result.table()
     with pytest.raises(UserError, match="gold answer 0 is not a valid Authors"):
         compare(AUTHORS, {"scripted": teacher}, inputs[:1], gold=[{"authors": "Ahuja"}])
+
+
+class Cited(pydantic.BaseModel):
+    author: Annotated[str, Extracted()]
+    year: Annotated[int, Extracted()]
+
+
+CITED = Program("Context: {text}", Cited)
+
+
+def test_a_marked_integer_is_one_of_the_numbers_in_its_source(tokenizer):
+    text = "As Hu et al. (2021a) and Li (2019) show, 3.5% is enough."
+    grammar = compile_schema(CITED.decoding_schema({"text": text}), tokenizer)
+    for year in (2021, 2019, 3, 5):
+        answer = canonical_json({"author": "Hu", "year": year})
+        assert accepts(grammar, tokenizer, answer)
+        assert CITED.parse(answer, {"text": text}).year == year
+    for year in (2020, 20, 35, 202):
+        answer = canonical_json({"author": "Hu", "year": year})
+        assert not accepts(grammar, tokenizer, answer)
+        with pytest.raises(InvalidOutput, match=f"year: {year} is not a number in the source"):
+            CITED.parse(answer, {"text": text})
+
+
+def test_a_list_of_objects_whose_number_the_source_lacks_can_only_be_empty(tokenizer):
+    class Many(pydantic.BaseModel):
+        cited: list[Cited]
+
+    program = Program("Context: {text}", Many)
+    grammar = compile_schema(program.decoding_schema({"text": "No years here."}), tokenizer)
+    assert accepts(grammar, tokenizer, '{"cited":[]}')
+    assert not accepts(grammar, tokenizer, '{"cited":[{"author":"No","year":1}]}')
+
+    class Counted(pydantic.BaseModel):
+        counts: list[Annotated[int, Extracted(ordered=True)]]
+
+    with pytest.raises(UserError, match="integer marked ordered"):
+        Program("{text}", Counted)

@@ -86,10 +86,10 @@ class Extracted:
 
     def __get_pydantic_core_schema__(self, source_type: Any, handler: Any) -> Any:
         schema = handler(source_type)
-        if schema.get("type") != "str":
+        if schema.get("type") not in ("str", "int"):
             raise UserError(
-                f"Extracted() marks {source_type!r}, but only str fields can be copied from "
-                "the input; for an optional field write Annotated[str, Extracted()] | None"
+                f"Extracted() marks {source_type!r}, but only str and int fields can be copied "
+                "from the input; for an optional field write Annotated[str, Extracted()] | None"
             )
         return schema
 
@@ -157,11 +157,15 @@ def extracted_fields(schema: Mapping[str, Any]) -> list[ExtractedField]:
             walk(resolve(node, schema), path, is_item)
         if MARKER_KEY in node:
             marker = Extracted.from_json(node[MARKER_KEY], path or "(root)")
-            if node.get("type") != "string":
+            if node.get("type") not in ("string", "integer"):
                 raise UserError(
-                    f"{path or '(root)'} is marked as extracted but is not a string "
-                    f"(type {node.get('type', 'unspecified')!r}); only strings can be copied "
-                    "from the input"
+                    f"{path or '(root)'} is marked as extracted but is not a string or an "
+                    f"integer (type {node.get('type', 'unspecified')!r}); only those can be "
+                    "copied from the input"
+                )
+            if marker.ordered and node["type"] == "integer":
+                raise UserError(
+                    f"{path or '(root)'} is an integer marked ordered; only strings keep order"
                 )
             if marker.ordered and not is_item:
                 raise UserError(
@@ -284,6 +288,15 @@ def pieces(text: str, mode: Mode) -> list[str]:
     return [" " if p[0].isspace() else p for p in _PIECE.findall(text)]
 
 
+_DIGITS = re.compile(r"(?<!\d)\d+(?!\d)")
+
+
+def numbers(text: str) -> list[int]:
+    """The integers an extracted int can copy from `text`: its runs of digits, in order
+    ("2020" in "(Hu et al., 2020a)"; "3.5" gives 3 and 5)."""
+    return [int(digits) for digits in _DIGITS.findall(unicodedata.normalize("NFKC", text))]
+
+
 def _core(value: str, mode: Mode) -> list[str]:
     """The pieces of `value` that must be found: in words mode, without leading and trailing
     punctuation and spaces (only the spaces when the value has no word at all)."""
@@ -308,6 +321,7 @@ class _Source:
         for i, unit in enumerate(self.units):
             if unit is not None:
                 self.starts.setdefault(unit, []).append(i)
+        self.numbers = {n for text in texts for n in numbers(text)}
 
     def find(self, run: list[str], start: int = 0) -> int | None:
         """Where the first occurrence of `run` at or after `start` ends, or None."""
@@ -418,6 +432,12 @@ class _Checker:
             if self.source(marker).find(_core(value, marker.mode)) is None:
                 self.missing += 1
                 yield f"{where}: {_show(value)} is not in the {_name(marker)}"
+        elif MARKER_KEY in node and isinstance(value, int) and not isinstance(value, bool):
+            marker = Extracted.from_json(node[MARKER_KEY], where)
+            self.values += 1
+            if value not in self.source(marker).numbers:
+                self.missing += 1
+                yield f"{where}: {value} is not a number in the {_name(marker)}"
         for sub in node.get("allOf") or []:
             yield from self.problems(sub, value, path)
         branches = node.get("anyOf") or node.get("oneOf")

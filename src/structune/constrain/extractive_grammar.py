@@ -36,6 +36,7 @@ from structune.constrain.extractive import (
     Extracted,
     Mode,
     has_extracted,
+    numbers,
     pieces,
     resolve,
 )
@@ -49,7 +50,7 @@ _ANNOTATIONS = frozenset({
 _STRUCTURE = {
     "object": {"type", "properties", "required", "additionalProperties"},
     "array": {"type", "items", "minItems", "maxItems"},
-    "string": {"type", MARKER_KEY, "minLength"},
+    "string": {"type", MARKER_KEY, "minLength"},  # and marked integers
     "union": {"anyOf", "oneOf"},
     "ref": {"$ref"},
     "all": {"allOf"},
@@ -130,6 +131,8 @@ class _LarkWriter:
                     "field (only 1, non-empty); remove it, or decode without constraints"
                 )
             marker = Extracted.from_json(node[MARKER_KEY], where)
+            if node.get("type") == "integer":
+                return self.number(marker)
             return self.span(marker, nonempty=node.get("minLength") == 1)
         if kind == "union":
             branches = node.get("anyOf") or node.get("oneOf") or []
@@ -234,6 +237,14 @@ class _LarkWriter:
             "SPAN",
             lambda: f'"\\"" {content} "\\""',
         )
+
+    def number(self, marker: Extracted) -> str:
+        """A terminal: one of the integers written in the marker's source; a source without
+        any admits none, so a list of such objects can only be empty."""
+        names = [marker.source] if marker.source else list(self.sources)
+        found = sorted({n for name in names for n in numbers(self.sources[name])})
+        body = " | ".join(f'"{n}"' for n in found) or "/[^\\s\\S]/"
+        return self.define(f"number:{','.join(names)}", "NUMBER", lambda: body)
 
     def ordered(self, marker: Extracted, *, nonempty_list: bool) -> str:
         """A list whose items are spans of the source in the source's order.

@@ -68,7 +68,8 @@ citation_program: Program[Response] = Program(PROMPT_TEMPLATE, Response, name="c
 
 
 def _sourced_response() -> type[pydantic.BaseModel]:
-    """`Response` whose citations' `author` must be copied from the retrieved context.
+    """`Response` whose citations' `author` and `year` must be copied from the retrieved
+    context.
 
     Same class names and fields, so the prompt (which shows the schema without markers)
     is word for word `citation_program`'s: a student tuned on one answers the other.
@@ -80,7 +81,9 @@ def _sourced_response() -> type[pydantic.BaseModel]:
         author: Annotated[str, Extracted(source="context_str")] = Field(
             ..., description="Inferred first author (usually last name"
         )
-        year: int = Field(..., description="Inferred year")
+        year: Annotated[int, Extracted(source="context_str")] = Field(
+            ..., description="Inferred year"
+        )
         desc: str = Field(
             ...,
             description=(
@@ -102,8 +105,8 @@ def _sourced_response() -> type[pydantic.BaseModel]:
 sourced_citation_program: Program[pydantic.BaseModel] = Program(
     PROMPT_TEMPLATE, _sourced_response(), name="citations"
 )
-"""`citation_program` with each author checked against, and under a grammar copied from,
-the retrieved context (`desc` stays free: the teacher writes the citing sentence from
+"""`citation_program` with each author and year checked against, and under a grammar copied
+from, the retrieved context (`desc` stays free: the teacher writes the citing sentence from
 repaired text, which differs from the raw context where PDF extraction broke words)."""
 
 MAX_DESC_CHARS = 300

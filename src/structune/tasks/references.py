@@ -38,7 +38,7 @@ class Reference(pydantic.BaseModel):
     authors: list[Annotated[str, Extracted(ordered=True)]] = Field(
         ..., description="Surnames of the authors, in the order listed, without 'et al.'"
     )
-    year: int = Field(..., description="Year of publication")
+    year: Annotated[int, Extracted()] = Field(..., description="Year of publication")
     title: Annotated[str, Extracted()] = Field(..., description="Title of the work")
 
 
