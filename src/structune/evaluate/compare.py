@@ -133,7 +133,7 @@ def compare(
     inputs: Sequence[Mapping[str, Any]],
     *,
     max_tokens: int = 512,
-    gold: Sequence[Mapping[str, Any]] | None = None,
+    gold: Sequence[pydantic.BaseModel | Mapping[str, Any]] | None = None,
 ) -> Comparison:
     """Run `program` on every input with every model and score the answers.
 
@@ -200,7 +200,7 @@ def compare(
 
 
 def _gold_data(
-    program: Program[Any], gold: Sequence[Mapping[str, Any]], rows: int
+    program: Program[Any], gold: Sequence[pydantic.BaseModel | Mapping[str, Any]], rows: int
 ) -> list[dict[str, Any]]:
     """Gold answers as validated JSON data, one per input."""
     if len(gold) != rows:
