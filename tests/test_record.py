@@ -1,9 +1,19 @@
 import json
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
-from structune import CallableLLM, DatasetStore, UserError, export_jsonl, import_jsonl
+from structune import (
+    LLM,
+    BackendError,
+    CallableLLM,
+    Completion,
+    DatasetStore,
+    UserError,
+    export_jsonl,
+    import_jsonl,
+)
 from structune.record import record
 from structune.tasks.albums import album_program, curated_albums, curated_teacher
 
@@ -83,6 +93,98 @@ def test_a_crash_mid_run_loses_nothing_and_resume_finishes(store):
     )
     assert (s.recorded, s.skipped) == (2, 3)
     assert len(store.examples()) == 5
+
+
+class BatchingTeacher(LLM):
+    """Answers a whole batch in one call, as local models do; an input mentioning Jaws
+    makes the call fail, the way one bad request fails a batched server call."""
+
+    model_id = "batching"
+
+    def __init__(self):
+        self.batches = []
+        self.singles = []
+
+    def complete(self, messages, **options):
+        self.singles.append(messages[-1]["content"])
+        if "Jaws" in messages[-1]["content"]:
+            raise BackendError("the server answered HTTP 400: prompt rejected")
+        return Completion(album_answer(messages))
+
+    def complete_many(self, conversations, **options):
+        self.batches.append(len(conversations))
+        if any("Jaws" in c[-1]["content"] for c in conversations):
+            raise BackendError("the server answered HTTP 400: prompt rejected")
+        return [Completion(album_answer(c)) for c in conversations]
+
+
+def test_a_failed_batch_is_asked_one_input_at_a_time_and_failures_are_kept(store):
+    teacher = BatchingTeacher()
+    s = record(album_program, teacher, MOVIES, store=store, batch_size=2, progress=False)
+    assert (s.recorded, s.valid, s.invalid, s.failed) == (4, 4, 0, 1)
+    assert teacher.batches == [2, 2, 1]  # Heat+Alien, Jaws+Rocky, Up
+    assert len(teacher.singles) == 2  # only the failed batch, one input at a time
+    (jaws,) = [e for e in store.examples() if e.failed]
+    assert jaws.inputs == {"movie_name": "Jaws"} and not jaws.valid
+    assert jaws.error == "teacher error: the server answered HTTP 400: prompt rejected"
+    assert store.examples(valid=True) == [e for e in store.examples() if not e.failed]
+
+
+def test_failures_are_asked_again_and_replaced_but_never_replace_an_answer(store, tmp_path):
+    def no_jaws(messages):
+        if "Jaws" in messages[-1]["content"]:
+            raise BackendError("teacher overloaded")
+        return album_answer(messages)
+
+    first = record(album_program, CallableLLM(no_jaws, model_id="t"), MOVIES, store=store)
+    assert (first.recorded, first.failed) == (4, 1)
+    with DatasetStore(tmp_path / "copy.sqlite") as copy:  # failures survive export → import
+        export_jsonl(store, tmp_path / "all.jsonl")
+        import_jsonl(tmp_path / "all.jsonl", copy)
+        assert copy.examples() == store.examples()
+
+    asked = []
+    again = record(
+        album_program,
+        CallableLLM(lambda m: asked.append(m) or album_answer(m), model_id="t"),
+        MOVIES,
+        store=store,
+    )
+    assert (again.recorded, again.skipped, again.failed) == (1, 4, 0) and len(asked) == 1
+    assert not any(e.failed for e in store.examples()) and len(store.examples()) == 5
+
+    answer = store.examples()[0]  # a late failure from another process loses to the answer
+    late = replace(answer, failed=True, valid=False, error="late")
+    assert store.add_many([late]) == 0
+    assert store.examples()[0] == answer
+
+
+def test_a_store_from_before_failed_rows_opens_and_keeps_its_examples(tmp_path):
+    from structune.record.store import _MIGRATIONS
+
+    path = tmp_path / "v1.sqlite"
+    with DatasetStore(tmp_path / "new.sqlite") as new:
+        record(album_program, CallableLLM(album_answer, model_id="t"), MOVIES[:2], store=new)
+    current = sqlite3.connect(tmp_path / "new.sqlite")
+    current.row_factory = sqlite3.Row
+    rows = [dict(r) for r in current.execute("SELECT * FROM examples")]
+    current.close()
+    old = sqlite3.connect(path)
+    old.executescript(_MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    for row in rows:
+        del row["failed"]
+        old.execute(
+            f"INSERT INTO examples ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+            list(row.values()),
+        )
+    old.commit()
+    old.close()
+
+    with DatasetStore(path) as store:
+        assert [e.failed for e in store.examples()] == [False, False]
+        s = record(album_program, CallableLLM(album_answer, model_id="t"), MOVIES, store=store)
+        assert (s.recorded, s.skipped) == (3, 2)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_missing_variable_fails_before_any_teacher_call(store):

@@ -1,9 +1,9 @@
 """Any OpenAI-compatible chat completions endpoint as an `LLM` (a black box: no grammar).
 
-Transient failures (429, 5xx, timeouts, refused connections) are retried with
-exponential backoff, honouring `Retry-After`; a 4xx other than 429 is the caller's
-mistake (bad key, bad request) and fails at once. The key comes from an environment
-variable, never from a file in the project.
+Transient failures (429, 5xx, timeouts, refused connections, bodies cut short) are
+retried with exponential backoff, honouring `Retry-After`, at most `max_retries` times;
+a 4xx other than 429 is the caller's mistake (bad key, bad request) and fails at once.
+The key comes from an environment variable, never from a file in the project.
 """
 
 from __future__ import annotations
@@ -118,20 +118,20 @@ class OpenAICompatibleLLM(LLM):
             last = attempt == self.max_retries
             try:
                 response = self.client.post(url, json=body, headers=headers)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
+            except httpx.TransportError as exc:  # timeouts included
                 if last:
-                    raise BackendError(
-                        f"cannot reach {url} ({type(exc).__name__}: {exc}) after "
-                        f"{attempt + 1} attempt(s); is the server running and the URL right?"
-                    ) from None
+                    raise BackendError(_transport_failure(url, exc, attempt + 1)) from None
                 self._sleep(attempt, None)
                 continue
             if response.status_code == 200:
                 try:
                     return response.json()
-                except ValueError:
+                except ValueError:  # a body cut short, or an error page from a proxy
                     if last:
-                        raise BackendError(f"{url} answered a body that is not JSON") from None
+                        raise BackendError(
+                            f"{url} answered a body that is not JSON "
+                            f"({response.text[:100]!r}) after {attempt + 1} attempt(s)"
+                        ) from None
                     self._sleep(attempt, None)
                     continue
             if response.status_code in (401, 403):
@@ -141,7 +141,8 @@ class OpenAICompatibleLLM(LLM):
                 )
             if response.status_code not in _RETRYABLE_STATUS or last:
                 raise BackendError(
-                    f"{url} answered HTTP {response.status_code}: {response.text[:300]}"
+                    f"{url} answered HTTP {response.status_code} (attempt {attempt + 1}): "
+                    f"{response.text[:300]}"
                 )
             self._sleep(attempt, response.headers.get("retry-after"))
         raise AssertionError("unreachable")  # the loop always returns or raises
@@ -155,3 +156,18 @@ class OpenAICompatibleLLM(LLM):
                     delay = max(delay, min(asked, MAX_RETRY_AFTER_S))
         log.warning("retrying %s in %.1fs (attempt %d)", self.base_url, delay, attempt + 2)
         time.sleep(delay)
+
+
+def _transport_failure(url: str, exc: httpx.TransportError, attempts: int) -> str:
+    tried = f"after {attempts} attempt(s)"
+    if isinstance(exc, httpx.TimeoutException):
+        return (
+            f"{url} did not answer in time ({type(exc).__name__}) {tried}; is the server "
+            "overloaded, or the timeout too short?"
+        )
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"{url} broke off its answer ({exc}) {tried}"
+    return (
+        f"cannot reach {url} ({type(exc).__name__}: {exc}) {tried}; is the server running "
+        "and the URL right?"
+    )

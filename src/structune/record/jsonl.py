@@ -4,8 +4,10 @@ Each line is `{"messages": [...]}`: the prompt messages followed by the teacher'
 answer as the assistant turn, which is what OpenAI's fine-tuning API, LlamaIndex's
 fine-tuning handlers and most SFT tools read. structune adds one key, `"structune"`, with
 the rest of the row (id, task, inputs, parsed answer, validity, teacher, timings, schema)
-so that export → import gives back the same store. Lines without it (files from other
-tools) are imported under a task and teacher given by the caller.
+so that export → import gives back the same store, rows the teacher failed on included
+(flagged `failed`, with an empty answer: export with `valid_only` for training files).
+Lines without it (files from other tools) are imported under a task and teacher given by
+the caller.
 
 Exports are written to a temporary file and renamed into place: a crash leaves either the
 old file or the complete new one. Imports check every line before storing any.

@@ -1,32 +1,54 @@
 """Recording: run a program over many inputs with a teacher and store every answer.
 
-Inputs already recorded for this (task, teacher) are skipped before any teacher call, so
+Inputs already answered for this (task, teacher) are skipped before any teacher call, so
 a re-run costs nothing for finished work. Answers are committed batch by batch: a crash
-or a teacher that goes down mid-run loses at most the batch in flight. Invalid answers
-are stored too, flagged with their error, and never trained on.
+loses at most the batch in flight. Invalid answers are stored too, flagged with their
+error, never trained on, and final.
+
+A teacher that fails on an input (a `BackendError` or `UserError` once the client's own
+retries are spent) does not stop the run: the input is stored as a failed row with the
+cause and asked again on the next run, after the new inputs, so an input the teacher
+cannot answer never blocks the start of a run. Only when the teacher fails on every input
+of the run's first batch is it taken as down or misconfigured (a bad key, an unknown
+model): the run stops there with the cause rather than spend retries on every remaining
+input. Any other exception (a bug in a callable teacher) stops the run as well; what was
+committed stays.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from structune.errors import InvalidOutput
-from structune.llms.base import LLM, Completion
+from structune.errors import BackendError, InvalidOutput, StructuneError, UserError
+from structune.llms.base import LLM, Completion, JsonSchema, Message, schemas_per_row
 from structune.program import Program
 from structune.record.store import DatasetStore, Example, example_id
 
 log = logging.getLogger(__name__)
 
+_TEACHER_ERRORS = (BackendError, UserError)
+
 
 @dataclass(frozen=True)
 class RecordSummary:
+    """What one `record` run did.
+
+    Attributes:
+        recorded: inputs the teacher answered in this run (`valid` + `invalid`).
+        skipped: inputs answered before this run.
+        valid: answers that are valid instances of the schema.
+        invalid: answers that are not; stored flagged, never trained on, not asked again.
+        failed: inputs the teacher failed on; stored with the cause, asked again next run.
+    """
+
     recorded: int
     skipped: int
     valid: int
     invalid: int
+    failed: int = 0
 
 
 def record(
@@ -44,6 +66,12 @@ def record(
 
     With `constrained`, the teacher is held to the program's schema (see `Program.run`).
     Answers whose extracted fields are not copied from their inputs are stored invalid.
+
+    Raises:
+        UserError: the teacher refused every input of the first batch for a reason only
+            the caller can fix, such as a rejected API key.
+        BackendError: the teacher failed on every input of the first batch otherwise
+            (down, or answering errors). Either way those failures are stored first.
     """
     from tqdm.auto import tqdm
 
@@ -52,32 +80,106 @@ def record(
         program.render(item)  # a missing variable fails here, before any paid teacher call
         program.sources(item)  # and so does an empty text that extracted fields copy from
         unique.setdefault(example_id(program.name, item, teacher.model_id), dict(item))
-    done = store.existing_ids(unique)
-    pending = [(key, item) for key, item in unique.items() if key not in done]
+    pending, skipped = _pending(store, unique)
     store.put_schema(program.name, program.schema_hash, program.json_schema)
 
-    valid = invalid = 0
+    valid = invalid = failed = 0
     with tqdm(
         total=len(pending), desc=f"recording {program.name}", disable=None if progress else True
     ) as bar:
         for start in range(0, len(pending), batch_size):
-            batch = [item for _, item in pending[start : start + batch_size]]
-            completions = teacher.complete_many(
-                [program.messages(item) for item in batch],
-                max_tokens=max_tokens,
-                json_schema=_decoding_schemas(program, batch) if constrained else None,
-            )
+            batch = pending[start : start + batch_size]
+            outcomes = _ask(teacher, program, batch, max_tokens=max_tokens, constrained=constrained)
             examples = [
-                _to_example(program, teacher.model_id, item, completion)
-                for item, completion in zip(batch, completions, strict=True)
+                _to_example(program, teacher.model_id, item, outcome)
+                for item, outcome in zip(batch, outcomes, strict=True)
             ]
             store.add_many(examples)
             valid += sum(e.valid for e in examples)
-            invalid += sum(not e.valid for e in examples)
+            failed += sum(e.failed for e in examples)
+            invalid += sum(not e.valid and not e.failed for e in examples)
+            if start == 0 and all(isinstance(o, StructuneError) for o in outcomes):
+                raise _teacher_down([o for o in outcomes if isinstance(o, StructuneError)])
             bar.update(len(batch))
-    summary = RecordSummary(len(pending), len(done), valid, invalid)
+    summary = RecordSummary(valid + invalid, skipped, valid, invalid, failed)
     log.info("recorded %s", summary)
     return summary
+
+
+def _pending(
+    store: DatasetStore, unique: dict[str, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], int]:
+    """The inputs to ask the teacher about, new ones before earlier failures, and how many
+    are skipped as answered."""
+    answered = store.answered_ids(unique)
+    failed_before = store.failed_ids(unique)
+    seen = answered | failed_before
+    new = [item for key, item in unique.items() if key not in seen]
+    again = [item for key, item in unique.items() if key in failed_before]
+    return new + again, len(answered)
+
+
+def _ask(
+    teacher: LLM,
+    program: Program[Any],
+    batch: list[dict[str, Any]],
+    *,
+    max_tokens: int,
+    constrained: bool,
+) -> list[Completion | StructuneError]:
+    """The teacher's answer to each input of `batch`, or the error it failed with."""
+    conversations = [program.messages(item) for item in batch]
+    schemas = _decoding_schemas(program, batch) if constrained else None
+    if _batches(teacher):
+        try:
+            return list(
+                teacher.complete_many(conversations, max_tokens=max_tokens, json_schema=schemas)
+            )
+        except _TEACHER_ERRORS as exc:
+            # One bad input fails the whole call; alone, it costs only its own answer.
+            log.warning(
+                "the teacher failed on a batch of %d (%s); asking one input at a time",
+                len(batch),
+                _first_line(exc),
+            )
+    return [
+        _ask_one(teacher, messages, schema, max_tokens=max_tokens)
+        for messages, schema in zip(
+            conversations, schemas_per_row(schemas, len(batch)), strict=True
+        )
+    ]
+
+
+def _batches(teacher: LLM) -> bool:
+    """Whether the teacher answers a batch in one call. The default `complete_many` asks one
+    conversation after another and drops the answers before a failure: asking each one
+    here instead keeps them, and keeps every input within the client's retries."""
+    return type(teacher).complete_many is not LLM.complete_many
+
+
+def _ask_one(
+    teacher: LLM, messages: Sequence[Message], schema: JsonSchema | None, *, max_tokens: int
+) -> Completion | StructuneError:
+    try:
+        return teacher.complete(messages, max_tokens=max_tokens, json_schema=schema)
+    except _TEACHER_ERRORS as exc:
+        log.warning("the teacher failed on an input: %s", _first_line(exc))
+        return exc
+
+
+def _teacher_down(errors: list[StructuneError]) -> StructuneError:
+    message = (
+        f"the teacher failed on every input of the first batch ({len(errors)}), so recording "
+        f"stopped: {_first_line(errors[0])} (the failures are stored and asked again when "
+        "you re-run)"
+    )
+    if all(isinstance(e, UserError) for e in errors):
+        return UserError(message)
+    return BackendError(message)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _decoding_schemas(
@@ -90,27 +192,49 @@ def _decoding_schemas(
 
 
 def _to_example(
-    program: Program[Any], teacher_id: str, inputs: dict[str, Any], completion: Completion
+    program: Program[Any],
+    teacher_id: str,
+    inputs: dict[str, Any],
+    outcome: Completion | StructuneError,
 ) -> Example:
+    if isinstance(outcome, StructuneError):
+        return _failure(program, teacher_id, inputs, outcome)
     parsed: dict[str, Any] | None = None
     error = None
     try:
-        parsed = program.parse(completion.text, inputs).model_dump(mode="json")
+        parsed = program.parse(outcome.text, inputs).model_dump(mode="json")
     except InvalidOutput as exc:
         error = exc.reason
-        if completion.finish_reason == "length":
+        if outcome.finish_reason == "length":
             error = f"truncated at max_tokens; {error}"
     return Example(
         task=program.name,
         schema_hash=program.schema_hash,
         inputs=inputs,
         messages=program.messages(inputs),
-        completion=completion.text,
+        completion=outcome.text,
         parsed=parsed,
         valid=parsed is not None,
         error=error,
         teacher=teacher_id,
-        latency_s=round(completion.latency_s, 4),
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
+        latency_s=round(outcome.latency_s, 4),
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+    )
+
+
+def _failure(
+    program: Program[Any], teacher_id: str, inputs: dict[str, Any], error: StructuneError
+) -> Example:
+    return Example(
+        task=program.name,
+        schema_hash=program.schema_hash,
+        inputs=inputs,
+        messages=program.messages(inputs),
+        completion="",
+        parsed=None,
+        valid=False,
+        failed=True,
+        error=f"teacher error: {error}",
+        teacher=teacher_id,
     )

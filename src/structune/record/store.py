@@ -3,9 +3,11 @@
 One row per example. An example's id is a content hash of (task, inputs, teacher), so
 recording the same input with the same teacher twice is a no-op: re-running a recording
 skips what is done, and since answers are committed batch by batch, a crash loses at
-most the batch in flight. WAL mode and a busy timeout let several processes record
-into one file at once. The schema version lives in `PRAGMA user_version`; `_MIGRATIONS`
-only ever grows.
+most the batch in flight. A row can also record that the teacher failed on an input
+(`Example.failed`): such a row holds the cause, is never trained on, and is the one kind
+of row a later write replaces. WAL mode, a busy timeout and short write transactions
+taken up front let several processes record into one file at once. The schema version
+lives in `PRAGMA user_version`; `_MIGRATIONS` only ever grows.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ _MIGRATIONS = [
         schema TEXT NOT NULL
     );
     """,
+    "ALTER TABLE examples ADD COLUMN failed INTEGER NOT NULL DEFAULT 0",
 ]
 
 
@@ -69,6 +72,9 @@ class Example:
         parsed: the validated answer as JSON data, or None when it was invalid.
         valid: whether `completion` validated against the schema; invalid examples are
             kept for inspection but never trained on.
+        failed: the teacher gave no answer (it failed after its own retries; `error` says
+            why). Unlike an invalid answer, a failure is not final: the next recording
+            asks again and replaces the row.
     """
 
     task: str
@@ -80,6 +86,7 @@ class Example:
     valid: bool
     teacher: str
     error: str | None = None
+    failed: bool = False
     latency_s: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -118,6 +125,8 @@ class DatasetStore:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
             self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            raise  # a busy or unreadable file, not a file of the wrong kind
         except sqlite3.DatabaseError as exc:
             raise UserError(
                 f"{self.path} is not a structune dataset (SQLite said: {exc})"
@@ -168,24 +177,35 @@ class DatasetStore:
         return json.loads(row["schema"]) if row else None
 
     def add_many(self, examples: Iterable[Example]) -> int:
-        """Insert examples in one transaction, skipping ids already stored; return how many
-        were new."""
+        """Store examples in one transaction; return how many rows were added or replaced.
+
+        An id already stored keeps its row, unless that row is a failure: then the new row
+        (an answer, or a newer failure) replaces it. So of two processes that record the
+        same input at once, the first answer wins and a failure never hides an answer.
+        """
+        rows = [_to_row(e) for e in examples]  # outside the transaction, to keep it short
         with self.transaction() as db:
             before = db.total_changes
-            db.executemany(
-                f"INSERT OR IGNORE INTO examples ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in _COLUMNS)})",
-                [_to_row(e) for e in examples],
-            )
+            db.executemany(_UPSERT, rows)
             return db.total_changes - before
 
-    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+    def answered_ids(self, ids: Iterable[str]) -> set[str]:
+        """Those of `ids` that the teacher answered (validly or not): finished work."""
+        return self._ids_where(ids, failed=False)
+
+    def failed_ids(self, ids: Iterable[str]) -> set[str]:
+        """Those of `ids` stored as teacher failures: work to ask again."""
+        return self._ids_where(ids, failed=True)
+
+    def _ids_where(self, ids: Iterable[str], *, failed: bool) -> set[str]:
         ids = list(ids)
         found: set[str] = set()
         for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
             chunk = ids[start : start + 500]
             rows = self._db.execute(
-                f"SELECT id FROM examples WHERE id IN ({', '.join('?' for _ in chunk)})", chunk
+                f"SELECT id FROM examples WHERE failed = ? "
+                f"AND id IN ({', '.join('?' for _ in chunk)})",
+                [int(failed), *chunk],
             )
             found.update(row["id"] for row in rows)
         return found
@@ -213,16 +233,22 @@ class DatasetStore:
 
 _COLUMNS = [
     "id", "task", "schema_hash", "inputs", "messages", "completion", "parsed", "valid", "error",
-    "teacher", "latency_s", "prompt_tokens", "completion_tokens", "created",
+    "failed", "teacher", "latency_s", "prompt_tokens", "completion_tokens", "created",
 ]  # fmt: skip
+
+_UPSERT = (
+    f"INSERT INTO examples ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS[1:])} "
+    "WHERE examples.failed"
+)
 
 
 def _to_row(e: Example) -> tuple[Any, ...]:
     dumps = lambda v: None if v is None else json.dumps(v, ensure_ascii=False)  # noqa: E731
     return (
         e.id, e.task, e.schema_hash, dumps(e.inputs), dumps(e.messages), e.completion,
-        dumps(e.parsed), int(e.valid), e.error, e.teacher, e.latency_s, e.prompt_tokens,
-        e.completion_tokens, e.created,
+        dumps(e.parsed), int(e.valid), e.error, int(e.failed), e.teacher, e.latency_s,
+        e.prompt_tokens, e.completion_tokens, e.created,
     )  # fmt: skip
 
 
@@ -237,6 +263,7 @@ def _from_row(row: sqlite3.Row) -> Example:
         parsed=json.loads(row["parsed"]) if row["parsed"] is not None else None,
         valid=bool(row["valid"]),
         error=row["error"],
+        failed=bool(row["failed"]),
         teacher=row["teacher"],
         latency_s=row["latency_s"],
         prompt_tokens=row["prompt_tokens"],
