@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -30,28 +33,15 @@ class Verdict(pydantic.BaseModel):
     ok: bool
 
 
-@pytest.fixture(scope="module")
-def server(structune_home):
+@contextlib.contextmanager
+def running_server(*flags: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """`structune serve FLAGS` on a free port of 127.0.0.1, stderr into `log`; yields its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "STRUCTUNE_HOME": str(structune_home), "STRUCTUNE_API_KEY": API_KEY}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "structune.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--max-tokens",
-            "256",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = [sys.executable, "-m", "structune.cli", "serve", "--port", str(port), *flags]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -62,10 +52,20 @@ def server(structune_home):
             time.sleep(0.3)
     else:
         process.kill()
-        pytest.fail(f"structune serve did not start: {process.stderr.read()[-2000:]}")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+        pytest.fail(f"structune serve did not start: {log.read_text()[-2000:]}")
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(structune_home, tmp_path_factory):
+    env = {**os.environ, "STRUCTUNE_HOME": str(structune_home), "STRUCTUNE_API_KEY": API_KEY}
+    log = tmp_path_factory.mktemp("serve") / "stderr.log"
+    with running_server("--max-tokens", "256", env=env, log=log) as url:
+        yield url
 
 
 @pytest.fixture
@@ -230,3 +230,120 @@ def test_a_non_object_json_schema_is_a_400(server):
         f"{server}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
     )
     assert response.status_code == 400
+
+
+# Overload and disconnects, against a server on the tiny random model: it almost never
+# ends its answer by itself, so a request decodes for exactly its max_tokens and the test,
+# not the model, decides how long the server stays busy.
+LONG = 1800  # tokens: tens of seconds of decoding here, cut short by each test
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_model_dir, structune_home, tmp_path_factory):
+    env = {**os.environ, "STRUCTUNE_HOME": str(structune_home)}
+    env.pop("STRUCTUNE_API_KEY", None)
+    log = tmp_path_factory.mktemp("tiny-serve") / "stderr.log"
+    flags = ["--base", str(tiny_model_dir), "--max-tokens", "1900"]
+    with running_server(*flags, "--max-batch", "2", "--max-queue", "2", env=env, log=log) as url:
+        # Load the model and compile the schema before timing anything.
+        ask(url, str(tiny_model_dir), max_tokens=4, schema=True)
+        yield url, str(tiny_model_dir), log
+
+
+def ask(url: str, model: str, *, max_tokens: int, schema: bool = False) -> httpx.Response:
+    body: dict = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Is water wet?"}],
+        "max_tokens": max_tokens,
+    }
+    if schema:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "v", "schema": Verdict.model_json_schema()},
+        }
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+
+
+def ask_and_hold(url: str, model: str, *, max_tokens: int) -> socket.socket:
+    """Send a chat request on a raw connection and return it unread: closing it is a
+    client that goes away."""
+    body = json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Count."}],
+            "max_tokens": max_tokens,
+        }
+    ).encode()
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)))
+    connection.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body)
+    )
+    return connection
+
+
+def health(url: str) -> dict:
+    return httpx.get(f"{url}/health", timeout=5).json()
+
+
+def wait_for(url: str, condition, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while not condition(state := health(url)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"server state never met the condition: {state}")
+        time.sleep(0.05)
+    return state
+
+
+def test_a_full_queue_is_answered_503_at_once_and_the_rest_are_served(tiny_server):
+    url, model, _ = tiny_server
+    before = health(url)
+    blocker = ask_and_hold(url, model, max_tokens=LONG)
+    wait_for(url, lambda h: h["running"] == 1)
+
+    def timed() -> tuple[httpx.Response, float]:
+        started = time.monotonic()
+        return ask(url, model, max_tokens=32, schema=True), time.monotonic() - started
+
+    # With one request decoding, two may wait (--max-queue 2); the other six are refused.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(timed) for _ in range(8)]
+        state = wait_for(url, lambda h: h["rejected"] - before["rejected"] == 6)
+        assert state["waiting"] == 2
+        blocker.close()  # frees the decoder: the two waiting requests run now
+        answers = [f.result() for f in futures]
+
+    refused = [(r, s) for r, s in answers if r.status_code == 503]
+    served = [r for r, _ in answers if r.status_code == 200]
+    assert len(refused) == 6 and len(served) == 2
+    for response, seconds in refused:
+        assert seconds < 5  # answered without waiting for the decoder
+        assert int(response.headers["Retry-After"]) >= 1
+        error = response.json()["error"]
+        assert error["type"] == "server_error" and "retry after" in error["message"]
+    for response in served:
+        completion = openai.types.chat.ChatCompletion.model_validate(response.json())
+        Verdict.model_validate_json(completion.choices[0].message.content)
+    assert ask(url, model, max_tokens=4).status_code == 200  # still serving
+
+
+def test_a_client_that_leaves_cancels_its_request(tiny_server):
+    url, model, log = tiny_server
+    before = health(url)
+    running = ask_and_hold(url, model, max_tokens=LONG)
+    wait_for(url, lambda h: h["running"] == 1)
+    queued = ask_and_hold(url, model, max_tokens=LONG - 1)  # another key: waits for a batch
+    wait_for(url, lambda h: h["waiting"] == 1)
+
+    queued.close()
+    state = wait_for(url, lambda h: h["cancelled"] - before["cancelled"] == 1)
+    assert state["waiting"] == 0 and state["running"] == 1  # dropped before it started
+
+    running.close()
+    left = time.monotonic()
+    state = wait_for(url, lambda h: h["running"] == 0)
+    assert state["cancelled"] - before["cancelled"] == 2
+    assert ask(url, model, max_tokens=4).status_code == 200
+    assert time.monotonic() - left < 10  # a full decode of LONG tokens takes far longer
+    assert "stopped decoding a batch of 1" in log.read_text()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from structune.errors import StructuneError
+from structune.errors import StructuneError, UserError
 from structune.rag.ingest import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 
 Handler = Callable[[argparse.Namespace], None]
@@ -124,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-tokens", type=_positive, default=1024, help="cap on max_tokens per request"
     )
+    serve.add_argument(
+        "--max-batch", type=_positive, default=8, help="the most requests decoded together"
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=_positive,
+        help="the most requests waiting to decode; more are answered 503 with Retry-After "
+        "(default: 4 x --max-batch)",
+    )
 
     ship = command(
         "export-adapter",
@@ -133,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("adapter", help="adapter id (`structune adapters`)")
     ship.add_argument("out", type=Path, help="the .gguf file, or the directory for --format merged")
     ship.add_argument("--format", choices=["gguf-lora", "merged"], default="gguf-lora")
+    ship.add_argument(
+        "--modelfile",
+        action="store_true",
+        help="also write an Ollama Modelfile (base, adapter, chat template) beside the .gguf",
+    )
 
     command("adapters", _adapters, "list trained adapters")
     command("models", _models, "list built-in base models")
@@ -315,6 +329,7 @@ def _record(args: argparse.Namespace) -> None:
     print(
         f"recorded {s.recorded} ({s.valid} valid, {s.invalid} invalid); skipped {s.skipped} "
         "already recorded"
+        + (f"; the teacher failed on {s.failed} (asked again on the next run)" if s.failed else "")
     )
 
 
@@ -372,9 +387,10 @@ def _serve(args: argparse.Namespace) -> None:
     from structune.serve.app import ServeLimits, create_app
 
     api_key = os.environ.get(args.api_key_env) or None
-    app = create_app(
-        base=args.base, api_key=api_key, limits=ServeLimits(max_tokens=args.max_tokens)
+    limits = ServeLimits(
+        max_tokens=args.max_tokens, max_batch=args.max_batch, max_queue=args.max_queue
     )
+    app = create_app(base=args.base, api_key=api_key, limits=limits)
     print(
         f"serving on http://{args.host}:{args.port}/v1 (API key {'required' if api_key else 'off'})"
     )
@@ -382,6 +398,8 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _export_adapter(args: argparse.Namespace) -> None:
+    if args.modelfile and args.format == "merged":
+        raise UserError("--modelfile goes with the GGUF LoRA format; drop --format merged")
     if args.format == "merged":
         from structune.export.merged import export_merged
 
@@ -391,6 +409,11 @@ def _export_adapter(args: argparse.Namespace) -> None:
 
     path = export_gguf_lora(args.adapter, args.out)
     print(f"wrote {path}; use it with llama.cpp: Llama(<base .gguf>, lora_path='{path}')")
+    if args.modelfile:
+        from structune.export.modelfile import write_modelfile
+
+        modelfile = write_modelfile(args.adapter, path)
+        print(f"wrote {modelfile}; build an Ollama model with: ollama create NAME -f {modelfile}")
 
 
 def _adapters(args: argparse.Namespace) -> None:

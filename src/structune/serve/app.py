@@ -5,6 +5,10 @@
 schema the engine cannot enforce is a 400, never decoded unconstrained. Limits (body
 size, `max_tokens`, `n`, streaming) are checked before any work and answered with a 4xx
 in OpenAI's error format. With an API key set, every route but `/health` needs it.
+
+A full queue is answered 503 with `Retry-After` at once (`Batcher`). A client that
+disconnects before its answer is ready cancels its request: it leaves the queue, and a
+batch left without callers stops decoding. `/health` reports the queue and these counts.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pydantic
 from fastapi import FastAPI, Request
@@ -26,9 +31,11 @@ from fastapi.responses import JSONResponse
 from structune.errors import StructuneError, UserError
 from structune.llms.base import LLM, Message
 from structune.program import schema_hash
-from structune.serve.batching import Batcher
+from structune.serve.batching import Batcher, QueueFull
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Any JSON object: what `{"type": "json_object"}` without a schema asks for.
 ANY_JSON_OBJECT: dict[str, Any] = {"type": "object"}
@@ -39,6 +46,7 @@ class ServeLimits:
     max_body_bytes: int = 1_000_000
     max_tokens: int = 1024
     max_batch: int = 8
+    max_queue: int | None = None  # requests waiting to decode; None: QUEUED_BATCHES x max_batch
 
 
 class ChatMessage(pydantic.BaseModel):
@@ -71,7 +79,7 @@ def create_app(
     """Build the app; models load on their first request and stay loaded."""
     limits = limits or ServeLimits()
     models = _ModelPool(base)
-    batcher = Batcher(models.get, max_batch=limits.max_batch)
+    batcher = Batcher(models.get, max_batch=limits.max_batch, max_queue=limits.max_queue)
     app = FastAPI(title="structune", docs_url=None, redoc_url=None)
 
     @app.middleware("http")
@@ -95,6 +103,10 @@ def create_app(
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.message, exc.kind)
 
+    @app.exception_handler(QueueFull)
+    async def overloaded(request: Request, exc: QueueFull) -> JSONResponse:
+        return _error(503, str(exc), "server_error", {"Retry-After": str(exc.retry_after_s)})
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error serving %s", request.url.path)
@@ -107,8 +119,8 @@ def create_app(
         return _error(400, f"{where}: {first['msg']}" if where else first["msg"])
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", **batcher.stats()}
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -120,7 +132,7 @@ def create_app(
         }
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest) -> dict[str, Any]:
+    async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
         if body.n != 1:
             raise ApiError(400, "n must be 1: structune decodes greedily, one choice per request")
         if body.stream:
@@ -135,18 +147,24 @@ def create_app(
                 400, f"max_tokens {max_tokens} is over this server's cap of {limits.max_tokens}"
             )
         schema = _schema_of(body.response_format)
+        batcher.refuse_if_full()  # before compiling the schema: an overload costs nothing
         messages: list[Message] = [{"role": m.role, "content": m.content} for m in body.messages]
         if schema is not None:  # loads the model on first use: off the event loop
             await asyncio.to_thread(_check_schema, models, body.model, schema)
         try:
-            completion = await batcher.submit(
-                body.model,
-                messages,
-                max_tokens=max_tokens,
-                temperature=body.temperature,
-                json_schema=schema,
-                schema_key=schema_hash(schema) if schema is not None else None,
+            completion = await _unless_client_leaves(
+                request,
+                batcher.submit(
+                    body.model,
+                    messages,
+                    max_tokens=max_tokens,
+                    temperature=body.temperature,
+                    json_schema=schema,
+                    schema_key=schema_hash(schema) if schema is not None else None,
+                ),
             )
+        except QueueFull:  # it filled up while the schema compiled
+            raise
         except UserError as exc:
             raise ApiError(400, str(exc)) from None
         except StructuneError as exc:
@@ -207,8 +225,37 @@ def _check_schema(models: _ModelPool, model: str, schema: dict[str, Any]) -> Non
             raise ApiError(400, str(exc)) from None
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
+async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Await `work`; if the client disconnects first, cancel it and answer 499.
+
+    uvicorn does not cancel a handler whose client left: waiting on the connection's next
+    ASGI message, which after the body can only be `http.disconnect`, is how to notice.
+    """
+    task = asyncio.create_task(work)
+    left = asyncio.create_task(_client_left(request))
+    try:
+        done, _ = await asyncio.wait({task, left}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+        task.cancel()  # a no-op once done; else the request leaves the queue or its batch
+    if task not in done:
+        raise ApiError(499, "the client closed the connection before its answer was ready")
+    return task.result()
+
+
+async def _client_left(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _error(
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "code": status}}
+    return JSONResponse(body, status, headers=headers)
 
 
 class _ModelPool:

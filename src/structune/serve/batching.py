@@ -1,22 +1,55 @@
-"""Concurrent requests → batched generation.
+"""Concurrent requests → batched generation, with a bounded queue and cancellation.
 
-Requests wait in one asyncio queue. A single worker takes the oldest request plus every
+Requests wait in one bounded queue. A single worker takes the oldest request plus every
 waiting request that can share its batch (same model, schema, token budget and
 temperature) and decodes them together in a thread, so the event loop keeps accepting
-connections while the CPU decodes. Nothing is dropped: a request waits its turn.
+connections while the CPU decodes.
+
+Overload is refused, not absorbed: with `max_queue` requests waiting, `submit` raises
+`QueueFull` at once, so latency stays bounded and the caller learns when to retry.
+A caller that goes away (its `submit` is cancelled) leaves the queue at once. A batch
+whose callers have *all* gone stops before its next decode step: transformers' `generate`
+calls the model once per token, and a forward pre-hook on the model raises there. A batch
+with one caller left decodes to the end; the answers of the callers who left are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from structune.errors import BackendError
 from structune.llms.base import LLM, Completion, Message
 
+log = logging.getLogger(__name__)
 
-@dataclass
+# Waiting requests allowed per request decoded at once, when `max_queue` is not given:
+# a new request then waits at most about this many batches before its own starts.
+QUEUED_BATCHES = 4
+
+
+class QueueFull(BackendError):
+    """The server has `max_queue` requests waiting; retry after `retry_after_s` seconds."""
+
+    def __init__(self, waiting: int, retry_after_s: int):
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"the server is busy: {waiting} requests are already waiting; "
+            f"retry after {retry_after_s} s"
+        )
+
+
+class _Abandoned(Exception):
+    """Raised inside `generate` to stop a batch whose callers have all gone."""
+
+
+@dataclass(eq=False)  # a job is itself: `in` and `remove` compare identity
 class _Job:
     key: tuple[Any, ...]
     model: str
@@ -26,6 +59,11 @@ class _Job:
     json_schema: Mapping[str, Any] | None
     future: asyncio.Future[Completion] = field(repr=False)
 
+    @property
+    def gone(self) -> bool:
+        # Read from the decode thread: a plain state read, safe under the GIL.
+        return self.future.cancelled()
+
 
 class Batcher:
     """Queues chat requests and decodes compatible ones as one batch.
@@ -33,13 +71,44 @@ class Batcher:
     Args:
         get_llm: model name → loaded `LLM` (called in the worker thread).
         max_batch: the most requests decoded together.
+        max_queue: the most requests waiting (not yet decoding); more are refused with
+            `QueueFull`. Defaults to `QUEUED_BATCHES * max_batch`.
     """
 
-    def __init__(self, get_llm: Callable[[str], LLM], *, max_batch: int = 8):
+    def __init__(
+        self, get_llm: Callable[[str], LLM], *, max_batch: int = 8, max_queue: int | None = None
+    ):
         self.get_llm = get_llm
         self.max_batch = max_batch
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.max_queue = max_queue if max_queue is not None else QUEUED_BATCHES * max_batch
+        self.waiting: list[_Job] = []
+        self.running = 0
+        self.rejected = 0
+        self.cancelled = 0
+        self._last_batch_s = 0.0
+        self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+
+    def stats(self) -> dict[str, int]:
+        """Requests waiting and decoding now; refused and cancelled since the start."""
+        return {
+            "waiting": len(self.waiting),
+            "running": self.running,
+            "max_queue": self.max_queue,
+            "rejected": self.rejected,
+            "cancelled": self.cancelled,
+        }
+
+    def refuse_if_full(self) -> None:
+        """Raise `QueueFull` when `max_queue` requests are waiting: check before any work.
+
+        Raises:
+            QueueFull: the queue is full.
+        """
+        if len(self.waiting) >= self.max_queue:
+            self.rejected += 1
+            # The queue drains about one batch at a time: the last batch's time is the guess.
+            raise QueueFull(len(self.waiting), max(1, math.ceil(self._last_batch_s)))
 
     async def submit(
         self,
@@ -51,41 +120,96 @@ class Batcher:
         json_schema: Mapping[str, Any] | None,
         schema_key: str | None,
     ) -> Completion:
+        """Wait for this request's turn and answer it.
+
+        Raises:
+            QueueFull: `max_queue` requests are already waiting.
+        """
+        self.refuse_if_full()
         if self._worker is None:
             self._worker = asyncio.create_task(self._run())
         key = (model, schema_key, max_tokens, temperature)
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
-        await self.queue.put(
-            _Job(key, model, messages, max_tokens, temperature, json_schema, future)
-        )
-        return await future
+        job = _Job(key, model, messages, max_tokens, temperature, json_schema, future)
+        self.waiting.append(job)
+        self._wake.set()
+        try:
+            return await future
+        except asyncio.CancelledError:  # the caller went away; cancelling also cancelled `future`
+            self.cancelled += 1
+            if job in self.waiting:
+                self.waiting.remove(job)
+            raise
 
     async def _run(self) -> None:
-        pending: list[_Job] = []
         while True:
-            if not pending:
-                pending.append(await self.queue.get())
-            while not self.queue.empty():
-                pending.append(self.queue.get_nowait())
-            first = pending[0]
-            batch = [job for job in pending if job.key == first.key][: self.max_batch]
-            pending = [job for job in pending if job not in batch]
-            try:
-                completions = await asyncio.to_thread(self._decode, batch)
-            except Exception as exc:  # the error goes to every caller of this batch
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+            if not self.waiting:
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            for job, completion in zip(batch, completions, strict=True):
-                if not job.future.done():  # a client that went away has a cancelled future
-                    job.future.set_result(completion)
+            first = self.waiting[0]
+            batch = [job for job in self.waiting if job.key == first.key][: self.max_batch]
+            self.waiting = [job for job in self.waiting if job not in batch]
+            await self._decode_batch(batch)
+
+    async def _decode_batch(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        self.running = len(batch)
+        try:
+            completions = await asyncio.to_thread(self._decode, batch)
+        except _Abandoned:
+            seconds = time.perf_counter() - started
+            log.info(
+                "stopped decoding a batch of %d after %.1f s: its clients went away",
+                len(batch),
+                seconds,
+            )
+            return
+        except Exception as exc:  # the error goes to every caller of this batch
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        finally:
+            self.running = 0
+        for job, completion in zip(batch, completions, strict=True):
+            if not job.future.done():  # a client that went away has a cancelled future
+                job.future.set_result(completion)
 
     def _decode(self, batch: list[_Job]) -> list[Completion]:
         first = batch[0]
-        return self.get_llm(first.model).complete_many(
-            [job.messages for job in batch],
-            max_tokens=first.max_tokens,
-            temperature=first.temperature,
-            json_schema=first.json_schema,
-        )
+        llm = self.get_llm(first.model)  # the first use loads it: not part of the decode time
+        started = time.perf_counter()
+        with _stop_when_abandoned(llm, batch):
+            completions = llm.complete_many(
+                [job.messages for job in batch],
+                max_tokens=first.max_tokens,
+                temperature=first.temperature,
+                json_schema=first.json_schema,
+            )
+        self._last_batch_s = time.perf_counter() - started
+        return completions
+
+
+@contextmanager
+def _stop_when_abandoned(llm: LLM, batch: list[_Job]) -> Iterator[None]:
+    """Raise `_Abandoned` at the next forward pass of a local model once `batch` has no caller.
+
+    `generate` runs the model once per decode step, and offers no way in from outside
+    the call; a forward pre-hook is that way in, removed again when the batch ends.
+    """
+    from structune.llms.local import LocalLLM
+
+    if not isinstance(llm, LocalLLM):  # remote backends answer in one call: nothing to stop
+        yield
+        return
+
+    def check(module: Any, args: Any) -> None:
+        if all(job.gone for job in batch):
+            raise _Abandoned
+
+    handle = llm.model.register_forward_pre_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
