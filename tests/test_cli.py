@@ -12,10 +12,12 @@ from structune.cli import build_parser
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, env_home: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env_home: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     import os
 
-    env = {**os.environ, "STRUCTUNE_HOME": str(env_home)}
+    env = {**os.environ, "STRUCTUNE_HOME": str(env_home), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "structune.cli", *args],
         capture_output=True,
@@ -72,3 +74,99 @@ def test_every_command_is_documented_in_the_readme():
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     missing = [name for name in commands if f"structune {name}" not in readme]
     assert not missing, f"commands missing from README.md: {missing}"
+
+
+def eval_files(tmp_path: Path, movies: int = 3) -> tuple[Path, list[dict]]:
+    """A held-out file of curated movies (the offline teacher knows them), and their albums."""
+    from structune.tasks.albums import curated_albums
+
+    chosen = curated_albums()[:movies]
+    inputs = tmp_path / "heldout.txt"
+    inputs.write_text("".join(f"{a['movie_name']}\n" for a in chosen))
+    return inputs, [a["album"] for a in chosen]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_against_gold_answers_prints_the_table_and_writes_json(tmp_path):
+    inputs, albums = eval_files(tmp_path)
+    albums[1]["songs"][0]["title"] = "Not the Title"  # one leaf of 3 albums disagrees
+    gold = write_jsonl(tmp_path / "gold.jsonl", albums)
+    out = tmp_path / "eval.json"
+    result = run_cli(
+        "eval", "--inputs", str(inputs), "--model", "offline:albums", "--gold", str(gold),
+        "--json", str(out), env_home=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "agreement with gold answers over 3 inputs" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("offline:albums"))
+    assert row.split()[1:4] == ["3/3", "3/3", "0/3"]
+    agreement = json.loads(out.read_text())["scores"][0]["agreement"]
+    assert (agreement["fp"], agreement["fn"]) == (1, 1)
+    assert agreement["paths"]["songs[].title"]["fp"] == 1
+
+
+def test_eval_with_a_teacher_as_reference_and_an_html_report(tmp_path):
+    from teacher_server import Fault, TeacherServer
+
+    inputs, _ = eval_files(tmp_path)
+    second = inputs.read_text().splitlines()[1]
+    html, out = tmp_path / "eval.html", tmp_path / "eval.json"
+    # the teacher's first answer for the second movie is not JSON: that input has no reference
+    with TeacherServer(faults={second: [Fault("text")]}) as server:
+        result = run_cli(
+            "eval", "--inputs", str(inputs), "--model", "offline:albums",
+            "--reference", "openai:teacher", "--html", str(html), "--json", str(out),
+            env_home=tmp_path, env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "k"},
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "agreement with openai:teacher over 2 inputs with a valid reference" in lines[0]
+    teacher = next(line for line in lines if line.startswith("openai:teacher"))
+    assert teacher.split()[1:5] == ["2/3", "2/3", "0/3", "reference"]
+    tuned = next(line for line in lines if line.startswith("offline:albums"))
+    assert tuned.split()[1:4] == ["3/3", "3/3", "0/3"]
+    assert json.loads(out.read_text())["reference"]["scored_inputs"] == 2
+    page = html.read_text()
+    assert "<td>openai:teacher</td>" in page and "<td>offline:albums</td>" in page
+    assert f"wrote {html}" in result.stdout
+
+
+def test_eval_refuses_bad_setups_with_one_line_errors(tmp_path):
+    from structune.train.adapters import MANIFEST_FILE, AdapterManifest
+
+    inputs, albums = eval_files(tmp_path)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    short = write_jsonl(tmp_path / "short.jsonl", albums[:2])
+    invalid = write_jsonl(tmp_path / "invalid.jsonl", [albums[0], {"name": "no artist"}, albums[2]])
+    manifest = AdapterManifest(
+        id="cites-1", base_model="smollm2-135m", task="citations", dataset_hash="0",
+        dataset_size=1, config={}, loss_history=[1.0], steps=1, tokens_trained=1,
+        train_seconds=1.0,
+    )  # fmt: skip
+    (tmp_path / "adapters" / "cites-1").mkdir(parents=True)
+    (tmp_path / "adapters" / "cites-1" / MANIFEST_FILE).write_text(manifest.model_dump_json())
+    cases = [
+        (["--inputs", str(empty), "--model", "offline:albums"], "no held-out inputs"),
+        (
+            ["--inputs", str(inputs), "--model", "offline:albums", "--gold", str(short)],
+            "got 2 gold answers for 3 inputs",
+        ),
+        (
+            ["--inputs", str(inputs), "--model", "offline:albums", "--gold", str(invalid)],
+            "invalid.jsonl:2: not a valid Album for program 'album'",
+        ),
+        (
+            ["--inputs", str(inputs), "--model", "cites-1"],
+            "adapter cites-1 was trained for task 'citations', not 'album'",
+        ),
+    ]
+    for args, message in cases:
+        result = run_cli("eval", *args, env_home=tmp_path)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+        assert result.stderr.strip().count("\n") == 0, result.stderr

@@ -163,6 +163,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--json", type=Path, help="also write the comparison as JSON here")
 
+    ev = command(
+        "eval",
+        _eval,
+        "evaluate models on held-out inputs: rates, field agreement with a reference, speed; "
+        "a table, JSON and an HTML report",
+    )
+    ev.add_argument("--program", default="album")
+    ev.add_argument("--inputs", required=True, type=Path)
+    ev.add_argument("--model", action="append", required=True, help="repeatable: a model spec")
+    reference = ev.add_mutually_exclusive_group()
+    reference.add_argument(
+        "--reference", metavar="SPEC", help="a teacher whose answers are the reference (a row too)"
+    )
+    reference.add_argument(
+        "--gold", type=Path, help="JSONL of reference answers, one per input line"
+    )
+    ev.add_argument(
+        "--constrained",
+        action="store_true",
+        help="decode the --model models under a grammar compiled from the schema",
+    )
+    ev.add_argument("--max-tokens", type=_positive, default=384)
+    ev.add_argument("--json", type=Path, help="also write the report as JSON here")
+    ev.add_argument("--html", type=Path, help="also write the report as one HTML file here")
+
     ing = command("ingest", _ingest, "PDF → chunks → embeddings → a vector index on disk")
     ing.add_argument("pdf", type=Path)
     ing.add_argument("--index", required=True, type=Path, help="the index folder")
@@ -451,6 +476,50 @@ def _compare(args: argparse.Namespace) -> None:
     if args.json:
         comparison.write_json(args.json)
         print(f"wrote {args.json}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from structune.evaluate.report import (
+        adapter_manifests,
+        check_setup,
+        evaluate,
+        read_gold,
+        require_matplotlib,
+    )
+    from structune.llms.base import Constrained
+    from structune.llms.spec import llm_from_spec
+    from structune.tasks import load_program, read_inputs
+
+    program = load_program(args.program)
+    inputs = read_inputs(args.inputs, program)
+    gold = read_gold(args.gold, program) if args.gold else None
+    adapters = adapter_manifests([*args.model, *filter(None, [args.reference])])
+    # mistakes surface now, not after the models have loaded and run
+    check_setup(program, inputs, gold=gold, adapters=adapters)
+    if args.html:
+        require_matplotlib()
+    models = {args.reference: llm_from_spec(args.reference)} if args.reference else {}
+    for spec in args.model:
+        name = f"{spec}+grammar" if args.constrained else spec
+        if name not in models:
+            llm = llm_from_spec(spec)
+            models[name] = Constrained(llm) if args.constrained else llm
+    report = evaluate(
+        program,
+        models,
+        inputs,
+        reference=args.reference,
+        gold=gold,
+        adapters=adapters,
+        max_tokens=args.max_tokens,
+    )
+    print(report.table())
+    if args.json:
+        report.write_json(args.json)
+        print(f"wrote {args.json}")
+    if args.html:
+        report.write_html(args.html)
+        print(f"wrote {args.html}; open it in a browser")
 
 
 def _ingest(args: argparse.Namespace) -> None:
