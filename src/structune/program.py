@@ -194,7 +194,7 @@ class Program(Generic[T]):
         try:
             parsed = self.output_cls.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise InvalidOutput(text, _short_validation_error(exc)) from None
+            raise InvalidOutput(text, short_validation_error(exc)) from None
         if inputs is not None and self.extracted:
             problems = check_extracted(self.json_schema, data, self.sources(inputs))
             if problems:
@@ -252,7 +252,7 @@ class Program(Generic[T]):
         raise AssertionError("unreachable")  # the loop always returns or raises
 
 
-def _short_validation_error(exc: pydantic.ValidationError) -> str:
+def short_validation_error(exc: pydantic.ValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
         where = ".".join(str(p) for p in error["loc"]) or "(root)"

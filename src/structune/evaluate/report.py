@@ -38,7 +38,7 @@ from structune.evaluate.agreement import DEFAULT_REL_TOL, Agreement, agreement, 
 from structune.evaluate.compare import Answer, Comparison, ModelScore, compare
 from structune.fileio import write_atomically
 from structune.llms.base import LLM
-from structune.program import Program, _short_validation_error, extract_json_object
+from structune.program import Program, extract_json_object, short_validation_error
 from structune.train.adapters import AdapterManifest, load_manifest
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def read_gold(path: str | Path, program: Program[Any]) -> list[dict[str, Any]]:
         except pydantic.ValidationError as exc:
             raise UserError(
                 f"{path}:{number}: not a valid {name} for program {program.name!r} "
-                f"({_short_validation_error(exc)}); gold answers must fit the program's schema"
+                f"({short_validation_error(exc)}); gold answers must fit the program's schema"
             ) from None
         answers.append(value.model_dump(mode="json"))
     return answers
