@@ -128,6 +128,8 @@ def test_a_failed_batch_is_asked_one_input_at_a_time_and_failures_are_kept(store
     assert jaws.inputs == {"movie_name": "Jaws"} and not jaws.valid
     assert jaws.error == "teacher error: the server answered HTTP 400: prompt rejected"
     assert store.examples(valid=True) == [e for e in store.examples() if not e.failed]
+    (summary,) = store.summary()
+    assert (summary.examples, summary.valid, summary.failed) == (4, 4, 1)
 
 
 def test_failures_are_asked_again_and_replaced_but_never_replace_an_answer(store, tmp_path):

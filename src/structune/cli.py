@@ -382,7 +382,8 @@ def _datasets(args: argparse.Namespace) -> None:
         for t in store.summary():
             print(
                 f"  {t.task:<20} {t.examples:>6} examples  {t.valid:>6} valid  "
-                f"teachers: {', '.join(t.teachers)}"
+                + (f"{t.failed:>4} failed (asked again on the next record)  " if t.failed else "")
+                + f"teachers: {', '.join(t.teachers)}"
             )
 
 

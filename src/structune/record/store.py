@@ -107,9 +107,10 @@ class Example:
 @dataclass(frozen=True)
 class TaskSummary:
     task: str
-    examples: int
+    examples: int  # answers, valid or not; teacher failures are counted apart
     valid: int
     teachers: list[str]
+    failed: int = 0
 
 
 class DatasetStore:
@@ -225,10 +226,12 @@ class DatasetStore:
 
     def summary(self) -> list[TaskSummary]:
         rows = self._db.execute(
-            "SELECT task, COUNT(*) AS n, SUM(valid) AS v, json_group_array(DISTINCT teacher) AS t "
-            "FROM examples GROUP BY task ORDER BY task"
+            "SELECT task, SUM(NOT failed) AS n, SUM(valid) AS v, SUM(failed) AS f, "
+            "json_group_array(DISTINCT teacher) AS t FROM examples GROUP BY task ORDER BY task"
         )
-        return [TaskSummary(r["task"], r["n"], r["v"], sorted(json.loads(r["t"]))) for r in rows]
+        return [
+            TaskSummary(r["task"], r["n"], r["v"], sorted(json.loads(r["t"])), r["f"]) for r in rows
+        ]
 
 
 _COLUMNS = [
