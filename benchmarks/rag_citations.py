@@ -6,8 +6,9 @@ The seed notebook's second half, offline and measured. Both papers are ingested 
 `--chunk-size` tokens, embedded with the bundled all-MiniLM-L6-v2); every chunk gets one
 question quoting its opening words; each question retrieves its top-1 chunk, which is the
 context of the citation program's prompt. The rule-based teacher answers the training
-paper's questions (recorded into a dataset, context inside the prompt), a LoRA student is
-tuned on them, and every model answers questions whose retrieved chunk no training example
+paper's questions (recorded into a dataset, context inside the prompt); the answers that
+cite something, plus at most `--empty-share` that cite nothing, tune a LoRA student; every
+model answers questions whose retrieved chunk no training example
 saw: held-out chunks of the training paper and all chunks of the other paper.
 
 The program is `sourced_citation_program`: the notebook's prompt and `Response`, with each
@@ -51,7 +52,17 @@ def main() -> None:
     parser.add_argument("--test-paper", default="lora")
     parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--chunk-overlap", type=int, default=50)
-    parser.add_argument("--train", type=int, default=48, help="training examples")
+    parser.add_argument(
+        "--train", type=int, default=80, help="training chunks the teacher answers (the pool)"
+    )
+    parser.add_argument(
+        "--empty-share",
+        type=float,
+        default=0.25,
+        help="the most training examples without any citation, as a share (most chunks of a "
+        "paper cite nothing: 38 of 48 in one draw, and a student tuned on them answered [] "
+        "to everything)",
+    )
     parser.add_argument("--test", type=int, default=20, help="test questions per test set")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument(
@@ -90,15 +101,23 @@ def main() -> None:
     program = sourced_citation_program  # authors checked against the retrieved context
     teacher = CallableLLM(citation_teacher, model_id="rules:citations")
     adapter = args.adapter
-    report: dict = {"train_examples": len(train)}
+    report: dict = {"train_pool": len(train)}
     if adapter is None:
         with DatasetStore(":memory:") as store:
             # Answers whose author is not in the context (the rules repair PDF text) are
             # recorded as invalid and left out of training.
             summary = record(program, teacher, train, store=store, progress=False)
-            conversations = [e.training_conversation() for e in store.examples(valid=True)]
-        report["teacher_invalid"] = summary.invalid
-        print(f"recorded {summary.recorded} teacher answers, {summary.invalid} left out")
+            answered = store.examples(valid=True)
+        # Curate: every answer that cites something, and a few that cite nothing.
+        cited = [e for e in answered if e.parsed and e.parsed["citations"]]
+        empty = [e for e in answered if not (e.parsed and e.parsed["citations"])]
+        keep = round(len(cited) * args.empty_share / (1 - args.empty_share))
+        conversations = [e.training_conversation() for e in cited + empty[:keep]]
+        report |= {"teacher_invalid": summary.invalid, "cited": len(cited), "empty": keep}
+        print(
+            f"recorded {summary.recorded} teacher answers ({summary.invalid} invalid, left "
+            f"out); training on {len(cited)} that cite and {keep} of {len(empty)} that do not"
+        )
         started = time.perf_counter()
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=4096)
         adapter = finetune(conversations, config=config, task="citations").id
