@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--parent", help="continue training this adapter id")
     _db_flag(train)
     _train_flags(train)
+    _checkpoint_flags(train)
 
     serve = command(
         "serve", _serve, "serve the base model and adapters over an OpenAI-compatible API"
@@ -257,6 +258,23 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-r", type=_positive, default=defaults.lora_r)
 
 
+def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
+    from structune.train.config import TrainConfig
+
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=TrainConfig.checkpoint_every,
+        metavar="STEPS",
+        help="save a checkpoint every STEPS steps (0: never)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the same run (same data and flags) from its newest checkpoint",
+    )
+
+
 def _train_config(args: argparse.Namespace) -> Any:
     from structune.train.config import TrainConfig
 
@@ -388,6 +406,8 @@ def _datasets(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from structune.train.lora import finetune
     from structune.train.sources import conversations_from_jsonl, conversations_from_store
 
@@ -396,8 +416,14 @@ def _train(args: argparse.Namespace) -> None:
     else:
         with _store(args) as store:
             conversations, task = conversations_from_store(store, args.task), args.task
+    config = replace(_train_config(args), checkpoint_every=args.checkpoint_every)
     m = finetune(
-        conversations, base=args.base, config=_train_config(args), parent=args.parent, task=task
+        conversations,
+        base=args.base,
+        config=config,
+        parent=args.parent,
+        task=task,
+        resume=args.resume,
     )
     print(
         f"adapter {m.id}: {m.dataset_size} examples, {m.steps} steps, "

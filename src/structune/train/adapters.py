@@ -10,15 +10,14 @@ Adapters are immutable; continuing training writes a new adapter whose parent is
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pydantic
 
-from structune.errors import BackendError, UserError
+from structune.errors import BackendError, StructuneError, UserError
+from structune.fileio import write_directory_atomically
 from structune.paths import adapters_dir
 
 MANIFEST_FILE = "structune.json"
@@ -70,14 +69,37 @@ def load_manifest(adapter_id: str) -> AdapterManifest:
 
 
 def save_adapter(peft_model: Any, manifest: AdapterManifest) -> Path:
-    """Write the adapter weights and manifest, atomically (a crash leaves no half adapter)."""
+    """Write the adapter weights and manifest, atomically (a crash leaves no half adapter).
+
+    Raises:
+        StructuneError: a trainable weight is NaN or infinite (nothing is written), or the
+            write failed (a full disk); the message names the adapter folder.
+    """
     target = manifest.path
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    peft_model.save_pretrained(staging)
-    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
-    staging.rename(target)
+    bad = non_finite_weights(peft_model)
+    if bad:
+        raise StructuneError(
+            f"refusing to save adapter {manifest.id}: {len(bad)} weights are NaN or infinite "
+            f"(first: {bad[0]}); lower the learning rate or check the data"
+        )
+
+    def fill(staging: Path) -> None:
+        peft_model.save_pretrained(staging)
+        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+
+    write_directory_atomically(target, fill)
     return target
+
+
+def non_finite_weights(peft_model: Any) -> list[str]:
+    """Names of the trainable tensors that hold a NaN or an infinity."""
+    import torch
+
+    return [
+        name
+        for name, p in peft_model.named_parameters()
+        if p.requires_grad and not bool(torch.isfinite(p).all())
+    ]
 
 
 def _read_manifest(path: Path) -> AdapterManifest:

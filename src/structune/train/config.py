@@ -12,7 +12,8 @@ from structune.errors import UserError
 class TrainConfig:
     """How to train; saved in the adapter manifest.
 
-    `max_steps`, when set, wins over `epochs`.
+    `max_steps`, when set, wins over `epochs`. Every `checkpoint_every` steps (0: never)
+    the run saves a checkpoint that `finetune(..., resume=True)` continues from.
     """
 
     epochs: float = 3.0
@@ -26,6 +27,7 @@ class TrainConfig:
     max_length: int = 1024
     seed: int = 0
     bf16: bool | None = None  # None: bf16 autocast where the hardware computes bf16 natively
+    checkpoint_every: int = 50
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps is not None:
@@ -46,5 +48,11 @@ class TrainConfig:
         ]
         if self.max_steps is not None and self.max_steps <= 0:
             problems.append(f"max_steps must be positive, got {self.max_steps}")
+        if not math.isfinite(self.learning_rate):
+            problems.append(f"learning_rate must be finite, got {self.learning_rate}")
+        if self.checkpoint_every < 0:
+            problems.append(
+                f"checkpoint_every must be 0 (off) or positive, got {self.checkpoint_every}"
+            )
         if problems:
             raise UserError("invalid training config: " + "; ".join(problems))
