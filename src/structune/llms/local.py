@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from structune.errors import UserError
+from structune.errors import BackendError, UserError
 from structune.llms.base import LLM, Completion, Message, SchemaPerRow, schemas_per_row
 from structune.models.chat import render_chat
 from structune.models.loading import DEFAULT_BASE_MODEL, load_model
@@ -185,13 +186,21 @@ class LocalLLM(LLM):
 def _merge_adapter(model: Any, adapter_path: str) -> Any:
     from peft import PeftModel
 
+    from structune.train.adapters import ADAPTER_WEIGHTS
+
+    weights = Path(adapter_path) / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        # PEFT would fall back to a pickled adapter_model.bin; structune writes safetensors only
+        raise BackendError(
+            f"adapter {adapter_path} has no {ADAPTER_WEIGHTS}; structune loads adapter weights "
+            "only as safetensors (never pickled .bin files); train it again"
+        )
     try:
         peft_model = PeftModel.from_pretrained(model, adapter_path)
     except Exception as exc:  # peft/safetensors raise many types on corrupt files
-        from structune.errors import BackendError
-
         raise BackendError(
-            f"cannot load the adapter in {adapter_path}: {type(exc).__name__}: {exc}. "
+            f"cannot load the adapter in {adapter_path} (adapter_config.json, "
+            f"{ADAPTER_WEIGHTS}): {type(exc).__name__}: {exc}. "
             "The adapter files are corrupt or truncated; train it again"
         ) from None
     return peft_model.merge_and_unload()

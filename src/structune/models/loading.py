@@ -6,7 +6,9 @@ A spec is one of:
 - a path to a GGUF file or to a local transformers model directory;
 - a Hugging Face hub id (real loading code; it needs network access to the hub).
 
-GGUF files are dequantized once into a plain transformers model cached as safetensors
+Weights load from safetensors only (`use_safetensors=True`): a directory with nothing but a
+pickled `pytorch_model.bin` is refused, and remote code is never trusted. GGUF files are
+dequantized once into a plain transformers model cached as safetensors
 under `models_dir()`: the dequantization takes ~20 s here, a cached load about a second,
 and transformers refuses to train or `save_pretrained` a model still marked as GGUF.
 """
@@ -75,6 +77,11 @@ def resolve_model(spec: str) -> str:
     if path.exists():
         if not (path / "config.json").is_file():
             raise UserError(f"{path} is not a transformers model directory (no config.json)")
+        if not any(path.glob("*.safetensors")):
+            raise UserError(
+                f"{path} has no .safetensors weights; structune never loads pickled weights "
+                "(pytorch_model.bin): convert the model to safetensors with `save_pretrained`"
+            )
         return str(path)
     return spec  # a hub id
 
@@ -82,6 +89,7 @@ def resolve_model(spec: str) -> str:
 def load_model(spec: str = DEFAULT_BASE_MODEL, *, dtype: DType = "float32") -> tuple[Any, Any]:
     """Load a base model and its tokenizer (left padding, a pad token set)."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -89,8 +97,11 @@ def load_model(spec: str = DEFAULT_BASE_MODEL, *, dtype: DType = "float32") -> t
     hf_logging.disable_progress_bar()  # a cached load takes a second: no bar needed
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
-    except OSError as exc:
+        # safetensors only: a pickled pytorch_model.bin is never unpickled
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=getattr(torch, dtype), use_safetensors=True
+        )
+    except (OSError, SafetensorError) as exc:
         known = ", ".join(BUILTIN_MODELS)
         raise BackendError(
             f"cannot load model {spec!r}: {exc}. Built-in models: {known}; "

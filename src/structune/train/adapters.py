@@ -21,6 +21,7 @@ from structune.fileio import write_directory_atomically
 from structune.paths import adapters_dir
 
 MANIFEST_FILE = "structune.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what PEFT writes; never a pickled .bin
 
 
 class AdapterManifest(pydantic.BaseModel):

@@ -23,11 +23,13 @@ import hashlib
 import io
 import json
 import logging
+import pickle
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from structune.errors import StructuneError
 from structune.fileio import fsync_tree, write_directory_atomically
@@ -43,6 +45,7 @@ TRAINER = "trainer.pt"
 STATE = "state.json"
 KEEP = 2
 _STEP_DIR = re.compile(r"step-(\d+)")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -151,14 +154,35 @@ def load_checkpoint(path: Path) -> Checkpoint:
     import torch
     from safetensors.torch import load_file
 
-    trainer = torch.load(path / TRAINER, weights_only=True)
+    def read_trainer(file: Path) -> tuple[dict[str, Any], Any]:
+        trainer = torch.load(file, weights_only=True)
+        return trainer["optimizer"], trainer["torch_rng"]
+
+    optimizer, torch_rng = _read(path / TRAINER, read_trainer)
     return Checkpoint(
         path=path,
-        state=TrainState(**json.loads((path / STATE).read_text())),
-        weights=load_file(path / WEIGHTS),
-        optimizer=trainer["optimizer"],
-        torch_rng=trainer["torch_rng"],
+        state=_read(path / STATE, lambda file: TrainState(**json.loads(file.read_text()))),
+        weights=_read(path / WEIGHTS, load_file),
+        optimizer=optimizer,
+        torch_rng=torch_rng,
     )
+
+
+def _read(file: Path, reader: Callable[[Path], _T]) -> _T:
+    """`reader(file)`, its failures turned into one error that names the file."""
+    try:
+        return reader(file)
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False: the one thing not to do
+        raise StructuneError(
+            f"checkpoint file {file} holds pickled objects other than tensors; refused, as "
+            f"loading it could run code. Delete {file.parent} to start the run over"
+        ) from None
+    except Exception as exc:  # torch, safetensors and json raise many types on bad files
+        raise StructuneError(
+            f"checkpoint file {file} is unreadable: {type(exc).__name__}: {exc}. "
+            f"Delete {file.parent} to start the run over"
+        ) from None
 
 
 def restore(checkpoint: Checkpoint, model: Any, optimizer: Any) -> TrainState:
