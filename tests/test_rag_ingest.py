@@ -20,13 +20,13 @@ import pytest
 from structune.errors import UserError
 from structune.rag.ingest import (
     MANIFEST_NAME,
-    MAX_PAGES,
     embedding_model,
     ingest,
     load_index,
     read_pdf,
     retrieve,
 )
+from structune.rag.pdf_text import MAX_PAGES
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
 LLAMA2 = PAPERS / "llama2_excerpt.pdf"  # the first 4 pages of the Llama 2 paper

@@ -138,15 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     ship = command(
         "export-adapter",
         _export_adapter,
-        "export an adapter: a GGUF LoRA for llama.cpp, or a merged transformers model",
+        "export an adapter: a GGUF LoRA or a merged GGUF for llama.cpp/Ollama, or a merged "
+        "transformers model",
     )
     ship.add_argument("adapter", help="adapter id (`structune adapters`)")
     ship.add_argument("out", type=Path, help="the .gguf file, or the directory for --format merged")
-    ship.add_argument("--format", choices=["gguf-lora", "merged"], default="gguf-lora")
+    ship.add_argument(
+        "--format",
+        choices=["gguf-lora", "gguf", "merged"],
+        default="gguf-lora",
+        help="gguf-lora: a LoRA over the base GGUF; gguf: one GGUF with the adapter merged in; "
+        "merged: a transformers model directory",
+    )
+    ship.add_argument(
+        "--type",
+        choices=["f32", "f16", "q8_0"],
+        default="f32",
+        help="tensor type of --format gguf (f32 holds exactly the weights structune serves)",
+    )
     ship.add_argument(
         "--modelfile",
         action="store_true",
-        help="also write an Ollama Modelfile (base, adapter, chat template) beside the .gguf",
+        help="also write an Ollama Modelfile (weights, chat template, stops) beside the .gguf",
     )
 
     command("adapters", _adapters, "list trained adapters")
@@ -406,6 +419,7 @@ def _datasets(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    import os
     from dataclasses import replace
 
     from structune.train.lora import finetune
@@ -425,10 +439,11 @@ def _train(args: argparse.Namespace) -> None:
         task=task,
         resume=args.resume,
     )
-    print(
-        f"adapter {m.id}: {m.dataset_size} examples, {m.steps} steps, "
-        f"final loss {m.loss_history[-1]:.4f}, saved in {m.path}"
-    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report, from rank 0
+        print(
+            f"adapter {m.id}: {m.dataset_size} examples, {m.steps} steps, "
+            f"final loss {m.loss_history[-1]:.4f}, saved in {m.path}"
+        )
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -451,20 +466,26 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _export_adapter(args: argparse.Namespace) -> None:
     if args.modelfile and args.format == "merged":
-        raise UserError("--modelfile goes with the GGUF LoRA format; drop --format merged")
+        raise UserError("--modelfile goes with the GGUF formats; drop --format merged")
     if args.format == "merged":
         from structune.export.merged import export_merged
 
         print(f"wrote a standalone model to {export_merged(args.adapter, args.out)}")
         return
-    from structune.export.gguf_lora import export_gguf_lora
+    if args.format == "gguf":
+        from structune.export.gguf_merged import export_gguf_merged
 
-    path = export_gguf_lora(args.adapter, args.out)
-    print(f"wrote {path}; use it with llama.cpp: Llama(<base .gguf>, lora_path='{path}')")
+        path = export_gguf_merged(args.adapter, args.out, tensor_type=args.type)
+        print(f"wrote {path}; use it with llama.cpp: Llama('{path}')")
+    else:
+        from structune.export.gguf_lora import export_gguf_lora
+
+        path = export_gguf_lora(args.adapter, args.out)
+        print(f"wrote {path}; use it with llama.cpp: Llama(<base .gguf>, lora_path='{path}')")
     if args.modelfile:
         from structune.export.modelfile import write_modelfile
 
-        modelfile = write_modelfile(args.adapter, path)
+        modelfile = write_modelfile(args.adapter, path, merged=args.format == "gguf")
         print(f"wrote {modelfile}; build an Ollama model with: ollama create NAME -f {modelfile}")
 
 

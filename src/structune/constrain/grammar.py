@@ -7,6 +7,13 @@ with flexible whitespace a small base model runs away in spaces and newlines unt
 validating the grammar) is refused with the engine's message: decoding unconstrained while
 claiming otherwise would be a silent failure.
 
+A client's schema can be built to make the engine work hard: nesting that overflows parsers,
+quadratic optional properties, enums and counted regexes that take seconds to lex. Compiling
+is bounded by the schema's shape (`check_schema_size`, cheap and with a clear message) and by
+llguidance's fuel limits (`_engine_limits`), and `compile_schema` walks the first few tokens,
+so that lazy lexer work is paid, or refused, before decoding starts. What native code still
+spends cannot be interrupted from Python: the server adds a deadline around it.
+
 A schema with extracted fields (`structune.constrain.extractive`) compiles to a Lark grammar
 instead, one per (schema, source text): its sources are part of the schema, and of the
 cache key.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +38,27 @@ from structune.errors import UserError
 # (2,000) would stop a list over a source of ~700 words mid-answer. The writer refuses
 # sources past `extractive_grammar.MAX_ORDERED_PIECES`, which stays under this.
 MAX_ITEMS_IN_ROW = 20_000
+
+# Limits measured with llguidance 1.9 on 2 cores. JSON nesting: llguidance's parser stops at
+# 128 levels with a bare "recursion limit exceeded", and Python's `json` raises RecursionError
+# near 1,000; 100 leaves room for any real schema. Properties: an object's optional properties
+# compile in quadratic time (1,000 take ~0.4 s, 5,000 ~7 s, and no engine limit bounds it).
+MAX_SCHEMA_DEPTH = 100
+MAX_SCHEMA_PROPERTIES = 1_000
+# Lexer fuel (~50k units a ms) for building the grammar's regexes: a quarter of the default
+# still fits a 5,000-value enum, and refuses what would take seconds (`^(a{1000}){1000}$`
+# took ~3 s to its first mask with the default 1,000,000).
+INITIAL_LEXER_FUEL = 250_000
+
+
+def _engine_limits() -> Any:
+    import llguidance
+
+    return llguidance.LLParserLimits(
+        max_items_in_row=MAX_ITEMS_IN_ROW,
+        initial_lexer_fuel=INITIAL_LEXER_FUEL,
+        verbose_errors=False,  # a dump of the parser's state would go to the client as-is
+    )
 
 
 @dataclass(frozen=True)
@@ -47,8 +76,7 @@ class SchemaGrammar:
         """
         import llguidance
 
-        limits = llguidance.LLParserLimits(max_items_in_row=MAX_ITEMS_IN_ROW)
-        matcher = llguidance.LLMatcher(self.ll_tokenizer, self.grammar, limits=limits)
+        matcher = llguidance.LLMatcher(self.ll_tokenizer, self.grammar, limits=_engine_limits())
         if matcher.is_error():
             raise UserError(
                 f"constrained decoding cannot start: {matcher.get_error()}. Shorten the input "
@@ -69,6 +97,7 @@ def _ll_tokenizer(tokenizer: Any) -> Any:
 # server sees arbitrary client schemas.
 _GRAMMARS: OrderedDict[tuple[str, int], tuple[Any, SchemaGrammar]] = OrderedDict()
 _MAX_CACHED_GRAMMARS = 64
+_GRAMMARS_LOCK = threading.Lock()
 
 
 def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
@@ -81,8 +110,7 @@ def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
     """
     import llguidance
 
-    if not isinstance(schema, Mapping):
-        raise UserError(f"a JSON Schema must be an object, got {type(schema).__name__}")
+    check_schema_size(schema)
     if has_extracted(schema):
         return _extractive_grammar(schema, ll_tokenizer)
     try:
@@ -95,15 +123,48 @@ def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
     return grammar
 
 
+def check_schema_size(schema: Mapping[str, Any]) -> None:
+    """Refuse a schema nested deeper than `MAX_SCHEMA_DEPTH` or with more than
+    `MAX_SCHEMA_PROPERTIES` properties, before anything recursive or costly touches it.
+
+    Raises:
+        UserError: the schema is not a JSON object, or is past one of those bounds.
+    """
+    if not isinstance(schema, Mapping):
+        raise UserError(f"a JSON Schema must be an object, got {type(schema).__name__}")
+    properties = 0
+    stack: list[tuple[Any, int]] = [(schema, 1)]  # iterative: a deep schema must not recurse
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise UserError(
+                f"the schema is nested more than {MAX_SCHEMA_DEPTH} levels deep; "
+                "flatten it, or use $ref for recursive structures"
+            )
+        if isinstance(node, Mapping):
+            if isinstance(node.get("properties"), Mapping):
+                properties += len(node["properties"])
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    if properties > MAX_SCHEMA_PROPERTIES:
+        raise UserError(
+            f"the schema has {properties} properties; at most {MAX_SCHEMA_PROPERTIES} "
+            "can be compiled in reasonable time: split it into smaller schemas"
+        )
+
+
 def _validate(grammar: str, ll_tokenizer: Any) -> None:
     import llguidance
 
-    failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, ll_tokenizer)
+    failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+        grammar, ll_tokenizer, limits=_engine_limits()
+    )
     if failed or messages:
         raise UserError(
             "constrained decoding cannot enforce this schema: "
-            + "; ".join(m.strip().replace("\n", " ") for m in messages)
-            + ". Remove that feature from the schema, or decode without constraints"
+            + "; ".join(_engine_message(m) for m in messages)
+            + ". Remove or simplify that part of the schema, or decode without constraints"
         )
 
 
@@ -137,15 +198,67 @@ def _digest(schema: Mapping[str, Any]) -> str:
 
 
 def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
-    """Compile `schema` for `tokenizer` (cached), or refuse it with the reason."""
-    key = (_digest(schema), id(tokenizer))
-    cached = _GRAMMARS.get(key)
-    if cached is not None and cached[0] is tokenizer:
-        _GRAMMARS.move_to_end(key)
-        return cached[1]
+    """Compile `schema` for `tokenizer` (cached), or refuse it with the reason.
+
+    Raises:
+        UserError: the schema cannot be enforced, or is past the bounds on what it may cost.
+    """
+    cached = cached_grammar(schema, tokenizer)
+    if cached is not None:
+        return cached
     ll_tokenizer = _ll_tokenizer(tokenizer)
     compiled = SchemaGrammar(schema_grammar(schema, ll_tokenizer), ll_tokenizer)
-    _GRAMMARS[key] = (tokenizer, compiled)
-    if len(_GRAMMARS) > _MAX_CACHED_GRAMMARS:
-        _GRAMMARS.popitem(last=False)
+    if not has_extracted(schema):  # an extractive grammar is tried once per shape instead
+        _try_decoding(compiled)
+    with _GRAMMARS_LOCK:
+        _GRAMMARS[(_digest(schema), id(tokenizer))] = (tokenizer, compiled)
+        if len(_GRAMMARS) > _MAX_CACHED_GRAMMARS:
+            _GRAMMARS.popitem(last=False)
     return compiled
+
+
+def cached_grammar(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar | None:
+    """The grammar `compile_schema` made for `schema` and `tokenizer`, if it is still cached.
+
+    Raises:
+        UserError: the schema is not an object, or is past `check_schema_size`'s bounds.
+    """
+    check_schema_size(schema)  # before `_digest`: json.dumps recurses
+    key = (_digest(schema), id(tokenizer))
+    with _GRAMMARS_LOCK:  # the server compiles on one thread and decodes on another
+        cached = _GRAMMARS.get(key)
+        if cached is None or cached[0] is not tokenizer:
+            return None
+        _GRAMMARS.move_to_end(key)
+        return cached[1]
+
+
+def _try_decoding(grammar: SchemaGrammar, steps: int = 8) -> None:
+    """Walk the grammar's first `steps` tokens (the lowest allowed id each time).
+
+    llguidance builds lexer states lazily, and its limits trip while it consumes tokens
+    (`^a{1000000}$`: "too many expressions constructed" at the first token; a required
+    `$ref` to itself: "too many items"). Tripping them here turns a schema's real cost, or
+    its refusal, into a compile error instead of a failure mid-decode.
+    """
+    import numpy as np
+
+    matcher = grammar.matcher()
+    vocab = grammar.ll_tokenizer.vocab_size
+    for _ in range(steps):
+        mask = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
+        allowed = np.flatnonzero(np.unpackbits(mask, bitorder="little")[:vocab])
+        if matcher.is_error() or matcher.is_stopped() or not allowed.size:
+            break
+        matcher.consume_token(int(allowed[0]))
+    if matcher.is_error():
+        raise UserError(
+            f"constrained decoding cannot start: {_engine_message(matcher.get_error())}. "
+            "The schema admits no value, or is too complex: simplify it, or decode without "
+            "constraints"
+        )
+
+
+def _engine_message(text: str) -> str:
+    """An llguidance message on one line, without its marker for withheld details."""
+    return " ".join(text.replace("<non-verbose/>", "").split())

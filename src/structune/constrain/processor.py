@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from structune.constrain.grammar import SchemaGrammar
-from structune.errors import BackendError, UserError
+from structune.errors import UserError
 
 
 class GrammarLogitsProcessor:
@@ -39,7 +39,12 @@ class GrammarLogitsProcessor:
         if self.started:
             for row, matcher in enumerate(self.matchers):
                 if not matcher.is_stopped() and not matcher.consume_token(int(input_ids[row, -1])):
-                    raise BackendError(f"grammar matcher failed: {matcher.get_error()}")
+                    # The token was allowed by the mask, so the engine hit one of its limits
+                    # (`grammar._engine_limits`): a schema too costly at this point of an answer.
+                    raise UserError(
+                        f"constrained decoding stopped: {matcher.get_error()}; the schema is "
+                        "too complex for the grammar engine's limits: simplify it"
+                    )
         self.started = True
         packed = np.stack(
             [np.frombuffer(m.compute_bitmask(), dtype=np.uint8) for m in self.matchers]

@@ -10,6 +10,7 @@ q and k gets the same permutation the converter applies to those weights.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,10 @@ from structune.train.adapters import load_manifest
 def export_gguf_lora(adapter_id: str, out: str | Path) -> Path:
     """Write adapter `adapter_id` as a GGUF LoRA file at `out`; return its path."""
     import gguf
-    import numpy as np
-    from safetensors.numpy import load_file
 
     manifest = load_manifest(adapter_id)
     peft_config = json.loads((manifest.path / "adapter_config.json").read_text())
-    base_config = _base_config(manifest.base_model)
-    if base_config.get("model_type") != "llama":
-        raise UserError(
-            f"GGUF LoRA export supports Llama-family bases; {manifest.base_model} is "
-            f"{base_config.get('model_type')!r}"
-        )
-    n_head, n_kv = base_config["num_attention_heads"], base_config["num_key_value_heads"]
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, base_config["num_hidden_layers"])
-    weights = load_file(manifest.path / "adapter_model.safetensors")
-
+    pairs = list(lora_pairs(adapter_id))  # refuses a base llama.cpp cannot take first
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(out, "llama")
@@ -42,26 +32,45 @@ def export_gguf_lora(adapter_id: str, out: str | Path) -> Path:
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(peft_config["lora_alpha"]))
     writer.add_name(f"structune adapter {adapter_id}")
-    for key in sorted(weights):
-        if ".lora_A." not in key and ".lora_B." not in key:
-            continue
-        # base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
-        module = key.removeprefix("base_model.model.").split(".lora_")[0]
-        target = names.get_name(module + ".weight", try_suffixes=(".weight",))
-        if target is None:
-            raise UserError(f"no llama.cpp tensor name for {module}; cannot export to GGUF")
-        tensor = weights[key].astype(np.float32)
-        if ".lora_B." in key and module.endswith("q_proj"):
-            tensor = _permute(tensor, n_head, n_head)
-        elif ".lora_B." in key and module.endswith("k_proj"):
-            tensor = _permute(tensor, n_head, n_kv)
-        suffix = "lora_a" if ".lora_A." in key else "lora_b"
-        writer.add_tensor(f"{target}.{suffix}", tensor)
+    for name, lora_a, lora_b in pairs:
+        writer.add_tensor(f"{name}.lora_a", lora_a)
+        writer.add_tensor(f"{name}.lora_b", lora_b)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def lora_pairs(adapter_id: str) -> Iterator[tuple[str, Any, Any]]:
+    """(llama.cpp weight name, A, B) per adapted weight, fp32, B in the GGUF's row order."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    manifest = load_manifest(adapter_id)
+    base_config = _base_config(manifest.base_model)
+    if base_config.get("model_type") != "llama":
+        raise UserError(
+            f"GGUF export supports Llama-family bases; {manifest.base_model} is "
+            f"{base_config.get('model_type')!r}"
+        )
+    n_head, n_kv = base_config["num_attention_heads"], base_config["num_key_value_heads"]
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, base_config["num_hidden_layers"])
+    weights = load_file(manifest.path / "adapter_model.safetensors")
+    for key in sorted(k for k in weights if ".lora_A." in k):
+        # base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+        module = key.removeprefix("base_model.model.").split(".lora_")[0]
+        target = names.get_name(module + ".weight", try_suffixes=(".weight",))
+        if target is None:
+            raise UserError(f"no llama.cpp tensor name for {module}; cannot export to GGUF")
+        lora_a = weights[key].astype(np.float32)
+        lora_b = weights[key.replace(".lora_A.", ".lora_B.")].astype(np.float32)
+        if module.endswith("q_proj"):
+            lora_b = _permute(lora_b, n_head, n_head)
+        elif module.endswith("k_proj"):
+            lora_b = _permute(lora_b, n_head, n_kv)
+        yield target, lora_a, lora_b
 
 
 def _permute(weights: Any, n_head: int, n_head_kv: int) -> Any:

@@ -1,4 +1,5 @@
-"""An Ollama Modelfile for a GGUF LoRA: base weights, adapter, chat template, stop tokens.
+"""An Ollama Modelfile for an exported GGUF: weights (base + LoRA, or merged), chat
+template, stop tokens.
 
 Ollama renders prompts with a Go template, not the tokenizer's Jinja template, so the
 Modelfile restates the chat format the adapter was trained on. That is written only for
@@ -30,14 +31,16 @@ CHATML_TEMPLATE = (
 
 
 def write_modelfile(
-    adapter_id: str, adapter_gguf: str | Path, out: str | Path | None = None
+    adapter_id: str, gguf_file: str | Path, out: str | Path | None = None, *, merged: bool = False
 ) -> Path:
-    """Write an Ollama Modelfile that applies `adapter_gguf` over adapter `adapter_id`'s base.
+    """Write an Ollama Modelfile that runs adapter `adapter_id` from its GGUF export.
 
     Args:
-        adapter_id: the adapter the GGUF file was exported from (`export_gguf_lora`).
-        adapter_gguf: the exported GGUF LoRA file.
-        out: where to write; defaults to `Modelfile` beside `adapter_gguf`.
+        adapter_id: the adapter the GGUF file was exported from.
+        gguf_file: the exported GGUF LoRA file (`export_gguf_lora`), applied over the
+            base; with `merged`, the standalone merged GGUF (`export_gguf_merged`).
+        out: where to write; defaults to `Modelfile` beside `gguf_file`.
+        merged: `gguf_file` is a merged model, not a LoRA.
 
     Returns:
         The Modelfile's path; `ollama create NAME -f PATH` builds a model from it.
@@ -50,27 +53,26 @@ def write_modelfile(
     from structune.models.loading import resolve_model
 
     manifest = load_manifest(adapter_id)
-    adapter_gguf = Path(adapter_gguf).resolve()
-    if not adapter_gguf.is_file():
-        raise UserError(f"{adapter_gguf} not found; export it with `structune export-adapter`")
-    base_weights = _base_weights(manifest.base_model)
+    gguf_file = Path(gguf_file).resolve()
+    if not gguf_file.is_file():
+        raise UserError(f"{gguf_file} not found; export it with `structune export-adapter`")
     source = resolve_model(manifest.base_model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     try:
         generation = GenerationConfig.from_pretrained(source)
     except OSError:  # a model directory without generation_config.json
         generation = None
-    lines = [
-        f"FROM {base_weights}",
-        f"ADAPTER {adapter_gguf}",
-        f'TEMPLATE """{CHATML_TEMPLATE}"""',
-    ]
+    if merged:
+        lines = [f"FROM {gguf_file}"]
+    else:
+        lines = [f"FROM {_base_weights(manifest.base_model)}", f"ADAPTER {gguf_file}"]
+    lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
     system = _default_system_prompt(tokenizer, manifest.base_model)
     if system is not None:
         lines.append(f'SYSTEM """{system}"""')
     lines += [f'PARAMETER stop "{token}"' for token in stop_tokens(tokenizer, generation)]
     lines.append("PARAMETER temperature 0")
-    out = Path(out) if out is not None else adapter_gguf.with_name("Modelfile")
+    out = Path(out) if out is not None else gguf_file.with_name("Modelfile")
     out.write_text("\n".join(lines) + "\n")
     return out
 

@@ -3,6 +3,11 @@
 llama.cpp renders the chat template stored in the GGUF (the same one transformers reads
 from it) and enforces a `json_schema` with its own grammar. Before a schema reaches it,
 llguidance validates it, so a feature no engine here can enforce is refused, not ignored.
+
+llama-cpp-python tokenizes the rendered chat as one string with `special=True`, so the text
+of a control token inside a message ("<|im_end|>\n<|im_start|>system ...") would become that
+token: a message that holds such text is refused here (the transformers path, `LocalLLM`,
+reads it as plain text instead; see `structune.models.chat.chat_token_ids`).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class LlamaCppLLM(LLM):
         temperature: float = 0.0,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
+        self._refuse_control_token_text(messages)
         response_format = None
         if json_schema is not None:
             # llama.cpp's grammar cannot copy from the input: extracted fields are checked
@@ -89,3 +95,16 @@ class LlamaCppLLM(LLM):
             completion_tokens=usage["completion_tokens"],
             latency_s=time.perf_counter() - started,
         )
+
+    def _refuse_control_token_text(self, messages: Sequence[Message]) -> None:
+        """Refuse contents that llama.cpp would read as control tokens (a role switch, an
+        early end of text) instead of as the characters they are."""
+        for message in messages:
+            text = message["content"].encode()
+            as_controls = self.llama.tokenize(text, add_bos=False, special=True)
+            if as_controls != self.llama.tokenize(text, add_bos=False, special=False):
+                raise UserError(
+                    f"a {message['role']} message holds the text of one of the model's control "
+                    "tokens (such as <|im_end|>), which llama.cpp would obey as one; remove it "
+                    "from the input, or use the transformers backend, which reads it as text"
+                )

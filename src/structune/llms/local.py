@@ -1,12 +1,12 @@
 """A local transformers model (optionally with a LoRA adapter) as an `LLM`.
 
-Conversations are rendered by `render_chat`, the same function training uses, then
-decoded in batches: prompts are sorted by length so each batch pads little, padded on
-the left, and decoded greedily unless a temperature is given. A base model plus adapter
-is merged once at load time, so decoding costs what the base model costs. With a
-`json_schema`, every row decodes under its own grammar matcher (`structune.constrain`);
-a list of schemas gives each row its own grammar (extracted fields copy from the row's
-own source text).
+Conversations are rendered and tokenized by `tokenize_chat`, the same function training
+uses (message contents never yield control tokens), then decoded in batches: prompts are
+sorted by length so each batch pads little, padded on the left, and decoded greedily
+unless a temperature is given. A base model plus adapter is merged once at load time, so
+decoding costs what the base model costs. With a `json_schema`, every row decodes under its
+own grammar matcher (`structune.constrain`); a list of schemas gives each row its own
+grammar (extracted fields copy from the row's own source text).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from structune.errors import BackendError, UserError
 from structune.llms.base import LLM, Completion, Message, SchemaPerRow, schemas_per_row
-from structune.models.chat import render_chat
+from structune.models.chat import tokenize_chat
 from structune.models.loading import DEFAULT_BASE_MODEL, load_model
 from structune.models.precision import DType, fast_dtype
 
@@ -114,7 +114,7 @@ class LocalLLM(LLM):
             grammars = [compile_schema(s, self.tokenizer) for s in schemas if s is not None]
 
         prompts = [
-            render_chat(self.tokenizer, m, add_generation_prompt=True) for m in conversations
+            tokenize_chat(self.tokenizer, m, add_generation_prompt=True) for m in conversations
         ]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: dict[int, Completion] = {}
@@ -136,14 +136,13 @@ class LocalLLM(LLM):
         return [results[i] for i in range(len(prompts))]
 
     def _generate(
-        self, prompts: list[str], max_tokens: int, temperature: float, grammars: Any
+        self, prompts: list[list[int]], max_tokens: int, temperature: float, grammars: Any
     ) -> list[Completion]:
         import torch
         from transformers import LogitsProcessorList
 
         tok = self.tokenizer
-        # The chat template already wrote every special token the model expects.
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tok.pad({"input_ids": prompts}, return_tensors="pt", padding=True)
         sampling: dict[str, Any] = (
             {"do_sample": True, "temperature": temperature}
             if temperature > 0

@@ -13,7 +13,8 @@ sha256, the chunk settings, the embedding model and library versions; ingesting 
 bytes with the same settings again returns at once without loading the model. A new index
 is persisted into a sibling staging folder and renamed into place, so a failed or
 interrupted ingest leaves the previous index as it was, and bad input is refused before
-anything is written.
+anything is written. A PDF is untrusted input: its text is read in a bounded child process
+(`structune.rag.pdf_text`), so a crafted file is refused and never takes this one down.
 
 all-MiniLM-L6-v2 reads at most 256 word pieces of a text: with the notebook's 1024-token
 chunks only the start of each chunk shapes its embedding (the whole chunk is still stored
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from structune.errors import BackendError, UserError
+from structune.rag.pdf_text import read_pdf_text
 
 if TYPE_CHECKING:
     from llama_index.core import Document, VectorStoreIndex
@@ -47,9 +49,6 @@ if TYPE_CHECKING:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding  # type: ignore[import-untyped]
 
 log = logging.getLogger(__name__)
-
-MAX_PAGES = 2000
-"""The most pages `read_pdf` accepts: bounds one ingest's time and memory (~1 min of text)."""
 
 DEFAULT_CHUNK_SIZE = 1024  # tokens, the seed notebook's setting
 DEFAULT_CHUNK_OVERLAP = 200  # SentenceSplitter's own default, which the notebook used
@@ -262,53 +261,22 @@ def _read_pdf_bytes(data: bytes, name: str) -> list[Document]:
         raise UserError(
             f"{name} is not a PDF (it has no %PDF- header); give the path of a PDF file"
         )
-    import pymupdf
-    from llama_index.core import Document
-
-    damaged = f"{name} is damaged and cannot be read; re-download it or re-export it as PDF"
-    try:
-        doc = pymupdf.open(stream=data, filetype="pdf")
-    except RuntimeError:  # pymupdf.FileDataError and other MuPDF failures
-        raise UserError(damaged) from None
-    with doc:
-        _check_document(doc, name, damaged)
-        # Ligatures spelt out: "ﬁne-tuning" is "fine-tuning" to the tokenizer and to a search.
-        flags = pymupdf.TEXTFLAGS_TEXT & ~pymupdf.TEXT_PRESERVE_LIGATURES
-        try:
-            texts = [page.get_text(flags=flags) for page in doc.pages()]
-        except RuntimeError as exc:
-            raise UserError(f"{damaged} ({exc})") from None
-        title = (doc.metadata or {}).get("title", "").strip() or Path(name).stem
+    extracted = read_pdf_text(data, name)
+    for warning in extracted["warnings"]:
+        log.warning("%s", warning)
+    texts: list[str] = extracted["pages"]
     if not any(text.strip() for text in texts):
         raise UserError(
             f"{name} has no text layer (a scan?); structune reads text, not images: run OCR "
             f"first, e.g. `ocrmypdf {name} ocr.pdf`, and ingest the result"
         )
-    metadata = {"file_name": name, "title": title, "total_pages": len(texts)}
+    from llama_index.core import Document
+
+    metadata = {"file_name": name, "title": extracted["title"], "total_pages": len(texts)}
     return [
         Document(text=text, metadata={**metadata, "page": number})
         for number, text in enumerate(texts, start=1)
     ]
-
-
-def _check_document(doc: Any, name: str, damaged: str) -> None:
-    if doc.needs_pass:
-        raise UserError(
-            f"{name} is password-protected; decrypt it first, e.g. "
-            f"`qpdf --decrypt --password=PASSWORD {name} decrypted.pdf`, and ingest the copy"
-        )
-    if doc.page_count == 0:
-        raise UserError(f"{damaged} (no page could be recovered)")
-    if doc.page_count > MAX_PAGES:
-        raise UserError(
-            f"{name} has {doc.page_count:,} pages, more than the limit of {MAX_PAGES:,}; "
-            "split it (e.g. `qpdf --split-pages=1000 in.pdf part.pdf`) and index the parts "
-            "in separate folders"
-        )
-    if doc.is_repaired:
-        # MuPDF rebuilt a broken structure (a truncated download, a bad xref table); the text
-        # is often complete, so warn rather than refuse.
-        log.warning("%s is damaged; PyMuPDF repaired it, so some text may be missing", name)
 
 
 def _split(pages: list[Document], *, chunk_size: int, chunk_overlap: int) -> list[BaseNode]:

@@ -4,7 +4,14 @@
 (or `json_object`, optionally with a `schema`) is enforced by constrained decoding; a
 schema the engine cannot enforce is a 400, never decoded unconstrained. Limits (body
 size, `max_tokens`, `n`, streaming) are checked before any work and answered with a 4xx
-in OpenAI's error format. With an API key set, every route but `/health` needs it.
+in OpenAI's error format, and so is every error the framework raises itself (unknown
+route, wrong method, a body that does not parse). With an API key set, every route but
+`/health` needs it, `/openapi.json` included.
+
+A request costs what its prompt and schema cost, so both are bounded before it queues: a
+prompt that does not fit the model's context window is a 400, and so is a schema that
+compiles past the engine's limits (`structune.constrain.grammar`) or past
+`ServeLimits.compile_timeout_s`.
 
 A full queue is answered 503 with `Retry-After` at once (`Batcher`). A client that
 disconnects before its answer is ready cancels its request: it leaves the queue, and a
@@ -20,13 +27,16 @@ import threading
 import time
 import uuid
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
 import pydantic
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from structune.errors import StructuneError, UserError
 from structune.llms.base import LLM, Message
@@ -47,6 +57,7 @@ class ServeLimits:
     max_tokens: int = 1024
     max_batch: int = 8
     max_queue: int | None = None  # requests waiting to decode; None: QUEUED_BATCHES x max_batch
+    compile_timeout_s: float = 5.0  # a new schema's compile, waited for at most this long
 
 
 class ChatMessage(pydantic.BaseModel):
@@ -80,6 +91,11 @@ def create_app(
     limits = limits or ServeLimits()
     models = _ModelPool(base)
     batcher = Batcher(models.get, max_batch=limits.max_batch, max_queue=limits.max_queue)
+    # Schema compiles run in native code that cannot be interrupted: the engine's limits
+    # bound them, and as a backstop for a cost those miss a request waits at most
+    # `compile_timeout_s`. One compile at a time, on its own thread: a runaway compile then
+    # holds one core and this one thread, never the decode threads or the event loop.
+    compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema-compile")
     app = FastAPI(title="structune", docs_url=None, redoc_url=None)
 
     @app.middleware("http")
@@ -111,6 +127,12 @@ def create_app(
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error serving %s", request.url.path)
         return _error(500, f"internal error: {type(exc).__name__}", "server_error")
+
+    @app.exception_handler(HTTPException)
+    async def framework_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # unknown routes, wrong methods, bodies that do not parse (nested too deep for json)
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return _error(exc.status_code, str(exc.detail), kind, dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -149,8 +171,10 @@ def create_app(
         schema = _schema_of(body.response_format)
         batcher.refuse_if_full()  # before compiling the schema: an overload costs nothing
         messages: list[Message] = [{"role": m.role, "content": m.content} for m in body.messages]
-        if schema is not None:  # loads the model on first use: off the event loop
-            await asyncio.to_thread(_check_schema, models, body.model, schema)
+        # loads the model on first use, and tokenizes: off the event loop
+        llm = await asyncio.to_thread(_fitting_model, models, body.model, messages, max_tokens)
+        if schema is not None:
+            await _compile_within(compiler, limits.compile_timeout_s, llm, schema)
         try:
             completion = await _unless_client_leaves(
                 request,
@@ -212,17 +236,77 @@ def _schema_of(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     return schema
 
 
-def _check_schema(models: _ModelPool, model: str, schema: dict[str, Any]) -> None:
-    """Compile now, so an unenforceable schema is a 400 before the request queues."""
-    from structune.constrain.grammar import compile_schema
+def _fitting_model(models: _ModelPool, model: str, messages: list[Message], max_tokens: int) -> LLM:
+    """The loaded model, once the prompt and `max_tokens` are known to fit its context window.
+
+    A prompt past the window would not fail by itself: attention over it takes memory that
+    grows with the square of its length, enough to take the server down.
+    """
     from structune.llms.local import LocalLLM
+    from structune.models.chat import tokenize_chat
 
     llm = models.get(model)
-    if isinstance(llm, LocalLLM):
-        try:
-            compile_schema(schema, llm.tokenizer)
-        except UserError as exc:
-            raise ApiError(400, str(exc)) from None
+    if not isinstance(llm, LocalLLM) or llm.context_window is None:
+        return llm
+    # Rendering and tokenizing takes seconds for thousands of messages: refuse first what a
+    # lower bound already rules out. A template writes at least one token per message, and
+    # no token holds more characters than the vocabulary's longest.
+    longest = _longest_token_chars(llm.tokenizer)
+    at_least = len(messages) + sum(len(m["content"]) for m in messages) // longest
+    if at_least + max_tokens > llm.context_window:
+        raise _too_long(f"at least {at_least}", max_tokens, llm.context_window)
+    try:
+        prompt = len(tokenize_chat(llm.tokenizer, messages, add_generation_prompt=True))
+    except UserError as exc:
+        raise ApiError(400, str(exc)) from None
+    if prompt + max_tokens > llm.context_window:
+        raise _too_long(str(prompt), max_tokens, llm.context_window)
+    return llm
+
+
+def _too_long(prompt: str, max_tokens: int, window: int) -> ApiError:
+    return ApiError(
+        400,
+        f"the messages are {prompt} tokens, and with max_tokens {max_tokens} that is over "
+        f"the model's context window of {window} tokens; shorten the messages or lower "
+        "max_tokens",
+    )
+
+
+@lru_cache(maxsize=8)
+def _longest_token_chars(tokenizer: Any) -> int:
+    return max(len(token) for token in tokenizer.get_vocab())
+
+
+async def _compile_within(
+    compiler: ThreadPoolExecutor, seconds: float, llm: LLM, schema: dict[str, Any]
+) -> None:
+    """Compile now, so an unenforceable or too costly schema is a 400 before it queues."""
+    from structune.constrain.grammar import cached_grammar, compile_schema
+    from structune.llms.local import LocalLLM
+
+    if not isinstance(llm, LocalLLM):
+        return
+    try:  # a schema compiled before skips the line for the compiler's one thread
+        if await asyncio.to_thread(cached_grammar, schema, llm.tokenizer) is not None:
+            return
+    except UserError as exc:
+        raise ApiError(400, str(exc)) from None
+    work = asyncio.get_running_loop().run_in_executor(
+        compiler, compile_schema, schema, llm.tokenizer
+    )
+    try:
+        # On time-out the compile is cancelled if it has not started, else it runs on to
+        # its end (native code), and a later request for the same schema finds it cached.
+        await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        raise ApiError(
+            400,
+            f"the schema took longer than {seconds:g} s to compile (or waited that long for "
+            "another schema's compile); simplify it and try again",
+        ) from None
+    except UserError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:

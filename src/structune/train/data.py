@@ -1,10 +1,11 @@
 """Training data: conversations in, token ids with assistant-only labels out.
 
 A training example is a chat conversation whose last turn is the assistant's answer.
-The prompt part is rendered by `render_chat` with a generation prompt and tokenized on its
-own, exactly as at inference, and the answer tokens follow; only the answer (up to and
-including the end-of-turn token) carries loss. Batches are length-bucketed and padded
-to their longest member, not to a fixed length, so compute goes to real tokens.
+The prompt part is rendered with a generation prompt and tokenized on its own by
+`chat_token_ids`, exactly as at inference (message contents never yield control tokens),
+and the answer tokens follow; only the answer (up to and including the end-of-turn token)
+carries loss. Batches are length-bucketed and padded to their longest member, not to a
+fixed length, so compute goes to real tokens.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from structune.errors import UserError
 from structune.llms.base import Message
-from structune.models.chat import render_chat
+from structune.models.chat import chat_token_ids, render_chat, render_chat_contents
 
 IGNORE_INDEX = -100  # labels with this value carry no loss (PyTorch's cross-entropy default)
 
@@ -41,14 +42,15 @@ def tokenize_conversation(
     if not messages or messages[-1]["role"] != "assistant":
         raise UserError("a training conversation must end with an assistant message")
     prompt = render_chat(tokenizer, messages[:-1], add_generation_prompt=True)
-    full = render_chat(tokenizer, messages, add_generation_prompt=False)
-    if not full.startswith(prompt):
+    full = render_chat_contents(tokenizer, messages, add_generation_prompt=False)
+    if not full.text.startswith(prompt):
         raise UserError(
             "the chat template renders a conversation differently from its prompt, so the "
             "answer cannot be located; use a model whose template extends the prompt"
         )
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    # The two parts are tokenized apart, the prompt exactly as inference tokenizes it.
+    prompt_ids = chat_token_ids(tokenizer, full, end=len(prompt))
+    answer_ids = chat_token_ids(tokenizer, full, start=len(prompt))
     if tokenizer.eos_token_id in answer_ids:  # drop what the template writes after end-of-turn
         answer_ids = answer_ids[: answer_ids.index(tokenizer.eos_token_id) + 1]
     if len(prompt_ids) + len(answer_ids) > max_length:
