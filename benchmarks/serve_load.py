@@ -4,7 +4,9 @@
 
 Starts the server as a real process on 127.0.0.1, then `--clients` threads each send
 schema-constrained chat requests (a small verdict schema, 32 tokens at most) back to back
-for `--seconds`. Prints the figures, and the server's resident memory at start and end.
+for `--seconds`, each about another held-out movie (prompts of varied length). Prints the
+figures, and the server's resident memory sampled every 5 s: stable memory is a flat
+second half.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from structune.tasks.albums import heldout_movies
 
 SCHEMA = {
     "type": "object",
@@ -55,25 +59,37 @@ def main() -> None:
             break
         except httpx.TransportError:
             time.sleep(0.3)
-    body = {
-        "model": "smollm2-135m",
-        "messages": [{"role": "user", "content": "Is the sky green? Answer in JSON."}],
-        "max_tokens": 32,
-        "response_format": {"type": "json_schema", "json_schema": {"name": "v", "schema": SCHEMA}},
-    }
-    httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)  # load the model first
-    start_rss = rss_mb(server.pid)
+    movies = heldout_movies()
+
+    def body(i: int) -> dict[str, object]:
+        question = f"Is the movie {movies[i % len(movies)]} a comedy? Answer in JSON."
+        return {
+            "model": "smollm2-135m",
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": 32,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "v", "schema": SCHEMA},
+            },
+        }
+
+    httpx.post(f"{url}/v1/chat/completions", json=body(0), timeout=120)  # load the model first
+    rss_samples = [rss_mb(server.pid)]
 
     latencies: list[float] = []
     errors: list[str] = []
     deadline = time.monotonic() + args.seconds
 
-    def client() -> None:
+    def client(number: int) -> None:
         with httpx.Client(timeout=120) as http:
+            sent = 0
             while time.monotonic() < deadline:
                 began = time.perf_counter()
+                sent += 1
                 try:
-                    response = http.post(f"{url}/v1/chat/completions", json=body)
+                    response = http.post(
+                        f"{url}/v1/chat/completions", json=body(number + sent * args.clients)
+                    )
                     if response.status_code != 200:
                         errors.append(f"HTTP {response.status_code}")
                         continue
@@ -82,14 +98,19 @@ def main() -> None:
                     continue
                 latencies.append(time.perf_counter() - began)
 
+    def sample_memory() -> None:
+        while time.monotonic() < deadline:
+            time.sleep(5)
+            rss_samples.append(rss_mb(server.pid))
+
     began = time.monotonic()
-    threads = [threading.Thread(target=client) for _ in range(args.clients)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(args.clients)]
+    threads.append(threading.Thread(target=sample_memory))
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.monotonic() - began
-    end_rss = rss_mb(server.pid)
     server.terminate()
     server.wait(timeout=30)
 
@@ -102,7 +123,13 @@ def main() -> None:
         f"requests/s={len(latencies) / wall:.2f} p50={statistics.median(latencies):.2f}s "
         f"p95={p95:.2f}s"
     )
-    print(f"server RSS: {start_rss:.0f} MB at start, {end_rss:.0f} MB at end")
+    half = len(rss_samples) // 2
+    print("server RSS every 5 s (MB): " + " ".join(f"{mb:.0f}" for mb in rss_samples))
+    print(
+        f"server RSS: {rss_samples[0]:.0f} MB after the first request, "
+        f"{rss_samples[half]:.0f} MB at half time, {rss_samples[-1]:.0f} MB at the end "
+        f"(second half: {rss_samples[-1] - rss_samples[half]:+.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -148,3 +148,21 @@ def test_adapter_exports_to_a_gguf_lora_that_llama_cpp_applies(smollm2_dir, tmp_
         album_program.messages({"movie_name": "Heat"}), max_tokens=8, temperature=0
     )
     assert out["usage"]["completion_tokens"] > 0
+
+
+def test_should_stop_ends_decoding_at_the_next_step(tiny_model_dir):
+    from structune.llms.local import GenerationStopped
+
+    llm = LocalLLM.load(str(tiny_model_dir))
+    asked = []
+
+    def stop_after_five_steps() -> bool:
+        asked.append(True)
+        return len(asked) > 5
+
+    prompts = [[{"role": "user", "content": "Name a movie."}]] * 2
+    with pytest.raises(GenerationStopped):
+        llm.complete_many(prompts, max_tokens=200, should_stop=stop_after_five_steps)
+    assert len(asked) <= 8  # not the 200 steps a random model would run without a stop
+    finished = llm.complete_many(prompts, max_tokens=8, should_stop=lambda: False)
+    assert all(c.completion_tokens for c in finished)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,14 @@ class LocalLLM(LLM):
         max_tokens: int = 512,
         temperature: float = 0.0,
         json_schema: SchemaPerRow = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[Completion]:
+        """Answer `conversations` in length-sorted batches (see `LLM.complete_many`).
+
+        `should_stop` is asked before every decode step; once it returns True, decoding ends
+        there and `GenerationStopped` is raised (the server's way to drop a batch whose
+        clients all left).
+        """
         from tqdm.auto import tqdm
 
         grammars = None
@@ -131,15 +138,21 @@ class LocalLLM(LLM):
                 max_tokens,
                 temperature,
                 None if grammars is None else [grammars[i] for i in batch],
+                should_stop,
             )
             results.update(zip(batch, completions, strict=True))
         return [results[i] for i in range(len(prompts))]
 
     def _generate(
-        self, prompts: list[list[int]], max_tokens: int, temperature: float, grammars: Any
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        temperature: float,
+        grammars: Any,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[Completion]:
         import torch
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         tok = self.tokenizer
         enc = tok.pad({"input_ids": prompts}, return_tensors="pt", padding=True)
@@ -153,6 +166,8 @@ class LocalLLM(LLM):
 
             processor = GrammarLogitsProcessor(grammars)
             sampling["logits_processor"] = LogitsProcessorList([processor])
+        if should_stop is not None:
+            sampling["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
         started = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
@@ -162,6 +177,8 @@ class LocalLLM(LLM):
                 eos_token_id=tok.eos_token_id,
                 **sampling,
             )
+        if should_stop is not None and should_stop():
+            raise GenerationStopped("decoding was stopped before the answers were complete")
         latency = time.perf_counter() - started
         generated = out[:, enc["input_ids"].shape[1] :].tolist()
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
@@ -180,6 +197,22 @@ class LocalLLM(LLM):
                 )
             )
         return completions
+
+
+class GenerationStopped(BackendError):
+    """`complete_many`'s `should_stop` said stop: there are no answers."""
+
+
+class _StopWhen:
+    """A transformers stopping criterion: every row stops once `should_stop()` is True."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool)
 
 
 def _merge_adapter(model: Any, adapter_path: str) -> Any:

@@ -8,9 +8,10 @@ connections while the CPU decodes.
 Overload is refused, not absorbed: with `max_queue` requests waiting, `submit` raises
 `QueueFull` at once, so latency stays bounded and the caller learns when to retry.
 A caller that goes away (its `submit` is cancelled) leaves the queue at once. A batch
-whose callers have *all* gone stops before its next decode step: transformers' `generate`
-calls the model once per token, and a forward pre-hook on the model raises there. A batch
-with one caller left decodes to the end; the answers of the callers who left are dropped.
+whose callers have *all* gone stops at its next decode step (a local model's
+`complete_many(should_stop=...)`, a stopping criterion of transformers' `generate`). A
+batch with one caller left decodes to the end; the answers of the callers who left are
+dropped.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from structune.errors import BackendError
 from structune.llms.base import LLM, Completion, Message
+from structune.llms.local import GenerationStopped, LocalLLM
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ class QueueFull(BackendError):
             f"the server is busy: {waiting} requests are already waiting; "
             f"retry after {retry_after_s} s"
         )
-
-
-class _Abandoned(Exception):
-    """Raised inside `generate` to stop a batch whose callers have all gone."""
 
 
 @dataclass(eq=False)  # a job is itself: `in` and `remove` compare identity
@@ -157,7 +154,7 @@ class Batcher:
         self.running = len(batch)
         try:
             completions = await asyncio.to_thread(self._decode, batch)
-        except _Abandoned:
+        except GenerationStopped:
             seconds = time.perf_counter() - started
             log.info(
                 "stopped decoding a batch of %d after %.1f s: its clients went away",
@@ -180,36 +177,14 @@ class Batcher:
         first = batch[0]
         llm = self.get_llm(first.model)  # the first use loads it: not part of the decode time
         started = time.perf_counter()
-        with _stop_when_abandoned(llm, batch):
-            completions = llm.complete_many(
-                [job.messages for job in batch],
-                max_tokens=first.max_tokens,
-                temperature=first.temperature,
-                json_schema=first.json_schema,
-            )
+        # Remote backends answer in one call: only a local model can stop between tokens.
+        stop = {"should_stop": lambda: all(job.gone for job in batch)}
+        completions = llm.complete_many(
+            [job.messages for job in batch],
+            max_tokens=first.max_tokens,
+            temperature=first.temperature,
+            json_schema=first.json_schema,
+            **(stop if isinstance(llm, LocalLLM) else {}),
+        )
         self._last_batch_s = time.perf_counter() - started
         return completions
-
-
-@contextmanager
-def _stop_when_abandoned(llm: LLM, batch: list[_Job]) -> Iterator[None]:
-    """Raise `_Abandoned` at the next forward pass of a local model once `batch` has no caller.
-
-    `generate` runs the model once per decode step, and offers no way in from outside
-    the call; a forward pre-hook is that way in, removed again when the batch ends.
-    """
-    from structune.llms.local import LocalLLM
-
-    if not isinstance(llm, LocalLLM):  # remote backends answer in one call: nothing to stop
-        yield
-        return
-
-    def check(module: Any, args: Any) -> None:
-        if all(job.gone for job in batch):
-            raise _Abandoned
-
-    handle = llm.model.register_forward_pre_hook(check)
-    try:
-        yield
-    finally:
-        handle.remove()
