@@ -5,10 +5,13 @@ done. The run key hashes what decides the trained weights (base model, parent ad
 dataset, config except how often to checkpoint), so the same command finds its own
 checkpoints, and any two checkpoints of one run lie on the same deterministic path. A
 checkpoint holds the trainable LoRA weights (`weights.safetensors`), the AdamW state and
-torch RNG state (`trainer.pt`, read back with `weights_only=True`), and the step, loss
-history, token count and time spent (`state.json`). The learning rate is a pure function
-of the step, and so is the data order (the batch stream is replayed from the seed and
-the first `step` batches skipped): the step is their whole state.
+the torch RNG states, CPU and CUDA (`trainer.pt`, read back with `weights_only=True`), and
+the step, loss history, token count and time spent (`state.json`). The learning rate is a
+pure function of the step, and so is the data order (the batch stream is replayed from the
+seed and the first `step` batches skipped): the step is their whole state. In
+data-parallel training all ranks hold the same weights and optimizer state, and rank 0
+alone writes and prunes checkpoints; the world size is not part of the run key, so a run
+can resume on more or fewer processes.
 
 Writing is two-phase. The files go to a staging folder and are flushed to disk; then the
 marker `COMPLETE` (each file's SHA-256) is written and flushed; then the folder is
@@ -67,6 +70,7 @@ class Checkpoint:
     weights: dict[str, Any]  # trainable parameter name -> tensor
     optimizer: dict[str, Any]  # the optimizer's state_dict
     torch_rng: Any  # torch.get_rng_state()
+    cuda_rng: Any = None  # torch.cuda.get_rng_state() where CUDA was available
 
 
 def checkpoints_dir() -> Path:
@@ -122,9 +126,12 @@ class RunCheckpoints:
             n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad
         }
         trainer = io.BytesIO()  # serialized in memory, so that a full disk fails as an OSError
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, trainer
-        )
+        rng = {
+            "torch_rng": torch.get_rng_state(),
+            # dropout on a GPU draws from the CUDA generator
+            "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        }
+        torch.save({"optimizer": optimizer.state_dict(), **rng}, trainer)
         files = {
             WEIGHTS: safetensors_bytes(weights),
             TRAINER: trainer.getvalue(),
@@ -154,17 +161,18 @@ def load_checkpoint(path: Path) -> Checkpoint:
     import torch
     from safetensors.torch import load_file
 
-    def read_trainer(file: Path) -> tuple[dict[str, Any], Any]:
+    def read_trainer(file: Path) -> tuple[dict[str, Any], Any, Any]:
         trainer = torch.load(file, weights_only=True)
-        return trainer["optimizer"], trainer["torch_rng"]
+        return trainer["optimizer"], trainer["torch_rng"], trainer.get("cuda_rng")
 
-    optimizer, torch_rng = _read(path / TRAINER, read_trainer)
+    optimizer, torch_rng, cuda_rng = _read(path / TRAINER, read_trainer)
     return Checkpoint(
         path=path,
         state=_read(path / STATE, lambda file: TrainState(**json.loads(file.read_text()))),
         weights=_read(path / WEIGHTS, load_file),
         optimizer=optimizer,
         torch_rng=torch_rng,
+        cuda_rng=cuda_rng,
     )
 
 
@@ -198,6 +206,8 @@ def restore(checkpoint: Checkpoint, model: Any, optimizer: Any) -> TrainState:
     model.load_state_dict(checkpoint.weights, strict=False)
     optimizer.load_state_dict(checkpoint.optimizer)
     torch.set_rng_state(checkpoint.torch_rng)
+    if checkpoint.cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(checkpoint.cuda_rng)
     return checkpoint.state
 
 

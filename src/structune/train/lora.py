@@ -13,6 +13,14 @@ A run checkpoints every `config.checkpoint_every` steps (see `checkpoints`); `re
 continues from the newest complete checkpoint and ends with the adapter an uninterrupted
 run would have saved. A NaN or infinite loss or weight stops the run at that step, before
 anything non-finite can be saved.
+
+Started by `torchrun --nproc-per-node N` (or `accelerate launch`), the same call trains
+data-parallel (`structune.train.distributed`) with PyTorch's DistributedDataParallel:
+every rank draws the same global batches and computes its share of each, the gradients are
+averaged, and the result is the adapter one process would have trained on the same global
+batches. Rank 0 alone chooses the checkpoint to resume from and writes checkpoints, the
+adapter, logs and progress. Where CUDA is available each process trains on its own GPU (NCCL); otherwise on the CPU
+(gloo), where torchrun gives each process one thread unless OMP_NUM_THREADS says more.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from structune.errors import UserError
 from structune.llms.base import Message
@@ -48,11 +56,13 @@ from structune.train.checkpoints import (
 from structune.train.config import TrainConfig
 from structune.train.data import (
     IGNORE_INDEX,
+    TokenizedExample,
     bucketed_batches,
     collate,
     dataset_hash,
     tokenize_conversation,
 )
+from structune.train.distributed import Ranks, data_parallel
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +87,13 @@ def finetune(
 ) -> AdapterManifest:
     """Train a LoRA adapter on `conversations` and save it.
 
+    Under torchrun every rank makes this same call; each returns the saved adapter's
+    manifest once rank 0 has written it.
+
     Args:
         conversations: chat conversations, each ending with the assistant answer to learn.
         base: the base model spec; ignored when `parent` is given (the parent's base is used).
-        config: training settings.
+        config: training settings; `batch_size` is the global batch, split between ranks.
         parent: an adapter id to continue training from.
         task: the task name recorded in the manifest.
         progress: show a progress bar with the running loss.
@@ -108,20 +121,24 @@ def finetune(
 
     import torch
 
+    ranks = data_parallel()
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(base, dtype="float32")
     examples = [
         tokenize_conversation(tokenizer, c, max_length=config.max_length) for c in conversations
     ]
-    model = _with_lora(model, config, parent_manifest)
+    model = _with_lora(model, config, parent_manifest).to(ranks.device)
     total = config.total_steps(len(examples))
     data = dataset_hash(conversations)
     run = RunCheckpoints(run_key(base=base, parent=parent, dataset_hash=data, config=config))
-    start = _starting_point(run, resume=resume, total=total)
-    state = _train_loop(model, tokenizer, examples, config, total, progress, run, start)
+    # rank 0 alone looks, as looking removes what a crash left behind
+    start = ranks.broadcast(
+        _starting_point(run, resume=resume, total=total) if ranks.is_main else None
+    )
+    state = _train_loop(model, tokenizer, examples, config, total, progress, run, start, ranks)
 
     manifest = AdapterManifest(
-        id=f"{re.sub(r'[^A-Za-z0-9_.-]', '_', task or 'adapter')}-{secrets.token_hex(4)}",
+        id=ranks.broadcast(_new_adapter_id(task)),
         base_model=base,
         parent=parent,
         task=task,
@@ -134,10 +151,18 @@ def finetune(
         train_seconds=round(state.seconds, 3),
         versions={p: version(p) for p in ("structune", "torch", "transformers", "peft")},
     )
-    save_adapter(model, manifest)
-    run.discard()
-    log.info("saved adapter %s (%d steps, final loss %.4f)", manifest.id, total, state.losses[-1])
+    if ranks.is_main:
+        save_adapter(model, manifest)
+        run.discard()
+        log.info(
+            "saved adapter %s (%d steps, final loss %.4f)", manifest.id, total, state.losses[-1]
+        )
+    ranks.barrier()  # no rank returns an adapter that is not on disk yet
     return manifest
+
+
+def _new_adapter_id(task: str | None) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', task or 'adapter')}-{secrets.token_hex(4)}"
 
 
 def _starting_point(run: RunCheckpoints, *, resume: bool, total: int) -> Path | None:
@@ -176,8 +201,10 @@ def _with_lora(model: Any, config: TrainConfig, parent: AdapterManifest | None) 
     return get_peft_model(model, lora)
 
 
-def answer_loss(model: Any, batch: dict[str, Any]) -> Any:
-    """Mean next-token cross-entropy over the answer tokens only.
+def answer_loss(
+    model: Any, batch: dict[str, Any], *, reduction: Literal["mean", "sum"] = "mean"
+) -> Any:
+    """Next-token cross-entropy over the answer tokens only: their mean, or their sum.
 
     The vocabulary projection is applied only at answer positions: with a 49k-token
     vocabulary it is a fifth of the model's FLOPs, and most positions are prompt.
@@ -191,18 +218,51 @@ def answer_loss(model: Any, batch: dict[str, Any]) -> Any:
     targets = batch["labels"][:, 1:]  # position t predicts token t + 1
     keep = targets != IGNORE_INDEX  # (batch, length - 1)
     logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])  # (answer tokens, vocab)
-    return F.cross_entropy(logits.float(), targets[keep])
+    return F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+
+
+def answer_token_count(example: TokenizedExample) -> int:
+    """How many tokens of `example` carry loss (the first token is never predicted)."""
+    return sum(label != IGNORE_INDEX for label in example.labels[1:])
+
+
+def _summed_answer_loss(model: Any, ranks: Ranks) -> Any:
+    """A module whose forward is `model`'s summed answer loss, wrapped in
+    DistributedDataParallel when there are several ranks.
+
+    DDP averages gradients only for what runs through its own forward, and the answer
+    loss goes around the model's forward (see `answer_loss`): hence a module of its own.
+    """
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    class SummedAnswerLoss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch: dict[str, Any]) -> Any:
+            return answer_loss(self.model, batch, reduction="sum")
+
+    if ranks.world_size == 1:
+        return SummedAnswerLoss()
+    return DistributedDataParallel(
+        SummedAnswerLoss(),
+        device_ids=None if ranks.device == "cpu" else [ranks.device],
+        forward_sync_buffers=False,  # the only buffers, rotary frequencies, never change
+    )
 
 
 def _train_loop(
     model: Any,
     tokenizer: Any,
-    examples: list[Any],
+    examples: list[TokenizedExample],
     config: TrainConfig,
     total: int,
     progress: bool,
     run: RunCheckpoints,
     start: Path | None,
+    ranks: Ranks,
 ) -> TrainState:
     """Run optimizer steps up to `total`, from step 0 or from checkpoint `start`."""
     import torch
@@ -211,6 +271,7 @@ def _train_loop(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
     state = restore(load_checkpoint(start), model, optimizer) if start else TrainState()
+    loss_of = _summed_answer_loss(model, ranks)  # after restore: DDP starts from rank 0's weights
     batches = bucketed_batches(examples, batch_size=config.batch_size, seed=config.seed)
     batches = itertools.islice(batches, state.step, None)  # the data order resumes too
     model.train()
@@ -221,22 +282,31 @@ def _train_loop(
         total=total,
         desc="training",
         unit="step",
-        disable=None if progress else True,
+        disable=None if progress and ranks.is_main else True,
     )
     for step in bar:
-        batch = collate(next(batches), pad_token_id=tokenizer.pad_token_id)
+        batch = next(batches)
         lr = learning_rate_at(
             step, total=total, peak=config.learning_rate, warmup_ratio=config.warmup_ratio
         )
-        loss = _train_step(model, optimizer, batch, lr=lr, bf16=bool(config.bf16))
+        loss = _train_step(
+            loss_of,
+            optimizer,
+            batch,
+            ranks,
+            lr=lr,
+            bf16=bool(config.bf16),
+            pad=tokenizer.pad_token_id,
+        )
         _stop_unless_finite(model, loss, step=step + 1, total=total)
         state.step = step + 1
         state.losses.append(round(loss.item(), 5))
-        state.tokens += int(batch["attention_mask"].sum())
+        state.tokens += sum(len(e.input_ids) for e in batch)
         state.seconds = time.perf_counter() - started
         bar.set_postfix(loss=f"{state.losses[-1]:.3f}")
         if (
-            config.checkpoint_every
+            ranks.is_main
+            and config.checkpoint_every
             and state.step % config.checkpoint_every == 0
             and state.step < total
         ):
@@ -245,17 +315,42 @@ def _train_loop(
     return state
 
 
-def _train_step(model: Any, optimizer: Any, batch: dict[str, Any], *, lr: float, bf16: bool) -> Any:
-    """One optimizer step; returns the loss (the weights are left as they were if it is
-    not finite)."""
+def _train_step(
+    loss_of: Any,
+    optimizer: Any,
+    batch: list[TokenizedExample],
+    ranks: Ranks,
+    *,
+    lr: float,
+    bf16: bool,
+    pad: int,
+) -> Any:
+    """One optimizer step on a global batch, of which this rank computes its share.
+
+    Returns the batch's mean answer loss, the same on every rank; if it is not finite,
+    every rank leaves the weights as they were.
+    """
     import torch
+    import torch.distributed as dist
 
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = answer_loss(model, batch)
+    share = ranks.share(batch)
+    # A rank left without an example (a short last batch) still runs one, weighted 0:
+    # every rank must join each step's gradient all-reduce.
+    inputs = collate(share or batch[:1], pad_token_id=pad)
+    inputs = {name: tensor.to(ranks.device) for name, tensor in inputs.items()}
+    device_type = torch.device(ranks.device).type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        summed = loss_of(inputs)  # this share's answer-token losses, summed
+    # DDP averages gradients over the ranks: weighted so, the average is the gradient of
+    # the global batch's mean loss, as one process would compute it.
+    weight = ranks.world_size / sum(map(answer_token_count, batch)) if share else 0.0
+    loss = summed.detach() * weight / ranks.world_size
+    if ranks.world_size > 1:
+        dist.all_reduce(loss)  # the batch's mean loss, so that all ranks stop together
     if torch.isfinite(loss):
-        loss.backward()
+        (summed * weight).backward()
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss

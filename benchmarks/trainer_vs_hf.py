@@ -1,0 +1,212 @@
+"""structune's trainer against a plain transformers `Trainer` + peft, the same LoRA run side
+by side in one process: wall time, final answer loss, trained tokens/s and MFU.
+
+    .venv/bin/python benchmarks/trainer_vs_hf.py [--steps 10] [--batch-size 4]
+
+Both train SmolLM2-135M-Instruct in fp32 on this CPU with the same LoRA (r=16, alpha 32,
+all linear layers, no dropout), AdamW (no weight decay) at the same peak learning rate with
+linear warm-up over a tenth of the steps and linear decay, for the same number of steps of
+the same batch size over the same 40 album examples, from the same seed.
+
+The baseline is what a plain user writes: the examples tokenized exactly as structune
+tokenizes them, prompt labels masked to -100 so that both learn the answer only (the
+objective is the same: mean loss over answer tokens); `DataCollatorForSeq2Seq` padding
+each batch to its longest example (transformers' collator for labels masked in advance;
+`DataCollatorForLanguageModeling` would put the loss back on the prompt); the default
+random sampler (no length grouping); the model's own loss, which projects every position
+onto the 49k-token vocabulary; the rest left at `TrainingArguments` defaults (fused AdamW,
+gradient clipping at 1.0). The two see the examples in different orders.
+
+- wall: the whole call, loading the model through saving the adapter; loop: the training
+  steps alone (the manifest's `train_seconds`, the Trainer's `train_runtime`).
+- final answer loss: after training, each model's mean answer-token loss over all 40
+  examples, computed by the same function (`structune.train.lora.answer_loss`).
+- tokens/s: real (non-padding) tokens of the batches trained on, per second of loop
+  (the manifest's `tokens_trained`; the Trainer's own `num_input_tokens_seen`).
+- MFU: 6 x N x tokens/s / peak, with N all 134.5 M parameters of the model and the peak
+  the best fp32 matmul rate measured in this run (see `model_flops_per_token`).
+- raw forward+backward: `train_throughput.raw_forward_backward`, a reference row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from matmul_dtype import gflops
+from train_throughput import album_conversations, raw_forward_backward
+
+from structune import TrainConfig, finetune
+from structune.models.loading import load_model
+from structune.train.data import collate, tokenize_conversation
+from structune.train.lora import answer_loss, answer_token_count
+
+BASE = "smollm2-135m"
+
+
+def peak_matmul_flops(size: int = 4096, repeats: int = 3) -> float:
+    """The machine's fp32 matmul FLOP/s: a square matmul big enough to run at full speed."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return gflops(a, b, repeats) * 1e9
+
+
+def model_flops_per_token(peft_model: Any) -> int:
+    """6 N: forward 2 N plus backward 4 N FLOPs per token, the usual MFU convention.
+
+    N counts every parameter the forward pass multiplies by: the 134.5 M of the base model,
+    frozen ones included, as MFU counts them for full fine-tuning, plus the 4.9 M of the
+    LoRA matrices (the tied embedding counts once, as the output projection). The same N
+    for both trainers, so MFU compares like tokens/s. It measures useful work, not work
+    done: LoRA never computes the frozen weights' gradients (nearer 4 N really), structune
+    projects only answer positions onto the vocabulary, and attention's sequence-length
+    term (small at ~300 tokens) is left out.
+    """
+    return 6 * sum(p.numel() for p in peft_model.parameters())
+
+
+@dataclass
+class Run:
+    """One trainer's run: the trained model and what it took."""
+
+    model: Any  # the PeftModel, base and trained adapter
+    wall: float  # seconds, loading the model through saving the adapter
+    loop: float  # seconds of training steps
+    tokens: int  # real tokens of the batches trained on
+    loss: float = float("nan")  # final mean answer loss, filled in after both have trained
+
+
+def mean_answer_loss(model: Any, examples: list[Any], *, pad_token_id: int) -> float:
+    """Mean answer-token loss of `model` over `examples`, in length-sorted batches of 8."""
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    total = 0.0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ordered), 8):
+            batch = collate(ordered[start : start + 8], pad_token_id=pad_token_id)
+            total += float(answer_loss(model, batch, reduction="sum"))
+    return total / sum(map(answer_token_count, examples))
+
+
+def train_structune(conversations, *, steps: int, batch_size: int) -> Run:
+    from peft import PeftModel
+
+    config = TrainConfig(max_steps=steps, batch_size=batch_size, bf16=False, checkpoint_every=0)
+    began = time.perf_counter()
+    manifest = finetune(conversations, base=BASE, config=config, task="bench", progress=False)
+    wall = time.perf_counter() - began
+    model, _ = load_model(BASE, dtype="float32")
+    trained = PeftModel.from_pretrained(model, str(manifest.path))
+    return Run(trained, wall, manifest.train_seconds, manifest.tokens_trained)
+
+
+def train_transformers(conversations, *, steps: int, batch_size: int) -> Run:
+    """What a plain user writes with transformers' Trainer and peft (see the module doc)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    defaults = TrainConfig()
+    began = time.perf_counter()
+    torch.manual_seed(defaults.seed)
+    model, tokenizer = load_model(BASE, dtype="float32")
+    model.config.use_cache = False
+    examples = [tokenize_conversation(tokenizer, c, max_length=1024) for c in conversations]
+    dataset = [
+        {"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
+        for e in examples
+    ]
+    lora = LoraConfig(
+        r=defaults.lora_r,
+        lora_alpha=defaults.lora_alpha,
+        lora_dropout=defaults.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    collator = DataCollatorForSeq2Seq(tokenizer, padding="longest")  # labels padded with -100
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out,
+            max_steps=steps,
+            per_device_train_batch_size=batch_size,
+            learning_rate=defaults.learning_rate,
+            warmup_steps=defaults.warmup_ratio,  # a float below 1 is a ratio of the steps
+            lr_scheduler_type="linear",
+            weight_decay=0.0,
+            seed=defaults.seed,
+            use_cpu=True,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            include_num_input_tokens_seen="non_padding",  # counted from the attention mask
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+        result = trainer.train()
+        trainer.save_model(out)
+    wall = time.perf_counter() - began
+    return Run(model, wall, result.metrics["train_runtime"], trainer.state.num_input_tokens_seen)
+
+
+def markdown_table(
+    runs: dict[str, Run], *, raw_rate: float, peak: float, flops_per_token: int
+) -> str:
+    def mfu(tokens_per_second: float) -> str:
+        return f"{100 * flops_per_token * tokens_per_second / peak:.0f}%"
+
+    lines = [
+        "| trainer | wall s | loop s | tokens | tokens/s | MFU (6N) | final answer loss |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in runs.items():
+        rate = r.tokens / r.loop
+        lines.append(
+            f"| {name} | {r.wall:.0f} | {r.loop:.0f} | {r.tokens} | {rate:.0f} | {mfu(rate)} "
+            f"| {r.loss:.3f} |"
+        )
+    lines.append(f"| raw forward+backward (reference) | | | | {raw_rate:.0f} | {mfu(raw_rate)} | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--steps", type=int, default=10, help="optimizer steps of each (10: one epoch)"
+    )
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--raw-steps", type=int, default=3, help="steps of the raw reference")
+    args = parser.parse_args()
+    conversations = album_conversations()
+    peak = peak_matmul_flops()
+    print(f"threads={torch.get_num_threads()} fp32 steps={args.steps} batch={args.batch_size}")
+
+    runs = {
+        "structune": train_structune(conversations, steps=args.steps, batch_size=args.batch_size),
+        "transformers Trainer + peft": train_transformers(
+            conversations, steps=args.steps, batch_size=args.batch_size
+        ),
+    }
+    raw_rate = raw_forward_backward(
+        conversations, batch_size=args.batch_size, steps=args.raw_steps, bf16=False
+    )
+    peak = max(peak, peak_matmul_flops())  # before and after: the best is the least contended
+
+    _, tokenizer = load_model(BASE, dtype="float32")
+    examples = [tokenize_conversation(tokenizer, c, max_length=1024) for c in conversations]
+    for run in runs.values():
+        run.loss = mean_answer_loss(run.model, examples, pad_token_id=tokenizer.pad_token_id)
+    ours, theirs = runs.values()
+    flops_per_token = model_flops_per_token(ours.model)
+    print(f"peak fp32 matmul {peak / 1e9:.0f} GFLOP/s; N = {flops_per_token / 6e6:.1f} M\n")
+    print(markdown_table(runs, raw_rate=raw_rate, peak=peak, flops_per_token=flops_per_token))
+    print(
+        f"\nstructune is {theirs.wall / ours.wall:.2f}x faster end to end, "
+        f"{theirs.loop / ours.loop:.2f}x on the training loop; final answer loss "
+        f"{ours.loss:.3f} vs {theirs.loss:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
