@@ -19,8 +19,9 @@ data-parallel (`structune.train.distributed`) with PyTorch's DistributedDataPara
 every rank draws the same global batches and computes its share of each, the gradients are
 averaged, and the result is the adapter one process would have trained on the same global
 batches. Rank 0 alone chooses the checkpoint to resume from and writes checkpoints, the
-adapter, logs and progress. Where CUDA is available each process trains on its own GPU (NCCL); otherwise on the CPU
-(gloo), where torchrun gives each process one thread unless OMP_NUM_THREADS says more.
+adapter, logs and progress. Where CUDA is available each process trains on its own GPU
+(NCCL); otherwise on the CPU (gloo), where torchrun gives each process one thread unless
+OMP_NUM_THREADS says more.
 """
 
 from __future__ import annotations
