@@ -179,3 +179,30 @@ def test_continuing_records_the_parents_lora_shape(tiny_model_dir):
         config=TrainConfig(max_steps=1, batch_size=2),
     )
     assert (child.config["lora_r"], child.config["lora_alpha"]) == (4, 8)
+
+
+def test_a_jsonl_adapter_records_its_program_only_when_told(tiny_model_dir, tmp_path, caplog):
+    from structune.cli import main
+    from structune.evaluate.report import check_setup
+
+    jsonl = tmp_path / "movies_structured.jsonl"
+    lines = [{"messages": c} for c in conversations(4)]
+    lines[0]["messages"][-1]["content"] = '{"name": "no artist, no songs"}'  # not an Album
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    argv = ["-q", "train", "--jsonl", str(jsonl), "--base", str(tiny_model_dir)]
+    argv += ["--max-steps", "1", "--lora-r", "4"]
+
+    assert main([*argv, "--program", "album"]) == 0
+    told = max(list_adapters(), key=lambda m: m.created)
+    assert told.id.startswith("movies_structured-") and told.task == "album"
+    assert told.dataset_size == 3  # the answer that is not an Album was left out
+    check_setup(album_program, [{"movie_name": "Heat"}], adapters=[told])
+
+    assert main(argv) == 0
+    untold = max(list_adapters(), key=lambda m: m.created)
+    assert untold.id.startswith("movies_structured-") and untold.task is None
+    assert untold.dataset_size == 4
+    check_setup(album_program, [{"movie_name": "Heat"}], adapters=[untold])  # warns only
+    assert "does not record its task" in caplog.text
+
+    assert main(["-q", "train", "--task", "album", "--program", "album"]) == 1

@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--task", help="train on this task's valid examples in the dataset")
     source.add_argument("--jsonl", type=Path, help="train on a JSONL file instead")
+    train.add_argument(
+        "--program",
+        help="with --jsonl: the program its answers follow (album, citations or "
+        "package.module:attribute); answers that do not validate are left out, and the "
+        "adapter records the program so that `structune eval` can check it fits",
+    )
     train.add_argument("--parent", help="continue training this adapter id")
     _db_flag(train)
     _train_flags(train)
@@ -425,11 +431,19 @@ def _train(args: argparse.Namespace) -> None:
     from structune.train.lora import finetune
     from structune.train.sources import conversations_from_jsonl, conversations_from_store
 
+    if args.program and not args.jsonl:
+        raise UserError("--program goes with --jsonl; a task in the dataset names its program")
     if args.jsonl:
-        conversations, task = conversations_from_jsonl(args.jsonl), args.jsonl.stem
+        from structune.tasks import load_program
+
+        program = load_program(args.program) if args.program else None
+        conversations = conversations_from_jsonl(args.jsonl, program)
+        # unknown without --program: recorded as None, so eval warns instead of refusing
+        task, name = (program.name if program else None), args.jsonl.stem
     else:
         with _store(args) as store:
             conversations, task = conversations_from_store(store, args.task), args.task
+        name = task
     config = replace(_train_config(args), checkpoint_every=args.checkpoint_every)
     m = finetune(
         conversations,
@@ -437,6 +451,7 @@ def _train(args: argparse.Namespace) -> None:
         config=config,
         parent=args.parent,
         task=task,
+        name=name,
         resume=args.resume,
     )
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report, from rank 0

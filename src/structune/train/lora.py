@@ -83,6 +83,7 @@ def finetune(
     config: TrainConfig | None = None,
     parent: str | None = None,
     task: str | None = None,
+    name: str | None = None,
     progress: bool = True,
     resume: bool = False,
 ) -> AdapterManifest:
@@ -96,7 +97,9 @@ def finetune(
         base: the base model spec; ignored when `parent` is given (the parent's base is used).
         config: training settings; `batch_size` is the global batch, split between ranks.
         parent: an adapter id to continue training from.
-        task: the task name recorded in the manifest.
+        task: the program the examples answer, recorded in the manifest: evaluation refuses
+            to score the adapter against another program's schema. None when unknown.
+        name: the adapter id's prefix (default: the task).
         progress: show a progress bar with the running loss.
         resume: continue from the newest complete checkpoint of this same run (same base,
             parent, data and config), if there is one.
@@ -139,7 +142,7 @@ def finetune(
     state = _train_loop(model, tokenizer, examples, config, total, progress, run, start, ranks)
 
     manifest = AdapterManifest(
-        id=ranks.broadcast(_new_adapter_id(task)),
+        id=ranks.broadcast(_new_adapter_id(name or task)),
         base_model=base,
         parent=parent,
         task=task,
@@ -162,8 +165,8 @@ def finetune(
     return manifest
 
 
-def _new_adapter_id(task: str | None) -> str:
-    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', task or 'adapter')}-{secrets.token_hex(4)}"
+def _new_adapter_id(name: str | None) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name or 'adapter')}-{secrets.token_hex(4)}"
 
 
 def _starting_point(run: RunCheckpoints, *, resume: bool, total: int) -> Path | None:

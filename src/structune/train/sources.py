@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from structune.errors import UserError
 from structune.llms.base import Message
+from structune.program import Program
 from structune.record.jsonl import import_jsonl
 from structune.record.store import DatasetStore
 
@@ -22,9 +24,12 @@ def conversations_from_store(store: DatasetStore, task: str) -> list[list[Messag
     return [e.training_conversation() for e in examples]
 
 
-def conversations_from_jsonl(path: str | Path) -> list[list[Message]]:
+def conversations_from_jsonl(
+    path: str | Path, program: Program[Any] | None = None
+) -> list[list[Message]]:
     """The valid examples of a JSONL file, read through an in-memory store so that the
-    file is checked exactly as `structune import` checks it."""
+    file is checked exactly as `structune import` checks it: with a `program`, an answer
+    is valid when it validates against the program's schema."""
     with DatasetStore(":memory:") as store:
-        import_jsonl(path, store, task=Path(path).stem)
+        import_jsonl(path, store, program=program, task=Path(path).stem)
         return [e.training_conversation() for e in store.examples(valid=True)]

@@ -84,7 +84,7 @@ class StructuneFinetuneEngine:
             base=self.base_model,
             config=self.config,
             parent=self._adapter_id,
-            task=self.name,
+            name=self.name,  # the examples' program is unknown here: no task recorded
             progress=self.verbose,
         )
         log.info("adapter %s: final loss %.4f", manifest.id, manifest.loss_history[-1])
