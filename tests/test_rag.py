@@ -31,6 +31,7 @@ from structune.tasks.citations import (
     citation_program,
     citation_teacher,
     pairs_in_context,
+    sourced_citation_program,
 )
 
 LLAMA2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers" / "llama2_excerpt.pdf"
@@ -120,6 +121,29 @@ def test_ask_returns_the_answer_and_its_sources(index):
     assert isinstance(answer.answer, Response) and answer.error is None
     assert len(answer.sources) == 1
     assert answer.inputs["context_str"].endswith(answer.sources[0].node.get_content())
+
+
+def test_ask_holds_extracted_fields_to_each_questions_own_chunks(index, tiny_model_dir):
+    from structune.llms.local import LocalLLM
+
+    question = "Which works on scaling laws are cited?"
+    (copied,) = ask(index, [question], teacher, sourced_citation_program)
+    assert copied.error is None  # the rule-based teacher copies from the chunk
+
+    invented = '{"citations":[{"author":"Nobody et al.","year":1999,"desc":"x"}]}'
+    inventor = CallableLLM(lambda messages: invented, model_id="inventor")
+    (caught,) = ask(index, [question], inventor, sourced_citation_program)
+    assert caught.answer is None and "Nobody et al." in caught.error
+
+    # under the grammar each row copies from its own chunks (a random tiny model here)
+    random_model = LocalLLM.load(str(tiny_model_dir))
+    questions = [question, "Which citations are mentioned about RLHF?"]
+    for answer in ask(
+        index, questions, random_model, sourced_citation_program, constrained=True, max_tokens=48
+    ):
+        assert answer.error is None or answer.truncated
+        for citation in answer.answer.citations if answer.answer else []:
+            assert citation.author in answer.inputs["context_str"]
 
 
 def test_the_notebooks_query_engine_with_output_cls_records_context_and_structure(index):

@@ -80,18 +80,22 @@ def ask(
     constrained: bool = False,
     max_tokens: int = 1024,
 ) -> list[RagAnswer]:
-    """Answer each question from its top-k chunks, all questions as one batch of `llm`."""
+    """Answer each question from its top-k chunks, all questions as one batch of `llm`.
+
+    Extracted fields (`structune.constrain.extractive`) copy from each question's own
+    chunks: under `constrained` while decoding, and in every case when the answer is parsed.
+    """
     retrieved = _retrieve_all(index, questions, top_k)
     inputs = [given for given, _ in retrieved]
     completions = llm.complete_many(
         [program.messages(i) for i in inputs],
         max_tokens=max_tokens,
-        json_schema=program.json_schema if constrained else None,
+        json_schema=[program.decoding_schema(i) for i in inputs] if constrained else None,
     )
     answers = []
     for completion, (given, found) in zip(completions, retrieved, strict=True):
         try:
-            parsed, error = program.parse(completion.text), None
+            parsed, error = program.parse(completion.text, given), None
         except InvalidOutput as exc:
             parsed, error = None, exc.reason
         truncated = completion.finish_reason == "length"
