@@ -41,6 +41,9 @@ def export_gguf_merged(
     manifest = load_manifest(adapter_id)
     reader = gguf.GGUFReader(_base_gguf(manifest.base_model))
     deltas = _lora_deltas(adapter_id)
+    missing = sorted(set(deltas) - {t.name for t in reader.tensors})
+    if missing:
+        raise UserError(f"the base GGUF has no tensors for {missing[:3]}; cannot merge")
     type_name, file_type = _GGUF_TYPES[tensor_type]
     qtype = gguf.GGMLQuantizationType[type_name]
 
@@ -63,8 +66,9 @@ def export_gguf_merged(
         writer.add_key_value(name, value, kind, sub_type=sub_kind)
     writer.add_string("structune.adapter", adapter_id)
 
-    # Tensor infos come first in the file, so every tensor is converted twice — once for its
-    # size, once to write — instead of holding the whole model in memory.
+    # Tensor infos (name, shape, type, size) come first in the file and follow from the
+    # shapes, so the tensors can then be converted and written one at a time: the whole
+    # model is never in memory.
     for tensor in reader.tensors:
         shape = [int(n) for n in reversed(tensor.shape)]
         converted_type = gguf.GGMLQuantizationType.F32 if len(shape) == 1 else qtype
@@ -72,15 +76,18 @@ def export_gguf_merged(
         writer.add_tensor_info(
             tensor.name, raw, np.dtype(np.uint8), int(np.prod(raw)), converted_type
         )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in tqdm(reader.tensors, desc="merging", unit="tensor", disable=not progress):
-        writer.write_tensor_data(merged(tensor))
-    writer.close()
-    if deltas:
-        staging.unlink()
-        raise UserError(f"the base GGUF has no tensors for {sorted(deltas)[:3]}; cannot merge")
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for tensor in tqdm(
+            reader.tensors, desc="merging", unit="tensor", disable=None if progress else True
+        ):
+            writer.write_tensor_data(merged(tensor))
+        writer.close()
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
     staging.replace(out)
     return out
 
