@@ -192,14 +192,18 @@ def test_a_jsonl_adapter_records_its_program_only_when_told(tiny_model_dir, tmp_
     argv = ["-q", "train", "--jsonl", str(jsonl), "--base", str(tiny_model_dir)]
     argv += ["--max-steps", "1", "--lora-r", "4"]
 
-    assert main([*argv, "--program", "album"]) == 0
-    told = max(list_adapters(), key=lambda m: m.created)
+    def trained_by(command: list[str]):
+        before = {m.id for m in list_adapters()}
+        assert main(command) == 0
+        (new,) = [m for m in list_adapters() if m.id not in before]
+        return new
+
+    told = trained_by([*argv, "--program", "album"])
     assert told.id.startswith("movies_structured-") and told.task == "album"
     assert told.dataset_size == 3  # the answer that is not an Album was left out
     check_setup(album_program, [{"movie_name": "Heat"}], adapters=[told])
 
-    assert main(argv) == 0
-    untold = max(list_adapters(), key=lambda m: m.created)
+    untold = trained_by(argv)
     assert untold.id.startswith("movies_structured-") and untold.task is None
     assert untold.dataset_size == 4
     check_setup(album_program, [{"movie_name": "Heat"}], adapters=[untold])  # warns only
