@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most requests waiting to decode; more are answered 503 with Retry-After "
         "(default: 4 x --max-batch)",
     )
+    serve.add_argument(
+        "--compile-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a new response_format schema may take to compile; longer is a 400",
+    )
 
     ship = command(
         "export-adapter",
@@ -469,8 +475,13 @@ def _serve(args: argparse.Namespace) -> None:
     from structune.serve.app import ServeLimits, create_app
 
     api_key = os.environ.get(args.api_key_env) or None
+    if not args.compile_timeout > 0:
+        raise UserError(f"--compile-timeout must be positive, got {args.compile_timeout}")
     limits = ServeLimits(
-        max_tokens=args.max_tokens, max_batch=args.max_batch, max_queue=args.max_queue
+        max_tokens=args.max_tokens,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        compile_timeout_s=args.compile_timeout,
     )
     app = create_app(base=args.base, api_key=api_key, limits=limits)
     print(
