@@ -43,7 +43,7 @@ from train_throughput import album_conversations, raw_forward_backward
 from structune import TrainConfig, finetune
 from structune.models.loading import load_model
 from structune.train.data import collate, tokenize_conversation
-from structune.train.lora import answer_loss, answer_token_count
+from structune.train.lora import _with_lora, answer_loss, answer_token_count
 
 BASE = "smollm2-135m"
 
@@ -105,27 +105,18 @@ def train_structune(conversations, *, steps: int, batch_size: int) -> Run:
 
 def train_transformers(conversations, *, steps: int, batch_size: int) -> Run:
     """What a plain user writes with transformers' Trainer and peft (see the module doc)."""
-    from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     defaults = TrainConfig()
     began = time.perf_counter()
     torch.manual_seed(defaults.seed)
     model, tokenizer = load_model(BASE, dtype="float32")
-    model.config.use_cache = False
     examples = [tokenize_conversation(tokenizer, c, max_length=1024) for c in conversations]
     dataset = [
         {"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
         for e in examples
     ]
-    lora = LoraConfig(
-        r=defaults.lora_r,
-        lora_alpha=defaults.lora_alpha,
-        lora_dropout=defaults.lora_dropout,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = _with_lora(model, defaults, None)  # the very LoRA structune's trainer adds
     collator = DataCollatorForSeq2Seq(tokenizer, padding="longest")  # labels padded with -100
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(

@@ -67,8 +67,7 @@ class RenderedChat:
     Attributes:
         text: the rendered text (what `render_chat` returns).
         contents: the (start, end) character span of each message's content in `text`;
-            empty when the template transforms contents so that they cannot be located,
-            which `render_chat_contents` allows only when no content holds control-token text.
+            empty when no content holds control-token text (nothing to guard).
     """
 
     text: str
@@ -80,14 +79,20 @@ def render_chat_contents(
 ) -> RenderedChat:
     """Render `messages` like `render_chat`, keeping where each content lands.
 
-    The template is rendered a second time with a unique placeholder for each content; the
-    text between placeholders is the template's own.
+    Only a content that holds control-token text needs locating: then the template is
+    rendered a second time with a unique placeholder for each content, and the text between
+    placeholders is the template's own. Otherwise `contents` is empty and the text
+    tokenizes as one string (`chat_token_ids`), at the cost of one render.
 
     Raises:
         UserError: the template fails, or it rewrites contents (e.g. strips them) so that they
             cannot be located, and a content holds the text of a control token.
     """
     text = render_chat(tokenizer, messages, add_generation_prompt=add_generation_prompt)
+    controls = _control_texts(tokenizer)
+    found = [t for m in messages for t in controls if t in m["content"]]
+    if not found:
+        return RenderedChat(text, ())
     nonce = secrets.token_hex(8)
     placeholders = [f"\ue000{nonce}:{i}\ue001" for i in range(len(messages))]
     skeleton = render_chat(
@@ -97,15 +102,11 @@ def render_chat_contents(
     )
     contents = _locate_contents(skeleton, placeholders, [m["content"] for m in messages], text)
     if contents is None:
-        found = [t for m in messages for t in _control_texts(tokenizer) if t in m["content"]]
-        if found:
-            raise UserError(
-                f"a message holds the control token {found[0]!r}, and the chat template of "
-                f"{getattr(tokenizer, 'name_or_path', '') or 'this tokenizer'} rewrites message "
-                "contents, so structune cannot keep it from acting as one; remove it from the "
-                "input"
-            )
-        contents = ()
+        raise UserError(
+            f"a message holds the control token {found[0]!r}, and the chat template of "
+            f"{getattr(tokenizer, 'name_or_path', '') or 'this tokenizer'} rewrites message "
+            "contents, so structune cannot keep it from acting as one; remove it from the input"
+        )
     return RenderedChat(text, contents)
 
 
