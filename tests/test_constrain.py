@@ -11,6 +11,7 @@ import pytest
 
 from structune import CallableLLM, Program, UserError
 from structune.constrain.grammar import compile_schema
+from structune.constrain.strict import strict_objects
 from structune.llms.base import Constrained
 from structune.llms.local import LocalLLM
 
@@ -83,6 +84,49 @@ def test_grammars_are_cached_per_schema_and_tokenizer(tiny_llm):
     assert compile_schema(schema, tiny_llm.tokenizer) is compile_schema(
         json.loads(json.dumps(schema)), tiny_llm.tokenizer
     )
+
+
+class Song(pydantic.BaseModel):
+    title: str
+    length_seconds: int
+
+
+class Album(pydantic.BaseModel):
+    name: str
+    songs: list[Song]
+
+
+def test_objects_are_closed_to_undeclared_keys_unless_the_schema_opens_them():
+    schema = Album.model_json_schema()
+    strict = strict_objects(schema)
+    assert strict["additionalProperties"] is False
+    assert strict["$defs"]["Song"]["additionalProperties"] is False
+    assert "additionalProperties" not in schema  # the caller's schema is left as it was
+    opened = {"type": "object", "properties": {"a": {}}, "additionalProperties": True}
+    assert strict_objects(opened) == opened
+    data = {"const": {"properties": {"a": 1}}}  # a value that looks like a schema
+    assert strict_objects(data) == data
+    # allOf members are checked together: closing one would reject the other's keys.
+    both = {
+        "allOf": [
+            {"$ref": "#/$defs/A"},
+            {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]},
+        ],
+        "$defs": {"A": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+    }
+    assert strict_objects(both) == both
+
+
+def test_a_constrained_answer_holds_only_declared_keys(tiny_llm):
+    # All optional: without closed objects the random model could add any key it likes.
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "boolean"}},
+    }
+    prompts = [[{"role": "user", "content": f"{word}?"}] for word in ["x", "tea", "ok", "no"]]
+    for completion in tiny_llm.complete_many(prompts, max_tokens=40, json_schema=schema):
+        assert completion.finish_reason == "stop", completion.text
+        assert set(json.loads(completion.text)) <= {"a", "b"}, completion.text
 
 
 def test_a_callable_model_refuses_a_schema_instead_of_ignoring_it():

@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any
 
 from structune.constrain.extractive import has_extracted
+from structune.constrain.strict import strict_objects
 from structune.errors import UserError
 
 # An ordered extracted list can start its next item at any later piece of its source, so
@@ -101,7 +102,8 @@ _GRAMMARS_LOCK = threading.Lock()
 
 
 def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
-    """The llguidance grammar for `schema` (compact whitespace), or a refusal.
+    """The llguidance grammar for `schema` (compact whitespace, objects closed to keys the
+    schema does not declare: `strict_objects`), or a refusal.
 
     Extracted fields need their sources bound into the schema (`bind_sources`).
 
@@ -111,6 +113,7 @@ def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
     import llguidance
 
     check_schema_size(schema)
+    schema = strict_objects(schema)
     if has_extracted(schema):
         return _extractive_grammar(schema, ll_tokenizer)
     try:

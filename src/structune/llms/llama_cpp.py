@@ -19,6 +19,7 @@ from typing import Any
 
 from structune.constrain.extractive import strip_extractive
 from structune.constrain.grammar import schema_grammar
+from structune.constrain.strict import strict_objects
 from structune.errors import BackendError, UserError
 from structune.llms.base import LLM, Completion, Message
 
@@ -79,7 +80,7 @@ class LlamaCppLLM(LLM):
             # after parsing instead.
             json_schema = strip_extractive(json_schema)
             schema_grammar(json_schema)  # refuses what no engine here can enforce
-            response_format = {"type": "json_object", "schema": dict(json_schema)}
+            response_format = {"type": "json_object", "schema": strict_objects(json_schema)}
         started = time.perf_counter()
         out: Any = self.llama.create_chat_completion(
             list(messages),  # type: ignore[arg-type]
