@@ -133,3 +133,22 @@ def test_a_callable_model_refuses_a_schema_instead_of_ignoring_it():
     llm = CallableLLM(lambda m: "{}")
     with pytest.raises(UserError, match="cannot be held to a schema"):
         llm.complete([{"role": "user", "content": "hi"}], json_schema={"type": "object"})
+
+
+def test_a_value_still_open_as_the_budget_runs_out_is_closed_and_said_so(tiny_llm):
+    # Thousands of lowercase tokens may continue the note, two end it: the random model
+    # loops (" ny ny ny ...") and would be cut off.
+    schema = {
+        "type": "object",
+        "properties": {"note": {"type": "string", "pattern": "^[a-z ]*$"}},
+        "required": ["note"],
+    }
+    prompts = [[{"role": "user", "content": f"{word}?"}] for word in ["x", "tea", "ok"]]
+    completions = tiny_llm.complete_many(prompts, max_tokens=48, json_schema=schema)
+    for completion in completions:
+        assert completion.finish_reason == "stop", completion.text
+        assert completion.completion_tokens <= 48
+        assert isinstance(json.loads(completion.text)["note"], str)
+        assert completion.closed_early
+    # Plain decoding never claims it.
+    assert not any(c.closed_early for c in tiny_llm.complete_many(prompts, max_tokens=8))

@@ -240,3 +240,35 @@ def test_the_sample_paper_is_a_real_pdf_with_author_year_citations(tmp_path):
     text = "\n".join(page.text for page in pages)
     assert len(pages) == 12 and "1\nIntroduction" in text
     assert len(extract_citations(text).citations) >= 20
+
+
+def test_split_by_region_keeps_every_test_context_out_of_the_training_text(index_dir, tmp_path):
+    from structune.rag.dataset import document_inputs, held_out_stretches, split_by_region
+    from structune.rag.sample import write_sample_pdf
+
+    windows = document_inputs(
+        LLAMA2, index_dir, chunk_size=256, chunk_overlap=20, retrieve_context=False, progress=False
+    )
+    assert windows.retrieval_hit_rate == 1.0  # each chunk is its own question's context
+    retrieved = document_inputs(
+        LLAMA2, tmp_path / "small", chunk_size=128, chunk_overlap=0, progress=False
+    )
+    held = held_out_stretches(windows.length, stretches=5, every=5)  # the third fifth
+    train, test = split_by_region([windows], retrieved, held_out=held)
+    assert train and test and len(train) < len(windows.inputs)
+    training_text = "\n".join(i["context_str"] for i in train)
+    for given in test:
+        # The chunk's own text, after LlamaIndex's metadata header.
+        text = given["context_str"].split("\n\n", 1)[-1]
+        pieces = [text[start : start + 40] for start in range(0, len(text) - 40, 40)]
+        assert pieces and not any(piece in training_text for piece in pieces)
+
+    other = document_inputs(
+        write_sample_pdf(tmp_path / "sample.pdf"),
+        tmp_path / "sample",
+        chunk_size=128,
+        chunk_overlap=0,
+        progress=False,
+    )
+    with pytest.raises(UserError, match="one document"):
+        split_by_region([windows], other, held_out=held)

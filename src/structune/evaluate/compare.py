@@ -54,6 +54,7 @@ class ModelScore:
     completion_tokens: int
     marked: int = 0
     not_in_source: int = 0
+    closed_early: int = 0  # answers a grammar closed as the budget ran out (still parsed)
     field_correct: dict[str, int] | None = None
     exact: int | None = None
 
@@ -85,7 +86,10 @@ class Comparison:
         """One row per model; extraction and gold columns where the comparison has them."""
         extracted = any(s.marked for s in self.scores)
         fields = next((list(s.field_correct) for s in self.scores if s.field_correct), [])
+        closed = any(s.closed_early for s in self.scores)
         header = f"{'model':<34} {'parsed':>8} {'valid':>8} {'truncated':>9}"
+        if closed:
+            header += f" {'closed early':>12}"
         if extracted:
             header += f" {'not in source':>13}"
         for name in fields:
@@ -97,6 +101,8 @@ class Comparison:
         for s in self.scores:
             n = s.answers
             row = f"{s.model:<34} {s.parsed:>4}/{n:<3} {s.valid:>4}/{n:<3} {s.truncated:>9}"
+            if closed:
+                row += f" {s.closed_early:>12}"
             if extracted:
                 row += f" {s.not_in_source:>6}/{s.marked:<6}"
             for name in fields:
@@ -188,6 +194,7 @@ def compare(
                 completion_tokens=sum(c.completion_tokens or 0 for c in completions),
                 marked=sum(a.marked for a in answers),
                 not_in_source=sum(a.not_in_source for a in answers),
+                closed_early=sum(c.closed_early for c in completions),
                 field_correct=field_correct,
                 exact=(
                     sum(len(a.correct_fields or ()) == len(expected[0]) for a in answers)

@@ -56,7 +56,10 @@ class Completion:
 
     Attributes:
         text: the generated text, special tokens removed.
-        finish_reason: "stop" when the model ended its answer, "length" when `max_tokens` cut it.
+        finish_reason: "stop" when the answer ended, "length" when `max_tokens` cut it.
+        closed_early: the answer ended because a grammar closed its open values in the
+            last tokens of `max_tokens` (`structune.constrain.processor`): it parses, but
+            the model had not finished on its own.
         prompt_tokens: tokens in the rendered prompt, when the backend knows them.
         completion_tokens: tokens generated, when the backend knows them.
         latency_s: wall time until this answer was complete (for a batched local model,
@@ -65,6 +68,7 @@ class Completion:
 
     text: str
     finish_reason: FinishReason = "stop"
+    closed_early: bool = False
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_s: float = 0.0

@@ -162,9 +162,11 @@ class LocalLLM(LLM):
             else {"do_sample": False}
         )
         if grammars is not None:
-            from structune.constrain.processor import GrammarLogitsProcessor
+            from structune.constrain.processor import GrammarLogitsProcessor, closing_tokens
 
-            processor = GrammarLogitsProcessor(grammars)
+            processor = GrammarLogitsProcessor(
+                grammars, max_tokens=max_tokens, closing=closing_tokens(tok)
+            )
             sampling["logits_processor"] = LogitsProcessorList([processor])
         if should_stop is not None:
             sampling["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
@@ -183,7 +185,8 @@ class LocalLLM(LLM):
         generated = out[:, enc["input_ids"].shape[1] :].tolist()
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         completions = []
-        for tokens, prompt_tokens in zip(generated, prompt_lengths, strict=True):
+        closed = processor.closed_early if grammars is not None else set()
+        for row, (tokens, prompt_tokens) in enumerate(zip(generated, prompt_lengths, strict=True)):
             finished = tok.eos_token_id in tokens
             if finished:
                 tokens = tokens[: tokens.index(tok.eos_token_id) + 1]
@@ -191,6 +194,7 @@ class LocalLLM(LLM):
                 Completion(
                     text=tok.decode(tokens, skip_special_tokens=True).strip(),
                     finish_reason="stop" if finished else "length",
+                    closed_early=finished and row in closed,
                     prompt_tokens=int(prompt_tokens),
                     completion_tokens=len(tokens),
                     latency_s=latency,

@@ -1,21 +1,32 @@
-"""A citation dataset from one PDF: every chunk asked about, split by retrieved context.
+"""A citation dataset from one PDF: every chunk asked about, split so tests are unseen text.
 
 `document_inputs` ingests a PDF, asks one passage question per chunk and retrieves each
-question's top-k chunks into program inputs (`{"query_str", "context_str"}`).
-`split_by_context` then splits them so that no test input's retrieved context appears in
-training: the student is scored on text it never saw, as the issue's numbers require.
+question's top-k chunks into program inputs (`{"query_str", "context_str"}`), noting
+where in the document each context lies. With `retrieve=False` each chunk is its own
+question's context (what a perfect retriever returns): ingested at several chunk sizes and
+overlaps, one paper yields many more distinct training contexts than its retrieved top-1
+chunks (retrieval returns the same popular chunks for many questions).
+
+Two splits keep the student's test text out of its training text:
+`split_by_context` (one chunking: no test context is a training context) and
+`split_by_region` (any chunkings of the same PDF: the document is cut into stretches, some
+held out; training contexts touch none of them, test contexts lie inside them).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from structune.errors import UserError
-from structune.rag.answer import retrieved_inputs
-from structune.rag.ingest import IngestSummary, ingest, load_index
+from structune.rag.answer import context_str
+from structune.rag.ingest import IngestSummary, ingest, load_index, retrieve
 from structune.rag.questions import passage_questions
+
+Span = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -24,11 +35,16 @@ class DocumentInputs:
 
     Attributes:
         inputs: one `{"query_str", "context_str"}` per chunk.
+        spans: where each input's context lies in the document's text, as character
+            offsets (start, end); for several chunks, from the first's start to the last's end.
+        length: characters in the document's text.
         retrieval_hit_rate: share of questions whose top-k holds the chunk they quote.
         ingest: what ingesting the PDF did.
     """
 
     inputs: list[dict[str, str]]
+    spans: list[Span]
+    length: int
     retrieval_hit_rate: float
     ingest: IngestSummary
 
@@ -40,20 +56,35 @@ def document_inputs(
     chunk_size: int,
     chunk_overlap: int,
     top_k: int = 1,
+    retrieve_context: bool = True,
     progress: bool = True,
 ) -> DocumentInputs:
-    """Ingest `pdf` (or reuse its index) and build one retrieved input per chunk."""
+    """Ingest `pdf` (or reuse its index) and build one input per chunk: its passage
+    question with the top-k retrieved chunks, or with the chunk itself
+    (`retrieve_context=False`)."""
+    from llama_index.core.schema import NodeWithScore
+
     summary = ingest(
         pdf, index_dir, chunk_size=chunk_size, chunk_overlap=chunk_overlap, progress=progress
     )
     index = load_index(index_dir)
-    questions = passage_questions(list(index.docstore.docs.values()))
-    inputs = retrieved_inputs(index, questions, top_k=top_k)
-    hits = sum(
-        index.docstore.get_node(q.node_id).get_content() in given["context_str"]
-        for q, given in zip(questions, inputs, strict=True)
-    )
-    return DocumentInputs(inputs, hits / len(inputs), summary)
+    # TextNodes, with their offsets in the document's text (start_char_idx, end_char_idx).
+    chunks: dict[str, Any] = {node.node_id: node for node in index.docstore.docs.values()}
+    questions = passage_questions(list(chunks.values()))
+    inputs, spans, hits = [], [], 0
+    for question in questions:
+        own = chunks[question.node_id]
+        sources = (
+            retrieve(index, question.question, top_k=top_k)
+            if retrieve_context
+            else [NodeWithScore(node=own)]
+        )
+        inputs.append({"query_str": question.question, "context_str": context_str(sources)})
+        nodes: list[Any] = [s.node for s in sources]
+        spans.append((min(n.start_char_idx for n in nodes), max(n.end_char_idx for n in nodes)))
+        hits += own.node_id in {n.node_id for n in nodes}
+    length = max(node.end_char_idx for node in chunks.values())
+    return DocumentInputs(inputs, spans, length, hits / len(inputs), summary)
 
 
 def split_by_context(
@@ -74,3 +105,48 @@ def split_by_context(
     seen = {i["context_str"] for i in shuffled[:train]}
     unseen = [i for i in shuffled[train:] if i["context_str"] not in seen]
     return shuffled[:train], unseen[:test]
+
+
+def held_out_stretches(length: int, *, stretches: int = 10, every: int = 5) -> list[Span]:
+    """Cut `length` characters into `stretches` equal stretches and hold out every
+    `every`-th, starting with the third (so the held-out text is spread over the document,
+    not just its references at the end)."""
+    if not 0 < every <= stretches:
+        raise UserError(f"every must be between 1 and stretches ({stretches}), got {every}")
+    bounds = [length * i // stretches for i in range(stretches + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(2 % every, stretches, every)]
+
+
+def split_by_region(
+    train: Sequence[DocumentInputs], test: DocumentInputs, *, held_out: Sequence[Span]
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Training inputs (from any chunkings of one PDF) whose context touches no held-out
+    stretch, and test inputs (from another chunking of it) whose context lies within one.
+
+    Raises:
+        UserError: the inputs come from documents of different lengths (not the same PDF),
+            or nothing is left on one side.
+    """
+    for found in train:
+        if found.length != test.length:
+            raise UserError(
+                "split_by_region needs chunkings of one document: got texts of "
+                f"{found.length} and {test.length} characters"
+            )
+
+    def touches(span: Span) -> bool:
+        return any(span[0] < end and start < span[1] for start, end in held_out)
+
+    def inside(span: Span) -> bool:
+        return any(start <= span[0] and span[1] <= end for start, end in held_out)
+
+    kept = [
+        i for f in train for i, span in zip(f.inputs, f.spans, strict=True) if not touches(span)
+    ]
+    tested = [i for i, span in zip(test.inputs, test.spans, strict=True) if inside(span)]
+    if not kept or not tested:
+        raise UserError(
+            f"the split leaves {len(kept)} training and {len(tested)} test inputs; hold out "
+            "more of the document or use smaller chunks"
+        )
+    return kept, tested

@@ -203,7 +203,11 @@ def create_app(
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": completion.text},
-                    "finish_reason": completion.finish_reason,
+                    # An answer the grammar closed as the budget ran out parses, but the
+                    # budget, not the model, ended it: OpenAI's word for that is "length".
+                    "finish_reason": "length"
+                    if completion.closed_early
+                    else completion.finish_reason,
                 }
             ],
             "usage": {
