@@ -386,7 +386,75 @@ def test_a_tiny_random_model_cannot_loop_in_an_ordered_list(tiny_llm):
     )
     for item, completion in zip(inputs, completions, strict=True):
         assert completion.finish_reason == "stop", completion.text
+        assert not completion.closed_early  # it ended by itself, not as the budget ran out
         AUTHORS.parse(completion.text, item)  # in the source and in order
+
+
+class Cite(pydantic.BaseModel):
+    author: Annotated[str, Extracted(ordered=True)]
+    year: Annotated[int, Extracted()]
+
+
+class Cites(pydantic.BaseModel):
+    citations: list[Cite]
+
+
+CITES = Program("Reference: {text}", Cites)
+SOURCE_CITING = "Ahuja (2020) and Barr (2021) build on Ahuja et al. (2019)."
+
+
+def cites(*pairs: tuple[str, int]) -> str:
+    return canonical_json({"citations": [{"author": a, "year": y} for a, y in pairs]})
+
+
+def test_a_list_of_objects_follows_the_source_by_its_ordered_field(tokenizer):
+    grammar = compile_schema(CITES.decoding_schema({"text": SOURCE_CITING}), tokenizer)
+    for good in [
+        cites(),
+        cites(("Ahuja", 2020), ("Barr", 2021), ("Ahuja", 2019)),
+        cites(("Barr", 2019), ("Ahuja et al", 2020)),  # years are free: they are not ordered
+    ]:
+        assert accepts(grammar, tokenizer, good), good
+        assert CITES.parse(good, {"text": SOURCE_CITING})
+    for bad, error in [
+        (cites(("Barr", 2021), ("Barr", 2021)), r"citations\[1\].author: .Barr. is not .* after"),
+        (cites(("Ahuja", 2020), ("Ahuja", 2019), ("Ahuja", 2019)), r"citations\[2\].author"),
+        (cites(("Ahuja", 2022)), "2022 is not a number"),
+    ]:
+        assert not accepts(grammar, tokenizer, bad), bad
+        with pytest.raises(InvalidOutput, match=error):
+            CITES.parse(bad, {"text": SOURCE_CITING})
+
+
+def test_ordering_objects_needs_one_ordered_field_and_required_members(tokenizer):
+    class Loose(pydantic.BaseModel):
+        author: Annotated[str, Extracted(ordered=True)]
+        note: str = ""
+
+    class Both(pydantic.BaseModel):
+        author: Annotated[str, Extracted(ordered=True)]
+        title: Annotated[str, Extracted(ordered=True)]
+
+    for item, error in [(Loose, "note optional"), (Both, "by one field, not 2")]:
+
+        class Listed(pydantic.BaseModel):
+            items: list[item]  # type: ignore[valid-type]
+
+        schema = Program("{text}", Listed).decoding_schema({"text": SOURCE_CITING})
+        with pytest.raises(UserError, match=error):
+            compile_schema(schema, tokenizer)
+
+
+def test_a_tiny_random_model_cannot_loop_in_a_list_ordered_by_a_field(tiny_llm):
+    inputs = [{"text": t} for t in [SOURCE_CITING, REFERENCE]]
+    completions = tiny_llm.complete_many(
+        [CITES.messages(i) for i in inputs],
+        max_tokens=300,  # more than a list with an item per word of these sources takes
+        json_schema=[CITES.decoding_schema(i) for i in inputs],
+    )
+    for item, completion in zip(inputs, completions, strict=True):
+        assert completion.finish_reason == "stop" and not completion.closed_early
+        CITES.parse(completion.text, item)
 
 
 # --- decoding modes and their evaluation ------------------------------------------------

@@ -146,7 +146,8 @@ def extracted_fields(schema: Mapping[str, Any]) -> list[ExtractedField]:
     found: list[ExtractedField] = []
     seen_refs: set[str] = set()
 
-    def walk(node: Any, path: str, is_item: bool) -> None:
+    def walk(node: Any, path: str, is_item: bool, in_item: bool = False) -> None:
+        """`is_item`: `node` is a list's items; `in_item`: a property of such an object."""
         if not isinstance(node, Mapping):
             return
         ref = node.get("$ref")
@@ -154,7 +155,7 @@ def extracted_fields(schema: Mapping[str, Any]) -> list[ExtractedField]:
             if ref in seen_refs:
                 return
             seen_refs.add(ref)
-            walk(resolve(node, schema), path, is_item)
+            walk(resolve(node, schema), path, is_item, in_item)
         if MARKER_KEY in node:
             marker = Extracted.from_json(node[MARKER_KEY], path or "(root)")
             if node.get("type") not in ("string", "integer"):
@@ -167,21 +168,22 @@ def extracted_fields(schema: Mapping[str, Any]) -> list[ExtractedField]:
                 raise UserError(
                     f"{path or '(root)'} is an integer marked ordered; only strings keep order"
                 )
-            if marker.ordered and not is_item:
+            if marker.ordered and not (is_item or in_item):
                 raise UserError(
-                    f"{path or '(root)'} is marked ordered, which only applies to list items: "
-                    "write list[Annotated[str, Extracted(ordered=True)]]"
+                    f"{path or '(root)'} is marked ordered, which only applies to list items "
+                    "or a field of them: write list[Annotated[str, Extracted(ordered=True)]], "
+                    "or mark one field of the list's item model"
                 )
             found.append(ExtractedField(path, marker))
         for key, sub in (node.get("properties") or {}).items():
-            walk(sub, f"{path}.{key}" if path else key, False)
+            walk(sub, f"{path}.{key}" if path else key, False, is_item)
         walk(node.get("items"), f"{path}[]", True)
         for sub in node.get("prefixItems") or []:
             walk(sub, f"{path}[]", True)
         walk(node.get("additionalProperties"), f"{path}.*", False)
         for key in ("anyOf", "oneOf", "allOf"):
             for sub in node.get(key) or []:
-                walk(sub, path, is_item)
+                walk(sub, path, is_item, in_item)
 
     walk(schema, "", False)
     return found
@@ -479,17 +481,33 @@ class _Checker:
             if sub is not None:
                 yield from self.problems(sub, item, f"{path}[{i}]")
         resolved = resolve(items, self.root) if items is not None else None
-        if isinstance(resolved, Mapping) and MARKER_KEY in resolved:
+        if not isinstance(resolved, Mapping):
+            return
+        rest = list(enumerate(value))[len(prefix) :]
+        if MARKER_KEY in resolved:
             marker = Extracted.from_json(resolved[MARKER_KEY], f"{path}[]")
             if marker.ordered:
-                yield from self.order(marker, value[len(prefix) :], path, len(prefix))
+                yield from self.order(marker, [(f"{path}[{i}]", v) for i, v in rest])
+        for key, sub in (resolved.get("properties") or {}).items():
+            sub = resolve(sub, self.root)
+            if isinstance(sub, Mapping) and MARKER_KEY in sub:
+                marker = Extracted.from_json(sub[MARKER_KEY], f"{path}[].{key}")
+                if marker.ordered:
+                    yield from self.order(
+                        marker,
+                        [
+                            (f"{path}[{i}].{key}", v.get(key))
+                            for i, v in rest
+                            if isinstance(v, dict)
+                        ],
+                    )
 
-    def order(self, marker: Extracted, items: list[Any], path: str, first: int) -> Iterator[str]:
-        """Each item found after the previous item's match (items not in the source at all
-        were reported already and are skipped)."""
+    def order(self, marker: Extracted, items: list[tuple[str, Any]]) -> Iterator[str]:
+        """Each of `items` (where, value) found after the previous one's match (values not in
+        the source at all were reported already and are skipped)."""
         source = self.source(marker)
         after, previous = 0, None
-        for i, item in enumerate(items, start=first):
+        for where, item in items:
             if not isinstance(item, str):
                 continue
             run = _core(item, marker.mode)
@@ -498,11 +516,11 @@ class _Checker:
             end = source.find(run, after)
             if end is None:
                 yield (
-                    f"{path}[{i}]: {_show(item)} is not in the {_name(marker)} after "
-                    f"{path}[{previous}]; items must follow the order of the text"
+                    f"{where}: {_show(item)} is not in the {_name(marker)} after "
+                    f"{previous}; items must follow the order of the text"
                 )
                 continue
-            after, previous = end, i
+            after, previous = end, where
 
 
 def _name(marker: Extracted) -> str:

@@ -208,6 +208,14 @@ class _LarkWriter:
                         "ordered=True"
                     )
                 return self.ordered(marker, nonempty_list=low == 1)
+        ordered_field = _ordered_field(items, self.root) if isinstance(items, Mapping) else None
+        if ordered_field is not None:
+            if low not in (0, 1) or high is not None:
+                raise UserError(
+                    f"cannot enforce minItems {low} / maxItems {high} at {where} on a list "
+                    f"ordered by {ordered_field}; remove them, or drop ordered=True"
+                )
+            return self.ordered_objects(items, ordered_field, f"{where}[]", nonempty_list=low == 1)
         if high == 0:
             return '"[" "]"'
         item = self.expr(node.get("items", True), f"{where}[]")
@@ -246,8 +254,38 @@ class _LarkWriter:
         body = " | ".join(f'"{n}"' for n in found) or "/[^\\s\\S]/"
         return self.define(f"number:{','.join(names)}", "NUMBER", lambda: body)
 
-    def ordered(self, marker: Extracted, *, nonempty_list: bool) -> str:
-        """A list whose items are spans of the source in the source's order.
+    def ordered_objects(
+        self, node: Mapping[str, Any], key: str, where: str, *, nonempty_list: bool
+    ) -> str:
+        """A list of objects whose `key` values are spans of the source in its order: the
+        ordered string list, with the members before `key` opening each item and the
+        members after it closing the item."""
+        properties: Mapping[str, Any] = node["properties"]
+        optional = set(properties) - set(node.get("required") or [])
+        if optional:
+            raise UserError(
+                f"cannot keep the items at {where} in the order of {key}: "
+                f"{', '.join(sorted(optional))} optional; make every property of the items "
+                "required, or drop ordered=True"
+            )
+        names = list(properties)
+        at = names.index(key)
+
+        def member(name: str) -> str:
+            literal = json.dumps(json.dumps(name, ensure_ascii=False) + ":", ensure_ascii=False)
+            return f"{literal} {self.expr(properties[name], _join(where, name))}"
+
+        marked = json.dumps(json.dumps(key, ensure_ascii=False) + ":", ensure_ascii=False)
+        opening = _seq('"{"', *[_seq(member(n), '","') for n in names[:at]], marked)
+        closing = _seq(*[_seq('","', member(n)) for n in names[at + 1 :]], '"}"')
+        marker = Extracted.from_json(resolve(properties[key], self.root)[MARKER_KEY], where)
+        return self.ordered(marker, nonempty_list=nonempty_list, opening=opening, closing=closing)
+
+    def ordered(
+        self, marker: Extracted, *, nonempty_list: bool, opening: str = "", closing: str = ""
+    ) -> str:
+        """A list whose items are spans of the source in the source's order (`opening` and
+        `closing` wrap each span into an object, see `ordered_objects`).
 
         One rule set per source position keeps the grammar linear in the source: `s{i}`
         starts an item at a piece at or after i, `c{j}` copies piece j or closes the item
@@ -257,7 +295,7 @@ class _LarkWriter:
         with a barrier that no item crosses.
         """
         names = [marker.source] if marker.source else list(self.sources)
-        key = f"ordered:{marker.mode}:{nonempty_list}:{','.join(names)}"
+        key = f"ordered:{marker.mode}:{nonempty_list}:{','.join(names)}:{opening}:{closing}"
         if key in self.names:
             return self.names[key]
         units: list[str | None] = []
@@ -284,7 +322,7 @@ class _LarkWriter:
         rules: list[str] = []
 
         def start(i: int | None) -> str:
-            return f'"\\"" {prefix}_s{i}' if i is not None else ""
+            return _seq(opening, f'"\\"" {prefix}_s{i}') if i is not None else ""
 
         for i in range(n):
             if next_start[i] == i:
@@ -305,7 +343,7 @@ class _LarkWriter:
             if not blank[j - 1]:
                 more = start(next_start[j])
                 tail = f'"]" | "," {more}' if more else '"]"'
-                rules.append(f"{prefix}_t{j}: {tail}")
+                rules.append(f"{prefix}_t{j}: {_seq(closing, f'({tail})')}")
         first = start(next_start[0])
         if not first:
             if nonempty_list:
@@ -339,6 +377,32 @@ def _chunks(text: str, mode: Mode) -> str:
 
 def _seq(*parts: str) -> str:
     return " ".join(p for p in parts if p)
+
+
+def _ordered_field(items: Mapping[str, Any], root: Mapping[str, Any]) -> str | None:
+    """The property of a list's object items marked `ordered`, if one is.
+
+    Raises:
+        UserError: more than one is.
+    """
+    items = resolve(items, root)
+    properties = items.get("properties") if isinstance(items, Mapping) else None
+    if not isinstance(properties, Mapping):
+        return None
+    resolved = {name: resolve(sub, root) for name, sub in properties.items()}
+    ordered = [
+        name
+        for name, sub in resolved.items()
+        if isinstance(sub, Mapping)
+        and MARKER_KEY in sub
+        and Extracted.from_json(sub[MARKER_KEY], name).ordered
+    ]
+    if len(ordered) > 1:
+        raise UserError(
+            f"a list's items can follow the source's order by one field, not {len(ordered)} "
+            f"({', '.join(ordered)}); mark only one ordered=True"
+        )
+    return ordered[0] if ordered else None
 
 
 def _is(node: Mapping[str, Any], kind: str) -> bool:
