@@ -305,6 +305,17 @@ def test_context_keeps_lines_of_dashes_inside_it():
     assert context_of(prompt) == inner
 
 
+def test_the_chunk_metadata_header_is_not_part_of_the_first_citing_sentence():
+    context = "file_name: a.pdf\ntitle: a\n\nThus we say so. RLHF (Christiano et al., 2017) helps."
+    answer = json.loads(
+        citation_teacher(citation_program.messages({"query_str": "q", "context_str": context}))
+    )
+    assert answer["citations"][0]["desc"] == "RLHF (Christiano et al., 2017) helps."
+    caption = "Table 1: as in (Lee, 2018).\n\nMore text."  # text of the paper, kept
+    prompt = citation_program.render({"query_str": "q", "context_str": caption})
+    assert context_of(prompt) == caption
+
+
 def test_teacher_runs_as_a_program_teacher():
     llm = CallableLLM(citation_teacher, model_id="rules:citations")
     inputs = {"context_str": CONTEXT, "query_str": "List the citations."}

@@ -277,13 +277,22 @@ _FORMAT_START = FORMAT_INSTRUCTIONS.split("{schema}")[0].strip()
 _MARKER_LINE = re.compile(rf"^{CONTEXT_MARKER}[ \t]*$", re.MULTILINE)
 
 
+# LlamaIndex writes a chunk's metadata before its text ("file_name: x.pdf\ntitle: x\n\n"):
+# snake_case keys, so that a caption such as "Table 1: ..." is never taken for one.
+_METADATA_HEADER = re.compile(r"\A(?:[a-z_]+: [^\n]*\n)+\n")
+
+
 def context_of(prompt: str) -> str:
     """The retrieved context in a text-QA prompt: between the first and the last marker
-    line; without markers, the whole prompt less any JSON-schema format instructions."""
+    line; without markers, the whole prompt less any JSON-schema format instructions. A
+    leading metadata header is not text of the paper (it would open the first citing
+    sentence) and is left out."""
     markers = list(_MARKER_LINE.finditer(prompt))
     if len(markers) >= 2:
-        return prompt[markers[0].end() : markers[-1].start()].strip("\n")
-    return prompt.split(_FORMAT_START)[0].strip()
+        context = prompt[markers[0].end() : markers[-1].start()].strip("\n")
+    else:
+        context = prompt.split(_FORMAT_START)[0].strip()
+    return _METADATA_HEADER.sub("", context, count=1)
 
 
 def citation_teacher(messages: Sequence[Message]) -> str:
