@@ -14,7 +14,10 @@ paper outside the held-out stretches (`--windows`, size:overlap; each window is 
 question's context), plus every window of `--extra-paper`, recorded into a dataset
 (context inside the prompt). Windows rather than retrieved chunks: top-1 retrieval returns
 the same popular chunks for many questions, so one paper gave only 18 distinct citing
-contexts, and a student tuned on those answered `[]` to everything. Curated: answers
+contexts, and a student tuned on those answered `[]` to everything. Each citing window
+also gives `--variants` copies with its cited surnames and years swapped for others
+(`citation_variants`): tuned on windows alone, the student answered their citations back
+and `[]` to every unseen chunk. Curated: answers
 citing 1 to `--max-citations` works (more make answers of over a thousand tokens), plus
 at most `--empty-share` that cite nothing.
 
@@ -51,6 +54,7 @@ from structune.rag.dataset import (
     split_by_region,
 )
 from structune.record import DatasetStore, record
+from structune.tasks.citation_variants import citation_variants
 from structune.tasks.citations import citation_teacher, sourced_citation_program
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
@@ -86,7 +90,13 @@ def main() -> None:
     parser.add_argument("--max-citations", type=int, default=8)
     parser.add_argument("--empty-share", type=float, default=0.25)
     parser.add_argument("--test", type=int, default=20, help="test questions per test set")
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument(
+        "--variants",
+        type=int,
+        default=2,
+        help="variants per citing window with other surnames and years (citation_variants)",
+    )
+    parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--adapter", help="evaluate this adapter instead of training one")
@@ -100,6 +110,7 @@ def main() -> None:
     if args.extra_paper:
         for size, overlap in windows:
             train += chunked(args.extra_paper, size, overlap, retrieve=False).inputs
+    train += citation_variants(train, per_input=args.variants)
     rng = random.Random(1)
     heldout = rng.sample(heldout, min(args.test, len(heldout)))
     other = chunked(args.test_paper, args.chunk_size, 0, retrieve=True).inputs

@@ -5,6 +5,7 @@ citations on those pages were checked by eye against the page text.
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -395,3 +396,29 @@ def test_empty_gold():
 def test_score_needs_one_prediction_per_gold_set():
     with pytest.raises(UserError, match="one prediction"):
         score_citations([None], [set(), set()])
+
+
+def test_variants_swap_every_cited_surname_and_year_and_keep_the_rest():
+    from structune.tasks.citation_variants import citation_variants
+
+    cited = "RLHF (Christiano et al., 2017) and Ouyang (2022) cite Christiano (2017)."
+    inputs = [
+        {"query_str": "q", "context_str": cited},
+        {"query_str": "q", "context_str": "Later, Stiennon et al. (2020) did so too."},
+        {"query_str": "q", "context_str": "No citation in here at all."},
+    ]
+    variants = citation_variants(inputs, per_input=3)
+    assert len(variants) == 6  # the input without citations has none
+    pool = {"Christiano", "Ouyang", "Stiennon"}
+
+    def skeleton(text: str) -> str:
+        return re.sub(r"[A-Z][a-z]+|\d{4}", "_", text)
+
+    for variant in variants[:3]:
+        found = extract_citations(variant["context_str"]).citations
+        authors = [c.author for c in found]
+        assert authors[0] != "Christiano" and authors[1] != "Ouyang"
+        assert set(authors) <= pool and all(1990 <= c.year <= 2023 for c in found)
+        # Christiano's two citations become the same new name: one pair, as before.
+        assert len(found) == 2 and variant["query_str"] == "q"
+        assert skeleton(variant["context_str"]) == skeleton(cited)
