@@ -510,7 +510,7 @@ def test_compare_scores_fields_exact_matches_and_invented_values(tiny_llm):
     assert result.answers["scripted"][1].error.startswith('authors[2]: "Turing" is not in')
     for score in result.scores[2:]:  # copies only, and an ordered list cannot loop
         assert score.not_in_source == 0 and score.parsed == score.answers
-    assert result.scores[3].truncated == 0
+    assert result.scores[3].truncated == 0 and result.scores[3].closed_early == 0
     assert "not in source" in result.table() and "exact" in result.table()
     with pytest.raises(UserError, match="gold answer 0 is not a valid Authors"):
         compare(AUTHORS, {"scripted": teacher}, inputs[:1], gold=[{"authors": "Ahuja"}])
