@@ -22,9 +22,11 @@ citing 1 to `--max-citations` works (more make answers of over a thousand tokens
 at most `--empty-share` that cite nothing.
 
 The program is `sourced_citation_program`: the notebook's prompt and `Response`, with each
-citation's author and year checked against the retrieved context, so "valid" also means
-nothing invented. The student answers three ways: plain decoding, under the JSON grammar,
-and under the extractive grammar (authors and years copied from the context).
+citation's author and year checked against the retrieved context and the citations in the
+order their authors appear there, so "valid" also means nothing invented. The student
+answers four ways (issue 10's modes): plain decoding, under the JSON grammar, under the
+extractive grammar (authors and years copied from the context) and under the extractive
+grammar that also keeps the context's order.
 
 Scores: valid answers, answers cut off by `--max-tokens`, authors/years not in the context,
 and precision / recall / F1 of (first author, year) pairs against the author-year
@@ -151,7 +153,8 @@ def main() -> None:
         "base": LocalLLM.load("smollm2-135m", batch_size=10),
         "student": student,
         "student + JSON grammar": Constrained(student, extraction="off"),
-        "student + extractive grammar": Constrained(student),
+        "student + extractive grammar": Constrained(student, extraction="unordered"),
+        "student + extractive, ordered": Constrained(student),
         "teacher (rules)": teacher,
     }
     for name, inputs in [

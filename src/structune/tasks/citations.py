@@ -69,7 +69,8 @@ citation_program: Program[Response] = Program(PROMPT_TEMPLATE, Response, name="c
 
 def _sourced_response() -> type[pydantic.BaseModel]:
     """`Response` whose citations' `author` and `year` must be copied from the retrieved
-    context.
+    context, the citations in the order their authors appear in it (the teacher's order:
+    first appearance).
 
     Same class names and fields, so the prompt (which shows the schema without markers)
     is word for word `citation_program`'s: a student tuned on one answers the other.
@@ -78,7 +79,7 @@ def _sourced_response() -> type[pydantic.BaseModel]:
     class Citation(pydantic.BaseModel):
         """Citation class."""
 
-        author: Annotated[str, Extracted(source="context_str")] = Field(
+        author: Annotated[str, Extracted(source="context_str", ordered=True)] = Field(
             ..., description="Inferred first author (usually last name"
         )
         year: Annotated[int, Extracted(source="context_str")] = Field(
@@ -106,7 +107,8 @@ sourced_citation_program: Program[pydantic.BaseModel] = Program(
     PROMPT_TEMPLATE, _sourced_response(), name="citations"
 )
 """`citation_program` with each author and year checked against, and under a grammar copied
-from, the retrieved context (`desc` stays free: the teacher writes the citing sentence from
+from, the retrieved context, in its order (`Constrained(llm, extraction="unordered")`
+drops the order; `desc` stays free: the teacher writes the citing sentence from
 repaired text, which differs from the raw context where PDF extraction broke words)."""
 
 MAX_DESC_CHARS = 300
