@@ -179,6 +179,8 @@ def main() -> None:
         help="train each this many times, alternating who goes first; the best loop counts",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     conversations = album_conversations()
     peak = peak_matmul_flops()
     print(f"threads={torch.get_num_threads()} fp32 steps={args.steps} batch={args.batch_size}")

@@ -312,6 +312,9 @@ def test_the_chunk_metadata_header_is_not_part_of_the_first_citing_sentence():
         citation_teacher(citation_program.messages({"query_str": "q", "context_str": context}))
     )
     assert answer["citations"][0]["desc"] == "RLHF (Christiano et al., 2017) helps."
+    two_chunks = f"{context}\n\nfile_name: a.pdf\ntitle: a\n\nSo (Lee, 2018) did."  # top-2
+    prompt = citation_program.render({"query_str": "q", "context_str": two_chunks})
+    assert "file_name" not in context_of(prompt) and "(Lee, 2018) did" in context_of(prompt)
     caption = "Table 1: as in (Lee, 2018).\n\nMore text."  # text of the paper, kept
     prompt = citation_program.render({"query_str": "q", "context_str": caption})
     assert context_of(prompt) == caption

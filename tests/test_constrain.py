@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
+import jsonschema
 import pydantic
 import pytest
 
@@ -115,6 +116,28 @@ def test_objects_are_closed_to_undeclared_keys_unless_the_schema_opens_them():
         "$defs": {"A": {"type": "object", "properties": {"a": {"type": "integer"}}}},
     }
     assert strict_objects(both) == both
+    # Members checked against the object's own keys stay open, or no answer could pass.
+    kind = {"type": "string"}
+    for schema, instance in [
+        (
+            {
+                "type": "object",
+                "properties": {"kind": kind},
+                "anyOf": [{"properties": {"x": {"type": "integer"}}, "required": ["x"]}],
+            },
+            {"kind": "k", "x": 1},
+        ),
+        (
+            {
+                "$ref": "#/$defs/Base",
+                "properties": {"b": {"type": "integer"}},
+                "$defs": {"Base": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+            },
+            {"a": 1, "b": 2},
+        ),
+    ]:
+        jsonschema.validate(instance, schema)
+        jsonschema.validate(instance, strict_objects(schema))
 
 
 def test_a_constrained_answer_holds_only_declared_keys(tiny_llm):
@@ -135,20 +158,70 @@ def test_a_callable_model_refuses_a_schema_instead_of_ignoring_it():
         llm.complete([{"role": "user", "content": "hi"}], json_schema={"type": "object"})
 
 
-def test_a_value_still_open_as_the_budget_runs_out_is_closed_and_said_so(tiny_llm):
-    # Thousands of lowercase tokens may continue the note, two end it: the random model
-    # loops (" ny ny ny ...") and would be cut off.
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_value_still_open_as_the_budget_runs_out_is_closed_and_said_so(tiny_llm, temperature):
+    # The random model rarely ends a free string by itself: it would be cut off. Inside the
+    # string "]" and "}" are ordinary characters, so only the quote may close it.
     schema = {
         "type": "object",
-        "properties": {"note": {"type": "string", "pattern": "^[a-z ]*$"}},
+        "properties": {"note": {"type": "string"}, "more": {"type": "array"}},
         "required": ["note"],
     }
-    prompts = [[{"role": "user", "content": f"{word}?"}] for word in ["x", "tea", "ok"]]
-    completions = tiny_llm.complete_many(prompts, max_tokens=48, json_schema=schema)
+    prompts = [[{"role": "user", "content": f"{word}?"}] for word in ["x", "tea", "ok", "a"]]
+    completions = tiny_llm.complete_many(
+        prompts, max_tokens=48, json_schema=schema, temperature=temperature
+    )
     for completion in completions:
         assert completion.finish_reason == "stop", completion.text
         assert completion.completion_tokens <= 48
         assert isinstance(json.loads(completion.text)["note"], str)
-        assert completion.closed_early
+    assert any(c.closed_early for c in completions)
     # Plain decoding never claims it.
     assert not any(c.closed_early for c in tiny_llm.complete_many(prompts, max_tokens=8))
+
+
+def test_an_answer_the_model_ends_itself_is_not_reported_closed_early(tiny_llm):
+    choice = {
+        "type": "object",
+        "properties": {"c": {"enum": ["yes", "no"]}, "d": {"type": "boolean"}},
+        "required": ["c", "d"],
+    }
+    for budget in (12, 16, 40):
+        completion = tiny_llm.complete(
+            [{"role": "user", "content": "x?"}], max_tokens=budget, json_schema=choice
+        )
+        assert completion.finish_reason == "stop" and not completion.closed_early, budget
+
+
+def test_inside_a_string_only_the_quote_closes(tiny_llm):
+    import torch
+
+    from structune.constrain.processor import BudgetClosing, GrammarLogitsProcessor
+
+    tok = tiny_llm.tokenizer
+    schema = {"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"]}
+    processor = GrammarLogitsProcessor(
+        compile_schema(schema, tok), closing=BudgetClosing.for_tokenizer(tok, max_tokens=8)
+    )  # closes from step 6 on
+    written = tok.encode('{"note":"a]b}c]d}', add_special_tokens=False)
+    assert len(written) >= 6
+    ids, scores = torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, len(tok))
+    processor(ids, scores)
+    for token in written:  # "]" and "}" are text inside the string
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+        masked = processor(ids, scores)
+    allowed = tok.convert_ids_to_tokens(torch.isfinite(masked[0]).nonzero().flatten().tolist())
+    assert allowed and all(text.startswith('"') for text in allowed), allowed
+
+
+def test_an_answer_closed_by_the_budget_is_recorded_as_invalid(tiny_llm, tmp_path):
+    from structune.record import DatasetStore, record
+
+    class Note(pydantic.BaseModel):
+        note: str = pydantic.Field(pattern="^[a-z ]*$")  # the random model loops in it
+
+    program = Program("Note on {thing}", Note)
+    with DatasetStore(tmp_path / "d.sqlite") as store:
+        record(program, tiny_llm, [{"thing": "tea"}], store=store, max_tokens=48, constrained=True)
+        (example,) = store.examples(program.name)
+    assert not example.valid and example.error.startswith("closed early"), example.error

@@ -445,6 +445,20 @@ def test_ordering_objects_needs_one_ordered_field_and_required_members(tokenizer
             compile_schema(schema, tokenizer)
 
 
+def test_an_ordered_field_outside_a_list_is_refused_wherever_its_model_comes_first():
+    class FirstThenList(pydantic.BaseModel):
+        first: Cite
+        citations: list[Cite]
+
+    class ListThenFirst(pydantic.BaseModel):
+        citations: list[Cite]
+        first: Cite
+
+    for model in (FirstThenList, ListThenFirst):
+        with pytest.raises(UserError, match=r"first\.author is marked ordered"):
+            Program("{text}", model)
+
+
 def test_a_tiny_random_model_cannot_loop_in_a_list_ordered_by_a_field(tiny_llm):
     inputs = [{"text": t} for t in [SOURCE_CITING, REFERENCE]]
     completions = tiny_llm.complete_many(

@@ -144,7 +144,7 @@ def extracted_fields(schema: Mapping[str, Any]) -> list[ExtractedField]:
             for `ordered` outside a list's items.
     """
     found: list[ExtractedField] = []
-    seen_refs: set[str] = set()
+    seen_refs: set[tuple[str, bool, bool]] = set()  # a definition, once per kind of place
 
     def walk(node: Any, path: str, is_item: bool, in_item: bool = False) -> None:
         """`is_item`: `node` is a list's items; `in_item`: a property of such an object."""
@@ -152,9 +152,9 @@ def extracted_fields(schema: Mapping[str, Any]) -> list[ExtractedField]:
             return
         ref = node.get("$ref")
         if isinstance(ref, str):
-            if ref in seen_refs:
+            if (ref, is_item, in_item) in seen_refs:
                 return
-            seen_refs.add(ref)
+            seen_refs.add((ref, is_item, in_item))
             walk(resolve(node, schema), path, is_item, in_item)
         if MARKER_KEY in node:
             marker = Extracted.from_json(node[MARKER_KEY], path or "(root)")

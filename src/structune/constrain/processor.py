@@ -8,17 +8,20 @@ soon as its JSON value is complete.
 
 Closing within the budget: a small model under a grammar can loop inside a valid value
 ("Song 18", "Song 19", ... or digits without end) until `max_tokens` cuts it, leaving text
-that does not parse. In the last `closing_reserve(max_tokens)` steps, a row that has not
-finished may only take tokens that close what is open (made of `"`, `]` and `}` alone)
-wherever the grammar allows one; where it allows none (a required key still to come, a
-literal half written) the model chooses as before. The answer then ends as valid JSON, and
-the row is reported in `closed_early` so that callers can say so rather than count it as
-the model's own finish.
+that does not parse. With a `BudgetClosing`, in the last `closing_reserve(max_tokens)`
+steps a row that has not finished may only close what is open, wherever its grammar allows
+that: inside a string, a token that starts with the closing quote; outside one, a token
+that starts with `]` or `}` (tokens made of `"`, `]` and `}` alone). Where the grammar
+allows neither (a required key still to come, a literal half written) the model chooses as
+before. The answer then ends as valid JSON. A row whose own best token was not such a
+closing token is reported in `closed_early`, so that callers can say the budget, not the
+model, ended it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -32,15 +35,57 @@ def closing_reserve(max_tokens: int) -> int:
     return min(32, max_tokens // 4)
 
 
+@dataclass(frozen=True)
+class ClosingTokens:
+    """Which tokens of a vocabulary close a string, and which close an array or object."""
+
+    texts: list[str]  # each token as the tokenizer writes it (ASCII punctuation as itself)
+    quote: Any  # bool tensor: made of `"`, `]`, `}` alone and starting with `"`
+    bracket: Any  # bool tensor: made of them alone and starting with `]` or `}`
+
+
 @lru_cache(maxsize=8)
-def closing_tokens(tokenizer: Any) -> Any:
-    """A boolean tensor over `tokenizer`'s vocabulary: the tokens made of `"`, `]` and `}`
-    alone, which close a string, an array or an object."""
+def closing_tokens(tokenizer: Any) -> ClosingTokens:
     import torch
 
     texts = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     closing = [bool(t) and set(t) <= set('"]}') for t in texts]
-    return torch.tensor(closing, dtype=torch.bool)
+    quote = [c and t[0] == '"' for c, t in zip(closing, texts, strict=True)]
+    bracket = [c and t[0] != '"' for c, t in zip(closing, texts, strict=True)]
+    return ClosingTokens(texts, torch.tensor(quote), torch.tensor(bracket))
+
+
+@dataclass(frozen=True)
+class BudgetClosing:
+    """Close open values in the last steps of `max_tokens` (see the module docstring)."""
+
+    tokens: ClosingTokens
+    max_tokens: int
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any, max_tokens: int) -> BudgetClosing:
+        return cls(closing_tokens(tokenizer), max_tokens)
+
+    @property
+    def first_step(self) -> int:
+        return self.max_tokens - closing_reserve(self.max_tokens)
+
+
+class _StringState:
+    """Whether a row's answer so far is inside a JSON string, from the tokens it took."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.escaped = False
+
+    def add(self, text: str) -> None:
+        for char in text:
+            if self.escaped:
+                self.escaped = False
+            elif self.inside and char == "\\":
+                self.escaped = True
+            elif char == '"':
+                self.inside = not self.inside
 
 
 class GrammarLogitsProcessor:
@@ -50,9 +95,7 @@ class GrammarLogitsProcessor:
         grammar: the compiled schema grammar of every row, or a list with one per row
             (extractive fields: each row copies from its own source text).
         batch_size: rows in the batch when one grammar serves them all.
-        max_tokens: the answer budget; with `closing`, open values are closed in its last
-            `closing_reserve(max_tokens)` steps (see the module docstring).
-        closing: `closing_tokens(tokenizer)`.
+        closing: close open values as the budget runs out (see the module docstring).
     """
 
     def __init__(
@@ -60,17 +103,14 @@ class GrammarLogitsProcessor:
         grammar: SchemaGrammar | Sequence[SchemaGrammar],
         batch_size: int | None = None,
         *,
-        max_tokens: int | None = None,
-        closing: Any = None,
+        closing: BudgetClosing | None = None,
     ):
         grammars = [grammar] * (batch_size or 1) if isinstance(grammar, SchemaGrammar) else grammar
         self.matchers = [g.matcher() for g in grammars]
         self.started = False
         self.steps = 0
         self.closing = closing
-        self.close_from = (
-            max_tokens - closing_reserve(max_tokens) if max_tokens and closing is not None else None
-        )
+        self.strings = [_StringState() for _ in self.matchers] if closing else []
         self.closed_early: set[int] = set()  # rows whose end the budget forced
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
@@ -79,7 +119,10 @@ class GrammarLogitsProcessor:
 
         if self.started:
             for row, matcher in enumerate(self.matchers):
-                if not matcher.is_stopped() and not matcher.consume_token(int(input_ids[row, -1])):
+                token = int(input_ids[row, -1])
+                if self.closing is not None and not matcher.is_stopped():
+                    self.strings[row].add(self.closing.tokens.texts[token])
+                if not matcher.is_stopped() and not matcher.consume_token(token):
                     # The token was allowed by the mask, so the engine hit one of its limits
                     # (`grammar._engine_limits`): a schema too costly at this point of an answer.
                     raise UserError(
@@ -102,16 +145,32 @@ class GrammarLogitsProcessor:
         mask = torch.zeros(scores.shape, dtype=torch.bool)
         width = min(vocab, allowed.shape[1])
         mask[:, :width] = torch.from_numpy(allowed[:, :width].astype(bool))
-        if self.close_from is not None and self.steps >= self.close_from:
-            self._close_open_values(mask)
+        if self.closing is not None and self.steps >= self.closing.first_step:
+            self._close_open_values(mask, scores)
         self.steps += 1
         return scores.masked_fill(~mask, float("-inf"))
 
-    def _close_open_values(self, mask: Any) -> None:
-        width = min(mask.shape[1], self.closing.shape[0])
-        closing = mask[:, :width] & self.closing[:width]
+    def _close_open_values(self, mask: Any, scores: Any) -> None:
+        assert self.closing is not None
+        tokens = self.closing.tokens
+        width = min(mask.shape[1], tokens.quote.shape[0])
         for row, matcher in enumerate(self.matchers):
-            if not matcher.is_stopped() and closing[row].any():
-                mask[row] = False
-                mask[row, :width] = closing[row]
+            if matcher.is_stopped():
+                continue
+            closers = tokens.quote if self.strings[row].inside else tokens.bracket
+            closing = mask[row, :width] & closers[:width]
+            if not closing.any():
+                continue
+            best = int(scores[row].masked_fill(~mask[row], float("-inf")).argmax())
+            if best >= width or not closing[best]:
                 self.closed_early.add(row)
+            mask[row] = False
+            mask[row, :width] = closing
+
+    def accepts_after(self, row: int, token: int) -> bool:
+        """Whether `row`'s answer is complete once `token`, its last, is added: a row the
+        budget closed on its very last step had no step left for end-of-sequence."""
+        matcher = self.matchers[row]
+        return matcher.is_stopped() or (
+            matcher.consume_token(token) and (matcher.is_accepting() or matcher.is_stopped())
+        )

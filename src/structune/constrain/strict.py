@@ -10,9 +10,10 @@ given: a strict answer is one of the answers it allows.
 
 Left as written: an object that states `additionalProperties`, `patternProperties`,
 `unevaluatedProperties`, `minProperties` or `maxProperties` itself, one combined with
-composition keywords (closing it could reject keys a sibling subschema declares), and the
-members of `allOf`, `if`/`then`/`else`, `not` and `dependentSchemas` together with the
-definitions they refer to, for the same reason.
+composition keywords or a `$ref` (closing it could reject keys a sibling subschema
+declares), and the members of `allOf`, `if`/`then`/`else`, `not` and `dependentSchemas`
+(and of `anyOf`/`oneOf` beside declared properties) together with the definitions they
+refer to, for the same reason.
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ _OPEN_KEYS = (
     "minProperties",
     "maxProperties",
 )
-_COMBINING_KEYS = ("allOf", "anyOf", "oneOf", "if", "then", "else", "not", "dependentSchemas")
+_COMBINING_KEYS = (
+    "$ref",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "if",
+    "then",
+    "else",
+    "not",
+    "dependentSchemas",
+)
 _DATA_KEYS = ("const", "enum", "default", "examples")
 # Subschemas that are checked together with the object around them, not instead of it.
 _SIBLING_KEYS = ("allOf", "if", "then", "else", "not", "dependentSchemas")
@@ -64,7 +75,7 @@ def _close(node: Any, open_refs: set[str], *, sibling: bool) -> Any:
                 for name, sub in value.items()
             }
         else:
-            closed[key] = _close(value, open_refs, sibling=key in _SIBLING_KEYS)
+            closed[key] = _close(value, open_refs, sibling=_checked_with(node, key))
     if (
         not sibling
         and isinstance(node.get("properties"), Mapping)
@@ -74,8 +85,16 @@ def _close(node: Any, open_refs: set[str], *, sibling: bool) -> Any:
     return closed
 
 
+def _checked_with(node: Mapping[str, Any], key: str) -> bool:
+    """Whether the subschemas under `key` are checked against the same object as `node`'s
+    own keywords: always for `allOf` and the like, and for `anyOf`/`oneOf` members when
+    `node` declares properties of its own (which such a member must then accept)."""
+    return key in _SIBLING_KEYS or (key in ("anyOf", "oneOf") and "properties" in node)
+
+
 def _refs_under_siblings(schema: Mapping[str, Any]) -> set[str]:
-    """The `$ref`s written directly as members of `allOf` and the other sibling keywords."""
+    """The `$ref`s checked together with other keywords: written directly under `allOf`
+    and the other sibling keywords, or beside `properties`."""
     refs: set[str] = set()
     stack: list[Any] = [schema]
     while stack:
@@ -83,9 +102,11 @@ def _refs_under_siblings(schema: Mapping[str, Any]) -> set[str]:
         if isinstance(node, list):
             stack.extend(node)
         elif isinstance(node, Mapping):
+            if isinstance(node.get("$ref"), str) and "properties" in node:
+                refs.add(node["$ref"])
             for key, value in node.items():
                 members = value if isinstance(value, list) else [value]
-                if key in _SIBLING_KEYS:
+                if _checked_with(node, key):
                     if key == "dependentSchemas" and isinstance(value, Mapping):
                         members = list(value.values())
                     refs.update(

@@ -162,10 +162,10 @@ class LocalLLM(LLM):
             else {"do_sample": False}
         )
         if grammars is not None:
-            from structune.constrain.processor import GrammarLogitsProcessor, closing_tokens
+            from structune.constrain.processor import BudgetClosing, GrammarLogitsProcessor
 
             processor = GrammarLogitsProcessor(
-                grammars, max_tokens=max_tokens, closing=closing_tokens(tok)
+                grammars, closing=BudgetClosing.for_tokenizer(tok, max_tokens)
             )
             sampling["logits_processor"] = LogitsProcessorList([processor])
         if should_stop is not None:
@@ -185,16 +185,19 @@ class LocalLLM(LLM):
         generated = out[:, enc["input_ids"].shape[1] :].tolist()
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         completions = []
-        closed = processor.closed_early if grammars is not None else set()
         for row, (tokens, prompt_tokens) in enumerate(zip(generated, prompt_lengths, strict=True)):
             finished = tok.eos_token_id in tokens
             if finished:
                 tokens = tokens[: tokens.index(tok.eos_token_id) + 1]
+            elif grammars is not None and tokens:
+                finished = processor.accepts_after(row, tokens[-1])  # no step left for EOS
             completions.append(
                 Completion(
                     text=tok.decode(tokens, skip_special_tokens=True).strip(),
                     finish_reason="stop" if finished else "length",
-                    closed_early=finished and row in closed,
+                    closed_early=finished
+                    and grammars is not None
+                    and row in processor.closed_early,
                     prompt_tokens=int(prompt_tokens),
                     completion_tokens=len(tokens),
                     latency_s=latency,

@@ -201,12 +201,16 @@ def _to_example(
         return _failure(program, teacher_id, inputs, outcome)
     parsed: dict[str, Any] | None = None
     error = None
-    try:
-        parsed = program.parse(outcome.text, inputs).model_dump(mode="json")
-    except InvalidOutput as exc:
-        error = exc.reason
-        if outcome.finish_reason == "length":
-            error = f"truncated at max_tokens; {error}"
+    if outcome.closed_early:
+        # It parses, but a grammar ended it as the budget ran out: not the teacher's answer.
+        error = "closed early by the grammar at max_tokens; raise max_tokens"
+    else:
+        try:
+            parsed = program.parse(outcome.text, inputs).model_dump(mode="json")
+        except InvalidOutput as exc:
+            error = exc.reason
+            if outcome.finish_reason == "length":
+                error = f"truncated at max_tokens; {error}"
     return Example(
         task=program.name,
         schema_hash=program.schema_hash,

@@ -279,22 +279,23 @@ _FORMAT_START = FORMAT_INSTRUCTIONS.split("{schema}")[0].strip()
 _MARKER_LINE = re.compile(rf"^{CONTEXT_MARKER}[ \t]*$", re.MULTILINE)
 
 
-# LlamaIndex writes a chunk's metadata before its text ("file_name: x.pdf\ntitle: x\n\n"):
-# snake_case keys, so that a caption such as "Table 1: ..." is never taken for one.
-_METADATA_HEADER = re.compile(r"\A(?:[a-z_]+: [^\n]*\n)+\n")
+# LlamaIndex writes each chunk's metadata before its text ("file_name: x.pdf\ntitle: x\n\n")
+# and joins chunks with a blank line: snake_case keys, at the start or after a blank line,
+# so that a caption such as "Table 1: ..." is never taken for one.
+_METADATA_HEADER = re.compile(r"(?:\A|(?<=\n\n))(?:[a-z_]+: [^\n]*\n)+\n")
 
 
 def context_of(prompt: str) -> str:
     """The retrieved context in a text-QA prompt: between the first and the last marker
-    line; without markers, the whole prompt less any JSON-schema format instructions. A
-    leading metadata header is not text of the paper (it would open the first citing
-    sentence) and is left out."""
+    line; without markers, the whole prompt less any JSON-schema format instructions. The
+    chunks' metadata headers are not text of the paper (one would open the first citing
+    sentence) and are left out."""
     markers = list(_MARKER_LINE.finditer(prompt))
     if len(markers) >= 2:
         context = prompt[markers[0].end() : markers[-1].start()].strip("\n")
     else:
         context = prompt.split(_FORMAT_START)[0].strip()
-    return _METADATA_HEADER.sub("", context, count=1)
+    return _METADATA_HEADER.sub("", context)
 
 
 def citation_teacher(messages: Sequence[Message]) -> str:

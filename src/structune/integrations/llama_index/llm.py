@@ -192,6 +192,7 @@ def _to_message(message: ChatMessage) -> Message:
 def _raw(completion: Completion) -> dict[str, Any]:
     return {
         "finish_reason": completion.finish_reason,
+        "closed_early": completion.closed_early,
         "prompt_tokens": completion.prompt_tokens,
         "completion_tokens": completion.completion_tokens,
         "latency_s": completion.latency_s,
