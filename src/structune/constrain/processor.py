@@ -46,6 +46,7 @@ class ClosingTokens:
 
 @lru_cache(maxsize=8)
 def closing_tokens(tokenizer: Any) -> ClosingTokens:
+    """The `ClosingTokens` of `tokenizer`'s vocabulary, computed once per tokenizer."""
     import torch
 
     texts = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))

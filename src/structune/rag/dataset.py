@@ -2,10 +2,10 @@
 
 `document_inputs` ingests a PDF, asks one passage question per chunk and retrieves each
 question's top-k chunks into program inputs (`{"query_str", "context_str"}`), noting
-where in the document each context lies. With `retrieve=False` each chunk is its own
-question's context (what a perfect retriever returns): ingested at several chunk sizes and
-overlaps, one paper yields many more distinct training contexts than its retrieved top-1
-chunks (retrieval returns the same popular chunks for many questions).
+where in the document each context lies. With `retrieve_context=False` each chunk is its
+own question's context (what a perfect retriever returns): ingested at several chunk
+sizes and overlaps, one paper yields many more distinct training contexts than its
+retrieved top-1 chunks (retrieval returns the same popular chunks for many questions).
 
 Two splits keep the student's test text out of its training text:
 `split_by_context` (one chunking: no test context is a training context) and
