@@ -259,9 +259,21 @@ def test_program_uses_the_text_qa_prompt():
     )
 
 
-def test_the_sourced_program_asks_the_same_and_checks_authors_against_the_context():
+def test_the_sourced_program_asks_the_same_with_bounds_and_checks_authors_against_the_context():
     inputs = {"context_str": "As Lee (2018) shows.", "query_str": "Which citations?"}
-    assert sourced_citation_program.messages(inputs) == citation_program.messages(inputs)
+    (system, user), (same_system, notebook_user) = (
+        sourced_citation_program.messages(inputs),
+        citation_program.messages(inputs),
+    )
+    assert system == same_system
+    bounds = ', "maxLength": 300', ', "maximum": 2099, "minimum": 1800'
+    assert user["content"].count(bounds[0]) == 1 and user["content"].count(bounds[1]) == 1
+    assert user["content"].replace(bounds[0], "").replace(bounds[1], "") == notebook_user["content"]
+    page = {**inputs, "context_str": "Page 18: as Lee (2018) shows."}
+    with pytest.raises(InvalidOutput, match="greater than or equal to 1800"):
+        sourced_citation_program.parse(
+            '{"citations":[{"author":"Lee","year":18,"desc":"As Lee (2018) shows."}]}', page
+        )
     invented = '{"citations":[{"author":"Leeds","year":2018,"desc":"As Lee (2018) shows."}]}'
     assert citation_program.parse(invented, inputs)
     with pytest.raises(InvalidOutput, match=r'citations\[0\]\.author: "Leeds" is not in'):

@@ -552,6 +552,27 @@ def test_a_marked_integer_is_one_of_the_numbers_in_its_source(tokenizer):
             CITED.parse(answer, {"text": text})
 
 
+def test_a_marked_integer_keeps_the_schemas_bounds(tokenizer):
+    class Dated(pydantic.BaseModel):
+        year: Annotated[int, Extracted()] = pydantic.Field(ge=1800, lt=2030)
+
+    class Many(pydantic.BaseModel):
+        dated: list[Dated]
+
+    program = Program("Context: {text}", Many)
+    text = "Table 3 (page 17) follows Li (2019), Hu (2031) and Newton (1687)."
+    grammar = compile_schema(program.decoding_schema({"text": text}), tokenizer)
+    assert accepts(grammar, tokenizer, '{"dated":[{"year":2019}]}')
+    for year in (3, 17, 2031, 1687):
+        assert not accepts(grammar, tokenizer, f'{{"dated":[{{"year":{year}}}]}}')
+        with pytest.raises(InvalidOutput, match="year"):
+            program.parse(f'{{"dated":[{{"year":{year}}}]}}', {"text": text})
+    # no number within the bounds: the list can only be empty
+    grammar = compile_schema(program.decoding_schema({"text": "See Table 3."}), tokenizer)
+    assert accepts(grammar, tokenizer, '{"dated":[]}')
+    assert not accepts(grammar, tokenizer, '{"dated":[{"year":3}]}')
+
+
 def test_a_list_of_objects_whose_number_the_source_lacks_can_only_be_empty(tokenizer):
     class Many(pydantic.BaseModel):
         cited: list[Cited]

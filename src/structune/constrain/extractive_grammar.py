@@ -50,7 +50,8 @@ _ANNOTATIONS = frozenset({
 _STRUCTURE = {
     "object": {"type", "properties", "required", "additionalProperties"},
     "array": {"type", "items", "minItems", "maxItems"},
-    "string": {"type", MARKER_KEY, "minLength"},  # and marked integers
+    "string": {"type", MARKER_KEY, "minLength"},  # and marked integers:
+    "integer": {"type", MARKER_KEY, "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"},
     "union": {"anyOf", "oneOf"},
     "ref": {"$ref"},
     "all": {"allOf"},
@@ -108,6 +109,8 @@ class _LarkWriter:
             text = json.dumps(self.standalone(node), ensure_ascii=False)
             return self.define(text, "json", lambda: f"%json {text}")
         kind = next((k for k in ("ref", "string", "union", "all") if _is(node, k)), None)
+        if kind == "string" and node.get("type") == "integer":
+            kind = "integer"  # a marked integer: one of the source's numbers
         kind = kind or node.get("type")
         if not isinstance(kind, str) or kind not in _STRUCTURE:
             raise UserError(
@@ -131,9 +134,9 @@ class _LarkWriter:
                     "field (only 1, non-empty); remove it, or decode without constraints"
                 )
             marker = Extracted.from_json(node[MARKER_KEY], where)
-            if node.get("type") == "integer":
-                return self.number(marker)
             return self.span(marker, nonempty=node.get("minLength") == 1)
+        if kind == "integer":
+            return self.number(Extracted.from_json(node[MARKER_KEY], where), node)
         if kind == "union":
             branches = node.get("anyOf") or node.get("oneOf") or []
             return "(" + " | ".join(self.expr(b, where) for b in branches) + ")"
@@ -246,13 +249,18 @@ class _LarkWriter:
             lambda: f'"\\"" {content} "\\""',
         )
 
-    def number(self, marker: Extracted) -> str:
-        """A terminal: one of the integers written in the marker's source; a source without
-        any admits none, so a list of such objects can only be empty."""
+    def number(self, marker: Extracted, node: Mapping[str, Any]) -> str:
+        """A terminal: one of the integers written in the marker's source within the
+        schema's bounds (a year: `minimum` 1900 leaves out page and table numbers); a source
+        without any admits none, so a list of such objects can only be empty."""
         names = [marker.source] if marker.source else list(self.sources)
-        found = sorted({n for name in names for n in numbers(self.sources[name])})
+        bounds = {k: node[k] for k in _INTEGER_BOUNDS if k in node}
+        found = sorted({
+            n for name in names for n in numbers(self.sources[name]) if _within(n, bounds)
+        })  # fmt: skip
         body = " | ".join(f'"{n}"' for n in found) or "/[^\\s\\S]/"
-        return self.define(f"number:{','.join(names)}", "NUMBER", lambda: body)
+        key = f"number:{','.join(names)}:{json.dumps(bounds, sort_keys=True)}"
+        return self.define(key, "NUMBER", lambda: body)
 
     def ordered_objects(
         self, node: Mapping[str, Any], key: str, where: str, *, nonempty_list: bool
@@ -403,6 +411,18 @@ def _ordered_field(items: Mapping[str, Any], root: Mapping[str, Any]) -> str | N
             f"({', '.join(ordered)}); mark only one ordered=True"
         )
     return ordered[0] if ordered else None
+
+
+_INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _within(n: int, bounds: Mapping[str, Any]) -> bool:
+    return (
+        n >= bounds.get("minimum", n)
+        and n <= bounds.get("maximum", n)
+        and n > bounds.get("exclusiveMinimum", n - 1)
+        and n < bounds.get("exclusiveMaximum", n + 1)
+    )
 
 
 def _is(node: Mapping[str, Any], kind: str) -> bool:

@@ -67,13 +67,25 @@ PROMPT_TEMPLATE = (
 citation_program: Program[Response] = Program(PROMPT_TEMPLATE, Response, name="citations")
 
 
+MAX_DESC_CHARS = 300
+"""A citing sentence longer than this (PDF text without full stops) is cut around the
+citation, so one answer stays a few hundred tokens."""
+
+YEARS = (1800, 2099)
+"""The years the teacher reads as years (`_YEAR`): a citation's year lies between them."""
+
+
 def _sourced_response() -> type[pydantic.BaseModel]:
     """`Response` whose citations' `author` and `year` must be copied from the retrieved
     context, the citations in the order their authors appear in it (the teacher's order:
     first appearance).
 
-    Same class names and fields, so the prompt (which shows the schema without markers)
-    is word for word `citation_program`'s: a student tuned on one answers the other.
+    Same class names and fields; bounds where the teacher has them: a year in `YEARS`,
+    a `desc` of at most `MAX_DESC_CHARS`. Under a grammar the bounds do the most good: a
+    chunk that cites no year admits only `[]` (page, table and figure numbers are not
+    years), and a `desc` the model cannot end (it wrote a curly quote for the closing one)
+    ends at the limit. The prompt shows the schema without markers: `citation_program`'s
+    with those bounds added.
     """
 
     class Citation(pydantic.BaseModel):
@@ -83,10 +95,11 @@ def _sourced_response() -> type[pydantic.BaseModel]:
             ..., description="Inferred first author (usually last name"
         )
         year: Annotated[int, Extracted(source="context_str")] = Field(
-            ..., description="Inferred year"
+            ..., description="Inferred year", ge=YEARS[0], le=YEARS[1]
         )
         desc: str = Field(
             ...,
+            max_length=MAX_DESC_CHARS,
             description=(
                 "Inferred description from the text of the work that the author is cited for"
             ),
@@ -111,9 +124,6 @@ from, the retrieved context, in its order (`Constrained(llm, extraction="unorder
 drops the order; `desc` stays free: the teacher writes the citing sentence from
 repaired text, which differs from the raw context where PDF extraction broke words)."""
 
-MAX_DESC_CHARS = 300
-"""A citing sentence longer than this (PDF text without full stops) is cut around the
-citation, so one answer stays a few hundred tokens."""
 
 # --- text repair ------------------------------------------------------------------------
 
