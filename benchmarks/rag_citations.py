@@ -21,7 +21,8 @@ and `[]` to every unseen chunk. Curated: answers
 citing 1 to `--max-citations` works (more make answers of over a thousand tokens), plus
 at most `--empty-share` that cite nothing.
 
-The program is `sourced_citation_program`: the notebook's prompt and `Response`, with each
+The program is `sourced_citation_program`: the notebook's prompt and `Response` with a year
+in 1800-2099 and a `desc` of at most 300 characters (bounds the prompt shows), each
 citation's author and year checked against the retrieved context and the citations in the
 order their authors appear there, so "valid" also means nothing invented. The student
 answers four ways (issue 10's modes): plain decoding, under the JSON grammar, under the
