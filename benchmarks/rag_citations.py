@@ -7,7 +7,8 @@ paper (`--chunk-size` tokens, embedded with the bundled all-MiniLM-L6-v2) gets o
 question quoting its opening words; the question retrieves its top-1 chunk, which is the
 context of the citation program's prompt. Two test sets: chunks of the training paper
 that lie in its held-out stretches (two tenths of its text, `held_out_stretches`), and
-chunks of the other paper.
+chunks of the other paper; `--test` of each, half of them citing something where there are
+enough (drawn plainly, one draw of 20 held-out chunks held a single citation).
 
 Training data: the rule-based teacher answers questions over windows of the training
 paper outside the held-out stretches (`--windows`, size:overlap; each window is its own
@@ -99,6 +100,29 @@ def half_citing(inputs: list[dict], n: int, rng: random.Random) -> list[dict]:
     return chosen
 
 
+def cite_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float, float]:
+    """The model's mean probability of opening a citation (any token but one starting with
+    "]") right after `{"citations":[`, over the inputs whose context cites and over those
+    whose context does not: the one decision the answer's loss barely sees (one token of a
+    few hundred), and the first thing to look at when a student answers `[]` to everything
+    or invents citations everywhere. Equal means the student has not learned to look."""
+    import torch
+
+    from structune.models.chat import render_chat
+
+    vocab = llm.tokenizer.convert_ids_to_tokens(list(range(len(llm.tokenizer))))
+    closing = [i for i, token in enumerate(vocab) if token.startswith("]")]
+    means = {True: [], False: []}
+    for inputs_ in inputs:
+        prompt = render_chat(llm.tokenizer, program.messages(inputs_), add_generation_prompt=True)
+        ids = llm.tokenizer(prompt + '{"citations":[', return_tensors="pt").input_ids
+        with torch.no_grad():
+            p = llm.model(ids).logits[0, -1].softmax(-1)
+        cites = bool(extract_citations(inputs_["context_str"]).citations)
+        means[cites].append(1 - float(p[closing].sum()))
+    return tuple(sum(v) / len(v) if v else float("nan") for v in (means[True], means[False]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-paper", default="instructgpt")
@@ -168,6 +192,13 @@ def main() -> None:
     report["adapter"] = adapter
 
     student = LocalLLM.load(adapter=adapter, batch_size=10)
+    for name, inputs in [("held-out", heldout), ("other paper", other)]:
+        citing, plain = cite_probability(student, program, inputs)
+        report[f"p_cite {name}"] = {"citing": citing, "no citation": plain}
+        print(
+            f"student's P(a first citation) on {name} chunks: {citing:.2f} where the context "
+            f"cites, {plain:.2f} where it does not"
+        )
     models = {
         **({} if args.no_base else {"base": LocalLLM.load("smollm2-135m", batch_size=10)}),
         "student": student,
