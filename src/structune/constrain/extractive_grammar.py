@@ -50,7 +50,7 @@ _ANNOTATIONS = frozenset({
 _STRUCTURE = {
     "object": {"type", "properties", "required", "additionalProperties"},
     "array": {"type", "items", "minItems", "maxItems"},
-    "string": {"type", MARKER_KEY, "minLength"},  # and marked integers:
+    "string": {"type", MARKER_KEY, "minLength"},  # a marked string
     "integer": {"type", MARKER_KEY, "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"},
     "union": {"anyOf", "oneOf"},
     "ref": {"$ref"},
@@ -251,7 +251,7 @@ class _LarkWriter:
 
     def number(self, marker: Extracted, node: Mapping[str, Any]) -> str:
         """A terminal: one of the integers written in the marker's source within the
-        schema's bounds (a year: `minimum` 1900 leaves out page and table numbers); a source
+        schema's bounds (a year with `minimum` 1800 leaves out page and table numbers); a source
         without any admits none, so a list of such objects can only be empty."""
         names = [marker.source] if marker.source else list(self.sources)
         bounds = {k: node[k] for k in _INTEGER_BOUNDS if k in node}

@@ -82,8 +82,8 @@ def _sourced_response() -> type[pydantic.BaseModel]:
 
     Same class names and fields; bounds where the teacher has them: a year in `YEARS`,
     a `desc` of at most `MAX_DESC_CHARS`. Under a grammar the bounds do the most good: a
-    chunk that cites no year admits only `[]` (page, table and figure numbers are not
-    years), and a `desc` the model cannot end (it wrote a curly quote for the closing one)
+    chunk without a number in `YEARS` admits only `[]` (page, table and figure numbers are
+    not years), and a `desc` the model cannot end (it wrote a curly quote for the closing one)
     ends at the limit. The prompt shows the schema without markers: `citation_program`'s
     with those bounds added.
     """
@@ -121,8 +121,9 @@ sourced_citation_program: Program[pydantic.BaseModel] = Program(
 )
 """`citation_program` with each author and year checked against, and under a grammar copied
 from, the retrieved context, in its order (`Constrained(llm, extraction="unordered")`
-drops the order; `desc` stays free: the teacher writes the citing sentence from
-repaired text, which differs from the raw context where PDF extraction broke words)."""
+drops the order; `desc` stays free text, up to `MAX_DESC_CHARS`: the teacher writes the
+citing sentence from repaired text, which differs from the raw context where PDF extraction
+broke words)."""
 
 
 # --- text repair ------------------------------------------------------------------------
