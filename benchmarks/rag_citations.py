@@ -108,14 +108,18 @@ def cite_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float,
     or invents citations everywhere. Equal means the student has not learned to look."""
     import torch
 
-    from structune.models.chat import render_chat
+    from structune.models.chat import chat_token_ids, render_chat_contents
 
     vocab = llm.tokenizer.convert_ids_to_tokens(list(range(len(llm.tokenizer))))
     closing = [i for i, token in enumerate(vocab) if token.startswith("]")]
     means = {True: [], False: []}
     for inputs_ in inputs:
-        prompt = render_chat(llm.tokenizer, program.messages(inputs_), add_generation_prompt=True)
-        ids = llm.tokenizer(prompt + '{"citations":[', return_tensors="pt").input_ids
+        # tokenized as at inference (the prompt) and as in training (the answer, on its own)
+        chat = render_chat_contents(
+            llm.tokenizer, program.messages(inputs_), add_generation_prompt=True
+        )
+        prefix = llm.tokenizer('{"citations":[', add_special_tokens=False).input_ids
+        ids = torch.tensor([chat_token_ids(llm.tokenizer, chat) + prefix])
         with torch.no_grad():
             p = llm.model(ids).logits[0, -1].softmax(-1)
         cites = bool(extract_citations(inputs_["context_str"]).citations)
