@@ -39,11 +39,13 @@ def album_conversations() -> list[list[dict[str, str]]]:
     ]
 
 
-def raw_forward_backward(conversations, *, batch_size: int, steps: int, bf16: bool) -> float:
+def raw_forward_backward(
+    conversations, *, batch_size: int, steps: int, bf16: bool, max_length: int = 1024
+) -> float:
     model, tokenizer = load_model("smollm2-135m")
     model = _with_lora(model, TrainConfig(), None)
     model.train()
-    examples = [tokenize_conversation(tokenizer, c, max_length=1024) for c in conversations]
+    examples = [tokenize_conversation(tokenizer, c, max_length=max_length) for c in conversations]
     rates = []
     for step in range(steps + 1):  # the first step warms up and is not counted
         start = (step * batch_size) % len(examples)
