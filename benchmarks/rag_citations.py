@@ -92,8 +92,9 @@ def half_citing(inputs: list[dict], n: int, rng: random.Random) -> list[dict]:
     """`n` of `inputs`, half of them with a context that cites (as the rules read it) where
     there are enough: drawn plainly, most chunks of a paper cite nothing (one draw of 20
     held-out chunks held a single citation), and recall would rest on a handful of pairs."""
-    citing = [i for i in inputs if extract_citations(i["context_str"]).citations]
-    plain = [i for i in inputs if i not in citing]
+    cites = [bool(extract_citations(i["context_str"]).citations) for i in inputs]
+    citing = [i for i, c in zip(inputs, cites, strict=True) if c]
+    plain = [i for i, c in zip(inputs, cites, strict=True) if not c]
     take = min(len(citing), n // 2)
     chosen = rng.sample(citing, take) + rng.sample(plain, min(len(plain), n - take))
     rng.shuffle(chosen)

@@ -5,8 +5,9 @@ by side in one process: wall time, final answer loss, trained tokens/s and MFU.
         [--batch-size 4] [--rounds 2]
 
 Both train SmolLM2-135M-Instruct in fp32 on this CPU with the same LoRA (r=16, alpha 32,
-all linear layers, no dropout), AdamW (no weight decay) at the same peak learning rate with
-linear warm-up over a tenth of the steps and linear decay, for the same number of steps of
+all linear layers, no dropout), fused AdamW (no weight decay) at the same peak learning
+rate with linear warm-up over a tenth of the steps and linear decay, gradients clipped to a
+global norm of 1.0, for the same number of steps of
 the same batch size over the same 40 examples, from the same seed. Two datasets, the
 notebook's two tasks, each measured on its own:
 

@@ -91,6 +91,43 @@ def test_finetune_changes_the_adapter_not_the_base_and_continues(tiny_model_dir)
     assert load_manifest(child.id) == child
 
 
+@pytest.mark.parametrize("max_grad_norm", [1e-3, None])
+def test_a_step_clips_the_gradients_global_norm(tiny_model_dir, tokenizer, max_grad_norm):
+    from structune.models.loading import load_model
+    from structune.train.distributed import Ranks
+    from structune.train.lora import _summed_answer_loss, _train_step, _with_lora
+
+    model, _ = load_model(str(tiny_model_dir), dtype="float32")
+    model = _with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # plain SGD at lr 1: the weights move by exactly the (clipped) gradient
+    optimizer = torch.optim.SGD(trainable, lr=1.0)
+    before = [p.detach().clone() for p in trainable]
+    batch = [tokenize_conversation(tokenizer, c, max_length=2048) for c in conversations(2)]
+    ranks = Ranks()
+    _train_step(
+        _summed_answer_loss(model, ranks),
+        optimizer,
+        batch,
+        ranks,
+        lr=1.0,
+        max_grad_norm=max_grad_norm,
+        bf16=False,
+        pad=tokenizer.pad_token_id,
+    )
+    steps = [(p.detach() - b).flatten() for p, b in zip(trainable, before, strict=True)]
+    moved = torch.linalg.vector_norm(torch.cat(steps))
+    if max_grad_norm is None:
+        assert moved > 1e-2  # far above the clipped case: the clip below is not a no-op
+    else:
+        assert moved == pytest.approx(max_grad_norm, rel=1e-3)
+
+
+def test_a_non_positive_max_grad_norm_is_refused():
+    with pytest.raises(UserError, match="max_grad_norm must be positive"):
+        TrainConfig(max_grad_norm=0.0).validate()
+
+
 def test_training_on_no_examples_is_refused():
     with pytest.raises(UserError, match="no training examples"):
         finetune([], progress=False)

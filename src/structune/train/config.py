@@ -13,7 +13,9 @@ class TrainConfig:
     """How to train; saved in the adapter manifest.
 
     `max_steps`, when set, wins over `epochs`. Every `checkpoint_every` steps (0: never)
-    the run saves a checkpoint that `finetune(..., resume=True)` continues from.
+    the run saves a checkpoint that `finetune(..., resume=True)` continues from. Before each
+    step the gradients' global norm is clipped to `max_grad_norm` (None: never), as
+    transformers' `Trainer` does by default.
     """
 
     epochs: float = 3.0
@@ -21,6 +23,7 @@ class TrainConfig:
     batch_size: int = 4
     learning_rate: float = 1e-3
     warmup_ratio: float = 0.1
+    max_grad_norm: float | None = 1.0
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -48,6 +51,8 @@ class TrainConfig:
         ]
         if self.max_steps is not None and self.max_steps <= 0:
             problems.append(f"max_steps must be positive, got {self.max_steps}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            problems.append(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if not math.isfinite(self.learning_rate):
             problems.append(f"learning_rate must be finite, got {self.learning_rate}")
         if self.checkpoint_every < 0:

@@ -301,6 +301,7 @@ def _train_loop(
             batch,
             ranks,
             lr=lr,
+            max_grad_norm=config.max_grad_norm,
             bf16=bool(config.bf16),
             pad=tokenizer.pad_token_id,
         )
@@ -328,6 +329,7 @@ def _train_step(
     ranks: Ranks,
     *,
     lr: float,
+    max_grad_norm: float | None,
     bf16: bool,
     pad: int,
 ) -> Any:
@@ -356,7 +358,10 @@ def _train_step(
     if ranks.world_size > 1:
         dist.all_reduce(loss)  # the batch's mean loss, so that all ranks stop together
     if torch.isfinite(loss):
-        (summed * weight).backward()
+        (summed * weight).backward()  # under DDP, every rank then holds the same gradients
+        if max_grad_norm is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
