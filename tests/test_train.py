@@ -111,6 +111,7 @@ def test_a_step_clips_the_gradients_global_norm(tiny_model_dir, tokenizer, max_g
         batch,
         ranks,
         lr=1.0,
+        tokens_per_batch=100.0,
         max_grad_norm=max_grad_norm,
         bf16=False,
         pad=tokenizer.pad_token_id,
