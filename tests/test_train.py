@@ -91,37 +91,48 @@ def test_finetune_changes_the_adapter_not_the_base_and_continues(tiny_model_dir)
     assert load_manifest(child.id) == child
 
 
-@pytest.mark.parametrize("max_grad_norm", [1e-3, None])
-def test_a_step_clips_the_gradients_global_norm(tiny_model_dir, tokenizer, max_grad_norm):
+def sgd_step_length(model_dir, tokenizer, *, tokens_per_batch, max_grad_norm):
+    """How far one `_train_step` of plain SGD at lr 1 moves the LoRA weights: the norm of
+    the (clipped) gradient it applied."""
     from structune.models.loading import load_model
     from structune.train.distributed import Ranks
     from structune.train.lora import _summed_answer_loss, _train_step, _with_lora
 
-    model, _ = load_model(str(tiny_model_dir), dtype="float32")
+    torch.manual_seed(0)
+    model, _ = load_model(str(model_dir), dtype="float32")
     model = _with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    # plain SGD at lr 1: the weights move by exactly the (clipped) gradient
-    optimizer = torch.optim.SGD(trainable, lr=1.0)
     before = [p.detach().clone() for p in trainable]
     batch = [tokenize_conversation(tokenizer, c, max_length=2048) for c in conversations(2)]
     ranks = Ranks()
     _train_step(
         _summed_answer_loss(model, ranks),
-        optimizer,
+        torch.optim.SGD(trainable, lr=1.0),
         batch,
         ranks,
         lr=1.0,
-        tokens_per_batch=100.0,
+        tokens_per_batch=tokens_per_batch,
         max_grad_norm=max_grad_norm,
         bf16=False,
         pad=tokenizer.pad_token_id,
     )
     steps = [(p.detach() - b).flatten() for p, b in zip(trainable, before, strict=True)]
-    moved = torch.linalg.vector_norm(torch.cat(steps))
-    if max_grad_norm is None:
-        assert moved > 1e-2  # far above the clipped case: the clip below is not a no-op
-    else:
-        assert moved == pytest.approx(max_grad_norm, rel=1e-3)
+    return float(torch.linalg.vector_norm(torch.cat(steps)))
+
+
+def test_a_step_clips_the_gradients_global_norm(tiny_model_dir, tokenizer):
+    unclipped = sgd_step_length(tiny_model_dir, tokenizer, tokens_per_batch=100, max_grad_norm=None)
+    clipped = sgd_step_length(tiny_model_dir, tokenizer, tokens_per_batch=100, max_grad_norm=1e-3)
+    assert unclipped > 1e-2  # so the clip is not a no-op
+    assert clipped == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_a_batch_weighs_by_its_answer_tokens_not_as_a_mean(tiny_model_dir, tokenizer):
+    # The same batch in a dataset of twice the answer tokens per batch moves the weights
+    # half as far: its summed loss is divided by the dataset's mean, not its own count.
+    small = sgd_step_length(tiny_model_dir, tokenizer, tokens_per_batch=100, max_grad_norm=None)
+    large = sgd_step_length(tiny_model_dir, tokenizer, tokens_per_batch=200, max_grad_norm=None)
+    assert small == pytest.approx(2 * large, rel=1e-4)
 
 
 def test_a_non_positive_max_grad_norm_is_refused():

@@ -362,7 +362,9 @@ def _train_step(
     device_type = torch.device(ranks.device).type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
         summed = loss_of(inputs)  # this share's answer-token losses, summed
-    loss = summed.detach() / sum(map(answer_token_count, batch)) if share else summed.detach() * 0
+    # the batch's mean answer loss, this rank's part of it (reported, and checked for NaN)
+    share_tokens = sum(map(answer_token_count, batch))
+    loss = summed.detach() / share_tokens if share else torch.zeros_like(summed.detach())
     if ranks.world_size > 1:
         dist.all_reduce(loss)  # the batch's mean loss, so that all ranks stop together
     if torch.isfinite(loss):
