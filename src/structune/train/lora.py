@@ -363,8 +363,8 @@ def _train_step(
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
         summed = loss_of(inputs)  # this share's answer-token losses, summed
     # the batch's mean answer loss, this rank's part of it (reported, and checked for NaN)
-    share_tokens = sum(map(answer_token_count, batch))
-    loss = summed.detach() / share_tokens if share else torch.zeros_like(summed.detach())
+    batch_tokens = sum(map(answer_token_count, batch))
+    loss = summed.detach() / batch_tokens if share else torch.zeros_like(summed.detach())
     if ranks.world_size > 1:
         dist.all_reduce(loss)  # the batch's mean loss, so that all ranks stop together
     if torch.isfinite(loss):
