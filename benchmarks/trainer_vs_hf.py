@@ -120,6 +120,7 @@ class Run:
     """One trainer's run: the trained model and what it took."""
 
     model: Any  # the PeftModel, base and trained adapter
+    tokenizer: Any
     wall: float  # seconds, loading the model through saving the adapter
     loop: float  # seconds of training steps
     tokens: int  # real tokens of the batches trained on
@@ -151,9 +152,9 @@ def train_structune(conversations, *, steps: int, batch_size: int) -> Run:
     began = time.perf_counter()
     manifest = finetune(conversations, base=BASE, config=config, task="bench", progress=False)
     wall = time.perf_counter() - began
-    model, _ = load_model(BASE, dtype="float32")
+    model, tokenizer = load_model(BASE, dtype="float32")
     trained = PeftModel.from_pretrained(model, str(manifest.path))
-    return Run(trained, wall, manifest.train_seconds, manifest.tokens_trained)
+    return Run(trained, tokenizer, wall, manifest.train_seconds, manifest.tokens_trained)
 
 
 def train_transformers(conversations, *, steps: int, batch_size: int) -> Run:
@@ -191,7 +192,8 @@ def train_transformers(conversations, *, steps: int, batch_size: int) -> Run:
         result = trainer.train()
         trainer.save_model(out)
     wall = time.perf_counter() - began
-    return Run(model, wall, result.metrics["train_runtime"], trainer.state.num_input_tokens_seen)
+    tokens = trainer.state.num_input_tokens_seen
+    return Run(model, tokenizer, wall, result.metrics["train_runtime"], tokens)
 
 
 def markdown_table(
@@ -235,7 +237,7 @@ def compare_trainers(conversations, *, steps: int, batch_size: int, rounds: int,
     raw_rate = raw_forward_backward(
         conversations, batch_size=batch_size, steps=raw_steps, bf16=False, max_length=MAX_LENGTH
     )
-    _, tokenizer = load_model(BASE, dtype="float32")
+    tokenizer = best["structune"].tokenizer  # both trainers tokenize alike
     examples = [tokenize_conversation(tokenizer, c, max_length=MAX_LENGTH) for c in conversations]
     for run in best.values():
         run.loss = mean_answer_loss(run.model, examples, pad_token_id=tokenizer.pad_token_id)

@@ -47,11 +47,12 @@ _ANNOTATIONS = frozenset({
     "title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
     "writeOnly", "$defs", "definitions", "$schema", "$id", "discriminator", SOURCES_KEY,
 })  # fmt: skip
+_INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _STRUCTURE = {
     "object": {"type", "properties", "required", "additionalProperties"},
     "array": {"type", "items", "minItems", "maxItems"},
-    "string": {"type", MARKER_KEY, "minLength"},  # a marked string
-    "integer": {"type", MARKER_KEY, "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"},
+    "string": {"type", MARKER_KEY, "minLength"},  # marked: a span of the source
+    "integer": {"type", MARKER_KEY, *_INTEGER_BOUNDS},  # marked: one of the source's numbers
     "union": {"anyOf", "oneOf"},
     "ref": {"$ref"},
     "all": {"allOf"},
@@ -411,9 +412,6 @@ def _ordered_field(items: Mapping[str, Any], root: Mapping[str, Any]) -> str | N
             f"({', '.join(ordered)}); mark only one ordered=True"
         )
     return ordered[0] if ordered else None
-
-
-_INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
 def _within(n: int, bounds: Mapping[str, Any]) -> bool:
