@@ -6,7 +6,8 @@ Same model, same album prompts (held-out movies), greedy. Prints, per path: answ
 generated tokens/s, valid answers, and for constrained rows the share of decode time spent
 computing and applying grammar masks (the per-token overhead of constraining). llama.cpp
 (`LlamaCppLLM`) runs the bundled GGUF (Q4_1) single-stream, plain and with its own
-JSON-schema grammar; only for the base model, since adapters are not exported to GGUF yet.
+JSON-schema grammar; only for the base model (this benchmark does not export adapters to
+GGUF; `structune export-adapter` does).
 """
 
 from __future__ import annotations
