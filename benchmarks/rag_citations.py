@@ -148,9 +148,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--adapter", help="evaluate this adapter instead of training one")
+    parser.add_argument(
+        "--parent", help="train on from this adapter (its learning-rate schedule starts again)"
+    )
     parser.add_argument("--no-base", action="store_true", help="leave out the base model's row")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    if args.adapter and args.parent:
+        parser.error("--adapter evaluates a trained adapter; --parent trains one: give one")
 
     windows = [tuple(map(int, w.split(":"))) for w in args.windows.split(",")]
     own = [chunked(args.train_paper, size, overlap, retrieve=False) for size, overlap in windows]
@@ -190,7 +195,7 @@ def main() -> None:
         )
         started = time.perf_counter()
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=2048)
-        adapter = finetune(conversations, config=config, task="citations").id
+        adapter = finetune(conversations, config=config, parent=args.parent, task="citations").id
         report["train_s"] = time.perf_counter() - started
         minutes = report["train_s"] / 60
         print(f"trained {adapter} on {len(conversations)} examples in {minutes:.1f} min")
