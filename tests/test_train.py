@@ -44,6 +44,24 @@ def test_loss_falls_only_on_the_answer_and_matches_inference_tokens(tokenizer):
     assert tokenizer.decode(answer) == conversation[-1]["content"] + tokenizer.eos_token
 
 
+def test_padding_a_batch_changes_no_examples_loss(tiny_model_dir, tokenizer):
+    # answer_loss runs without an attention mask: right padding must not reach real tokens
+    from structune.models.loading import load_model
+    from structune.train.data import collate
+    from structune.train.lora import _with_lora, answer_loss
+
+    model, _ = load_model(str(tiny_model_dir), dtype="float32")
+    model = _with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
+    examples = [tokenize_conversation(tokenizer, c, max_length=2048) for c in conversations(3)]
+    assert len({len(e.input_ids) for e in examples}) > 1  # so the batch pads
+    with torch.no_grad():
+        alone = [
+            answer_loss(model, collate([e], pad_token_id=0), reduction="sum") for e in examples
+        ]
+        padded = answer_loss(model, collate(examples, pad_token_id=0), reduction="sum")
+    assert float(padded) == pytest.approx(float(sum(alone)), rel=1e-5)
+
+
 def test_prompt_longer_than_max_length_is_a_clear_error(tokenizer):
     with pytest.raises(UserError, match="max_length"):
         tokenize_conversation(tokenizer, conversations(1)[0], max_length=16)

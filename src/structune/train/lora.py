@@ -212,12 +212,17 @@ def answer_loss(
 
     The vocabulary projection is applied only at answer positions: with a 49k-token
     vocabulary it is a fifth of the model's FLOPs, and most positions are prompt.
+
+    `batch` is right-padded (`collate`), so the attention mask is left out: a real token
+    attends only to earlier positions, all of them real, and without a mask the attention
+    kernel runs causal and skips the blocks above the diagonal (measured here: a step of
+    four ~1,000-token citation examples 22.6 s instead of 24.8 s, the same loss).
     """
     import torch.nn.functional as F
 
     causal_lm = model.get_base_model()
     hidden = causal_lm.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        input_ids=batch["input_ids"]
     ).last_hidden_state  # (batch, length, hidden)
     targets = batch["labels"][:, 1:]  # position t predicts token t + 1
     keep = targets != IGNORE_INDEX  # (batch, length - 1)
