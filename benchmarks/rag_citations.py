@@ -227,7 +227,7 @@ def main() -> None:
         print(f"\n{name}: {len(inputs)} questions, {gold} citation pairs in their contexts")
         print(citation_table(comparison, scores))
         report[name] = {
-            "comparison": [vars(s) for s in comparison.scores],
+            "comparison": comparison.to_dict(),  # with every answer, to read the misses
             "citations": {m: vars(s) for m, s in scores.items()},
         }
     if args.json:

@@ -437,3 +437,24 @@ def test_variants_swap_every_cited_surname_and_year_and_keep_the_rest():
         # Christiano's two citations become the same new name: one pair, as before.
         assert len(found) == 2 and variant["query_str"] == "q"
         assert skeleton(variant["context_str"]) == skeleton(cited)
+
+
+def test_the_table_shows_answers_closed_early_only_where_a_grammar_closed_one():
+    import dataclasses
+
+    from structune.evaluate.citations import citation_scores, citation_table
+    from structune.evaluate.compare import Answer, Comparison, ModelScore
+
+    inputs = [{"context_str": "As shown by Smith et al. (2020), it works.", "query_str": "?"}]
+    answer = response(("Smith", 2020)).model_dump_json()
+    comparison = Comparison("citations")
+    for name, closed in [("plain", 0), ("grammar", 1)]:
+        comparison.scores.append(ModelScore(name, 1, 1, 1, 0, 1.0, 20, closed_early=closed))
+        comparison.answers[name] = [Answer(inputs[0], answer, True, True, False, None)]
+    table = citation_table(comparison, citation_scores(comparison, inputs))
+    header, _, plain, grammar = table.splitlines()
+    assert "closed early" in header
+    assert plain.split()[3:] == ["0", "1.00", "1.00", "1.00", "1.0"]
+    assert grammar.split()[3] == "1"
+    comparison.scores[1] = dataclasses.replace(comparison.scores[1], closed_early=0)
+    assert "closed early" not in citation_table(comparison, citation_scores(comparison, inputs))
