@@ -49,9 +49,11 @@ def test_the_merged_gguf_answers_exactly_like_the_adapter_in_transformers(strong
     assert not list(tmp_path.glob("*.partial"))
 
     prompts = [album_program.messages({"movie_name": m}) for m in heldout_movies()[:4]]
-    tuned = LocalLLM.load(adapter=strong_adapter.id)
+    # fp32 on both sides: where the CPU has native bf16, LocalLLM would default to it
+    tuned = LocalLLM.load(adapter=strong_adapter.id, dtype="float32")
     expected = [c.text for c in tuned.complete_many(prompts, max_tokens=24)]
-    untuned = [c.text for c in LocalLLM.load("smollm2-135m").complete_many(prompts, max_tokens=24)]
+    plain = LocalLLM.load("smollm2-135m", dtype="float32")
+    untuned = [c.text for c in plain.complete_many(prompts, max_tokens=24)]
     assert expected != untuned  # the adapter matters, so agreeing means it was merged
     llama_cpp = LlamaCppLLM(path, n_ctx=1024, n_threads=2)
     assert [llama_cpp.complete(p, max_tokens=24).text for p in prompts] == expected
