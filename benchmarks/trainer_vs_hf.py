@@ -2,9 +2,9 @@
 by side in one process: wall time, final answer loss, trained tokens/s and MFU.
 
     .venv/bin/python benchmarks/trainer_vs_hf.py [--datasets albums,citations] [--steps 10]
-        [--batch-size 4] [--rounds 2]
+        [--batch-size 4] [--rounds 2] [--precision auto|fp32]
 
-Both train SmolLM2-135M-Instruct in fp32 on this CPU with the same LoRA (r=16, alpha 32,
+Both train SmolLM2-135M-Instruct on this CPU with the same LoRA (r=16, alpha 32,
 all linear layers, no dropout), fused AdamW (no weight decay) at the same peak learning
 rate with linear warm-up over a tenth of the steps and linear decay, gradients clipped to a
 global norm of 1.0, for the same number of steps of
@@ -37,13 +37,24 @@ shows each one's fastest loop: this 2-core machine is shared, and one run each m
 - tokens/s: real (non-padding) tokens of the batches trained on, per second of loop
   (the manifest's `tokens_trained`; the Trainer's own `num_input_tokens_seen`).
 - MFU: 6 x N x tokens/s / peak, with N all 134.5 M parameters of the model and the peak
-  the best fp32 matmul rate measured in this run (see `model_flops_per_token`).
-- raw forward+backward: `train_throughput.raw_forward_backward`, a reference row.
+  the best matmul rate measured in this run, in the precision the row computes in (see
+  `model_flops_per_token`).
+- raw forward+backward: `train_throughput.raw_forward_backward`, a reference row, in
+  structune's precision.
+
+Precision (`--precision`): `auto` runs each trainer at its own default, as a user gets
+it: structune trains under bf16 autocast where the CPU computes bf16 natively
+(AVX512-BF16 or AMX; fp32 elsewhere, `structune.models.precision`), the Trainer in fp32
+(`TrainingArguments(bf16=False)`). Where that makes structune bf16, a third row trains the
+Trainer with `bf16=True`, so the table shows what the precision buys apart from the rest.
+`fp32` runs both in fp32. MFU counts against the peak matmul rate of the precision a row
+computes in, both measured in the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import tempfile
 import time
@@ -58,6 +69,7 @@ from train_throughput import album_conversations, raw_forward_backward
 from structune import TrainConfig, finetune
 from structune.llms.callable import CallableLLM
 from structune.models.loading import load_model
+from structune.models.precision import fast_dtype
 from structune.paths import home
 from structune.rag.dataset import document_inputs
 from structune.record import DatasetStore, record
@@ -95,9 +107,11 @@ def citation_conversations(n: int = 40, citing: int = 30) -> list[list[dict[str,
 DATASETS = {"albums": album_conversations, "citations": citation_conversations}
 
 
-def peak_matmul_flops(size: int = 4096, repeats: int = 3) -> float:
-    """The machine's fp32 matmul FLOP/s: a square matmul big enough to run at full speed."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def peak_matmul_flops(*, bf16: bool, size: int = 4096, repeats: int = 3) -> float:
+    """The machine's fp32 (or bf16) matmul FLOP/s: a square matmul big enough to run at
+    full speed."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     return gflops(a, b, repeats) * 1e9
 
 
@@ -124,6 +138,7 @@ class Run:
     wall: float  # seconds, loading the model through saving the adapter
     loop: float  # seconds of training steps
     tokens: int  # real tokens of the batches trained on
+    bf16: bool  # trained under bf16 autocast
     loss: float = float("nan")  # final mean answer loss, filled in after both have trained
 
 
@@ -139,14 +154,14 @@ def mean_answer_loss(model: Any, examples: list[Any], *, pad_token_id: int) -> f
     return total / sum(map(answer_token_count, examples))
 
 
-def train_structune(conversations, *, steps: int, batch_size: int) -> Run:
+def train_structune(conversations, *, steps: int, batch_size: int, bf16: bool) -> Run:
     from peft import PeftModel
 
     config = TrainConfig(
         max_steps=steps,
         batch_size=batch_size,
         max_length=MAX_LENGTH,
-        bf16=False,
+        bf16=bf16,
         checkpoint_every=0,
     )
     began = time.perf_counter()
@@ -154,10 +169,10 @@ def train_structune(conversations, *, steps: int, batch_size: int) -> Run:
     wall = time.perf_counter() - began
     model, tokenizer = load_model(BASE, dtype="float32")
     trained = PeftModel.from_pretrained(model, str(manifest.path))
-    return Run(trained, tokenizer, wall, manifest.train_seconds, manifest.tokens_trained)
+    return Run(trained, tokenizer, wall, manifest.train_seconds, manifest.tokens_trained, bf16)
 
 
-def train_transformers(conversations, *, steps: int, batch_size: int) -> Run:
+def train_transformers(conversations, *, steps: int, batch_size: int, bf16: bool) -> Run:
     """What a plain user writes with transformers' Trainer and peft (see the module doc)."""
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
@@ -183,6 +198,7 @@ def train_transformers(conversations, *, steps: int, batch_size: int) -> Run:
             weight_decay=0.0,
             seed=defaults.seed,
             use_cpu=True,
+            bf16=bf16,  # False is the default
             save_strategy="no",
             report_to="none",
             disable_tqdm=True,
@@ -193,14 +209,16 @@ def train_transformers(conversations, *, steps: int, batch_size: int) -> Run:
         trainer.save_model(out)
     wall = time.perf_counter() - began
     tokens = trainer.state.num_input_tokens_seen
-    return Run(model, tokenizer, wall, result.metrics["train_runtime"], tokens)
+    return Run(model, tokenizer, wall, result.metrics["train_runtime"], tokens, bf16)
 
 
 def markdown_table(
-    runs: dict[str, Run], *, raw_rate: float, peak: float, flops_per_token: int
+    runs: dict[str, Run], *, raw_rate: float, peaks: dict[bool, float], flops_per_token: int
 ) -> str:
-    def mfu(tokens_per_second: float) -> str:
-        return f"{100 * flops_per_token * tokens_per_second / peak:.0f}%"
+    """The runs side by side; MFU against the peak of the precision each computes in."""
+
+    def mfu(tokens_per_second: float, bf16: bool) -> str:
+        return f"{100 * flops_per_token * tokens_per_second / peaks[bf16]:.0f}%"
 
     lines = [
         "| trainer | wall s | loop s | tokens | tokens/s | MFU (6N) | final answer loss |",
@@ -209,17 +227,30 @@ def markdown_table(
     for name, r in runs.items():
         rate = r.tokens / r.loop
         lines.append(
-            f"| {name} | {r.wall:.0f} | {r.loop:.0f} | {r.tokens} | {rate:.0f} | {mfu(rate)} "
-            f"| {r.loss:.3f} |"
+            f"| {name} | {r.wall:.0f} | {r.loop:.0f} | {r.tokens} | {rate:.0f} "
+            f"| {mfu(rate, r.bf16)} | {r.loss:.3f} |"
         )
-    lines.append(f"| raw forward+backward (reference) | | | | {raw_rate:.0f} | {mfu(raw_rate)} | |")
+    raw_mfu = mfu(raw_rate, runs[OURS].bf16)
+    lines.append(f"| raw forward+backward (reference) | | | | {raw_rate:.0f} | {raw_mfu} | |")
     return "\n".join(lines)
 
 
-def compare_trainers(conversations, *, steps: int, batch_size: int, rounds: int, raw_steps: int):
+OURS, THEIRS = "structune", "transformers Trainer + peft"
+
+
+def compare_trainers(
+    conversations, *, steps: int, batch_size: int, rounds: int, raw_steps: int, bf16: bool
+):
     """Train with each trainer `rounds` times; the best run of each, the raw reference's
-    tokens/s and the per-round loop ratios (theirs / ours)."""
-    trainers = {"structune": train_structune, "transformers Trainer + peft": train_transformers}
+    tokens/s and the per-round loop ratios (the default Trainer's / ours). `bf16`:
+    structune's precision; the Trainer runs at its default, fp32, and also with
+    `bf16=True` when structune does."""
+    trainers = {
+        OURS: functools.partial(train_structune, bf16=bf16),
+        THEIRS: functools.partial(train_transformers, bf16=False),
+    }
+    if bf16:
+        trainers[f"{THEIRS}, bf16=True"] = functools.partial(train_transformers, bf16=True)
     best: dict[str, Run] = {}
     ratios = []
     for round_ in range(rounds):
@@ -231,13 +262,13 @@ def compare_trainers(conversations, *, steps: int, batch_size: int, rounds: int,
             this_round[name] = run
             if name not in best or run.loop < best[name].loop:
                 best[name] = run
-        ours_now, theirs_now = (this_round[name] for name in trainers)
-        ratios.append(theirs_now.loop / ours_now.loop)
-        print(f"round {round_ + 1}: loop {ours_now.loop:.0f} s vs {theirs_now.loop:.0f} s")
+        ratios.append(this_round[THEIRS].loop / this_round[OURS].loop)
+        loops = ", ".join(f"{name} {run.loop:.0f} s" for name, run in this_round.items())
+        print(f"round {round_ + 1}: loop {loops}")
     raw_rate = raw_forward_backward(
-        conversations, batch_size=batch_size, steps=raw_steps, bf16=False, max_length=MAX_LENGTH
+        conversations, batch_size=batch_size, steps=raw_steps, bf16=bf16, max_length=MAX_LENGTH
     )
-    tokenizer = best["structune"].tokenizer  # both trainers tokenize alike
+    tokenizer = best[OURS].tokenizer  # both trainers tokenize alike
     examples = [tokenize_conversation(tokenizer, c, max_length=MAX_LENGTH) for c in conversations]
     for run in best.values():
         run.loss = mean_answer_loss(run.model, examples, pad_token_id=tokenizer.pad_token_id)
@@ -260,14 +291,24 @@ def main() -> None:
         default=2,
         help="train each this many times, alternating who goes first; the best loop counts",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32"],
+        default="auto",
+        help="auto: each trainer's default (structune bf16 where native, the Trainer fp32)",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     datasets = args.datasets.split(",")
     if unknown := set(datasets) - set(DATASETS):
         parser.error(f"unknown datasets {sorted(unknown)}; choose from {', '.join(DATASETS)}")
-    peak = peak_matmul_flops()
-    print(f"threads={torch.get_num_threads()} fp32 steps={args.steps} batch={args.batch_size}")
+    bf16 = args.precision == "auto" and fast_dtype() == "bfloat16"
+    peaks = {False: peak_matmul_flops(bf16=False), True: peak_matmul_flops(bf16=True)}
+    print(
+        f"threads={torch.get_num_threads()} structune in {'bf16' if bf16 else 'fp32'} "
+        f"steps={args.steps} batch={args.batch_size}"
+    )
 
     results = {}
     for dataset in datasets:
@@ -279,23 +320,33 @@ def main() -> None:
             batch_size=args.batch_size,
             rounds=args.rounds,
             raw_steps=args.raw_steps,
+            bf16=bf16,
         )
-    peak = max(peak, peak_matmul_flops())  # before and after: the best is the least contended
+    for dtype in peaks:  # before and after: the best is the least contended
+        peaks[dtype] = max(peaks[dtype], peak_matmul_flops(bf16=dtype))
 
     for dataset, (runs, raw_rate, ratios) in results.items():
-        ours, theirs = runs.values()
+        ours, theirs = runs[OURS], runs[THEIRS]
         flops_per_token = model_flops_per_token(ours.model)
         print(
-            f"\n{dataset}: peak fp32 matmul {peak / 1e9:.0f} GFLOP/s; "
-            f"N = {flops_per_token / 6e6:.1f} M\n"
+            f"\n{dataset}: peak matmul fp32 {peaks[False] / 1e9:.0f}, bf16 "
+            f"{peaks[True] / 1e9:.0f} GFLOP/s; N = {flops_per_token / 6e6:.1f} M\n"
         )
-        print(markdown_table(runs, raw_rate=raw_rate, peak=peak, flops_per_token=flops_per_token))
+        table = markdown_table(
+            runs, raw_rate=raw_rate, peaks=peaks, flops_per_token=flops_per_token
+        )
+        print(table)
         print(
             f"\n{dataset}: structune is {theirs.wall / ours.wall:.2f}x faster end to end, "
             f"{theirs.loop / ours.loop:.2f}x on the training loop (best of {args.rounds}; per "
             f"round {', '.join(f'{r:.2f}x' for r in ratios)}); final answer loss "
             f"{ours.loss:.3f} vs {theirs.loss:.3f}"
         )
+        if (same := runs.get(f"{THEIRS}, bf16=True")) is not None:
+            print(
+                f"{dataset}: against the Trainer in bf16 too, {same.loop / ours.loop:.2f}x on "
+                f"the loop; final answer loss {ours.loss:.3f} vs {same.loss:.3f}"
+            )
 
 
 if __name__ == "__main__":
