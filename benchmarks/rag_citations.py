@@ -151,6 +151,11 @@ def main() -> None:
     parser.add_argument(
         "--parent", help="train on from this adapter (its learning-rate schedule starts again)"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted training run from its checkpoint",
+    )
     parser.add_argument("--no-base", action="store_true", help="leave out the base model's row")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
@@ -195,7 +200,9 @@ def main() -> None:
         )
         started = time.perf_counter()
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=2048)
-        adapter = finetune(conversations, config=config, parent=args.parent, task="citations").id
+        adapter = finetune(
+            conversations, config=config, parent=args.parent, task="citations", resume=args.resume
+        ).id
         report["train_s"] = time.perf_counter() - started
         minutes = report["train_s"] / 60
         print(f"trained {adapter} on {len(conversations)} examples in {minutes:.1f} min")
