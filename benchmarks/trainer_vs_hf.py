@@ -2,13 +2,14 @@
 by side in one process: wall time, final answer loss, trained tokens/s and MFU.
 
     .venv/bin/python benchmarks/trainer_vs_hf.py [--datasets albums,citations] [--steps 10]
-        [--batch-size 4] [--rounds 2] [--precision auto|fp32]
+        [--batch-size 4] [--rounds 2] [--seed 0] [--precision auto|fp32]
 
 Both train SmolLM2-135M-Instruct on this CPU with the same LoRA (r=16, alpha 32,
 all linear layers, no dropout), fused AdamW (no weight decay) at the same peak learning
 rate with linear warm-up over a tenth of the steps and linear decay, gradients clipped to a
 global norm of 1.0, for the same number of steps of
-the same batch size over the same 40 examples, from the same seed. Two datasets, the
+the same batch size over the same 40 examples, from the same seed (LoRA init and data
+order). Two datasets, the
 notebook's two tasks, each measured on its own:
 
 - albums: 40 curated album answers, 338-394 tokens each, 28% of them answer: the case
@@ -26,14 +27,17 @@ random sampler (no length grouping); the model's own loss, which projects every 
 onto the 49k-token vocabulary; the rest left at `TrainingArguments` defaults (fused AdamW,
 gradient clipping at 1.0). The two see the examples in different orders.
 
-Each trainer runs `--rounds` times, the two alternating which goes first, and the table
-shows each one's fastest loop: this 2-core machine is shared, and one run each measured
-1.33x under contention and 1.01x on an idle machine.
+Each trainer runs `--rounds` times, the two alternating which goes first, round r from
+seed `--seed` + r. The table shows each one's fastest loop (this 2-core machine is shared,
+and one run each measured 1.33x under contention and 1.01x on an idle machine) and its final
+loss averaged over the rounds, with their range: on 10 steps the data order alone moves it
+by a few percent, so one seed cannot tell a trainer's loss from its luck.
 
 - wall: the whole call, loading the model through saving the adapter; loop: the training
   steps alone (the manifest's `train_seconds`, the Trainer's `train_runtime`).
 - final answer loss: after training, each model's mean answer-token loss over all 40
-  examples, computed by the same function (`structune.train.lora.answer_loss`).
+  examples, computed by the same function (`structune.train.lora.answer_loss`); the mean
+  over the rounds (seeds), their lowest-highest in brackets.
 - tokens/s: real (non-padding) tokens of the batches trained on, per second of loop
   (the manifest's `tokens_trained`; the Trainer's own `num_input_tokens_seen`).
 - MFU: 6 x N x tokens/s / peak, with N all 134.5 M parameters of the model and the peak
@@ -58,7 +62,7 @@ import functools
 import random
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +143,11 @@ class Run:
     loop: float  # seconds of training steps
     tokens: int  # real tokens of the batches trained on
     bf16: bool  # trained under bf16 autocast
-    loss: float = float("nan")  # final mean answer loss, filled in after both have trained
+    losses: list[float] = field(default_factory=list)  # final mean answer loss, every round
+
+    @property
+    def loss(self) -> float:
+        return sum(self.losses) / len(self.losses)
 
 
 def mean_answer_loss(model: Any, examples: list[Any], *, pad_token_id: int) -> float:
@@ -154,7 +162,7 @@ def mean_answer_loss(model: Any, examples: list[Any], *, pad_token_id: int) -> f
     return total / sum(map(answer_token_count, examples))
 
 
-def train_structune(conversations, *, steps: int, batch_size: int, bf16: bool) -> Run:
+def train_structune(conversations, *, steps: int, batch_size: int, bf16: bool, seed: int) -> Run:
     from peft import PeftModel
 
     config = TrainConfig(
@@ -162,6 +170,7 @@ def train_structune(conversations, *, steps: int, batch_size: int, bf16: bool) -
         batch_size=batch_size,
         max_length=MAX_LENGTH,
         bf16=bf16,
+        seed=seed,
         checkpoint_every=0,
     )
     began = time.perf_counter()
@@ -172,13 +181,13 @@ def train_structune(conversations, *, steps: int, batch_size: int, bf16: bool) -
     return Run(trained, tokenizer, wall, manifest.train_seconds, manifest.tokens_trained, bf16)
 
 
-def train_transformers(conversations, *, steps: int, batch_size: int, bf16: bool) -> Run:
+def train_transformers(conversations, *, steps: int, batch_size: int, bf16: bool, seed: int) -> Run:
     """What a plain user writes with transformers' Trainer and peft (see the module doc)."""
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     defaults = TrainConfig()
     began = time.perf_counter()
-    torch.manual_seed(defaults.seed)
+    torch.manual_seed(seed)
     model, tokenizer = load_model(BASE, dtype="float32")
     examples = [tokenize_conversation(tokenizer, c, max_length=MAX_LENGTH) for c in conversations]
     dataset = [
@@ -196,7 +205,7 @@ def train_transformers(conversations, *, steps: int, batch_size: int, bf16: bool
             warmup_steps=defaults.warmup_ratio,  # a float below 1 is a ratio of the steps
             lr_scheduler_type="linear",
             weight_decay=0.0,
-            seed=defaults.seed,
+            seed=seed,
             use_cpu=True,
             bf16=bf16,  # False is the default
             save_strategy="no",
@@ -210,6 +219,11 @@ def train_transformers(conversations, *, steps: int, batch_size: int, bf16: bool
     wall = time.perf_counter() - began
     tokens = trainer.state.num_input_tokens_seen
     return Run(model, tokenizer, wall, result.metrics["train_runtime"], tokens, bf16)
+
+
+def loss_cell(losses: list[float]) -> str:
+    mean = f"{sum(losses) / len(losses):.3f}"
+    return mean if len(losses) == 1 else f"{mean} ({min(losses):.3f}-{max(losses):.3f})"
 
 
 def markdown_table(
@@ -228,7 +242,7 @@ def markdown_table(
         rate = r.tokens / r.loop
         lines.append(
             f"| {name} | {r.wall:.0f} | {r.loop:.0f} | {r.tokens} | {rate:.0f} "
-            f"| {mfu(rate, r.bf16)} | {r.loss:.3f} |"
+            f"| {mfu(rate, r.bf16)} | {loss_cell(r.losses)} |"
         )
     raw_mfu = mfu(raw_rate, runs[OURS].bf16)
     lines.append(f"| raw forward+backward (reference) | | | | {raw_rate:.0f} | {raw_mfu} | |")
@@ -239,10 +253,18 @@ OURS, THEIRS = "structune", "transformers Trainer + peft"
 
 
 def compare_trainers(
-    conversations, *, steps: int, batch_size: int, rounds: int, raw_steps: int, bf16: bool
+    conversations,
+    *,
+    steps: int,
+    batch_size: int,
+    rounds: int,
+    seed: int,
+    raw_steps: int,
+    bf16: bool,
 ):
-    """Train with each trainer `rounds` times; the best run of each, the raw reference's
-    tokens/s and the per-round loop ratios (the default Trainer's / ours). `bf16`:
+    """Train with each trainer `rounds` times, round r from `seed` + r; the fastest run of
+    each with every round's loss, the raw reference's tokens/s and the per-round loop
+    ratios (the default Trainer's / ours). `bf16`:
     structune's precision; the Trainer runs at its default, fp32, and also with
     `bf16=True` when structune does."""
     trainers = {
@@ -252,26 +274,34 @@ def compare_trainers(
     if bf16:
         trainers[f"{THEIRS}, bf16=True"] = functools.partial(train_transformers, bf16=True)
     best: dict[str, Run] = {}
+    losses: dict[str, list[float]] = {name: [] for name in trainers}
     ratios = []
     for round_ in range(rounds):
         # Alternate who goes first: on a shared machine, contention then falls on both.
         order = list(trainers) if round_ % 2 == 0 else list(reversed(trainers))
         this_round = {}
         for name in order:
-            run = trainers[name](conversations, steps=steps, batch_size=batch_size)
+            run = trainers[name](
+                conversations, steps=steps, batch_size=batch_size, seed=seed + round_
+            )
+            tokenizer = run.tokenizer  # both trainers tokenize alike
+            examples = [
+                tokenize_conversation(tokenizer, c, max_length=MAX_LENGTH) for c in conversations
+            ]
+            losses[name].append(
+                mean_answer_loss(run.model, examples, pad_token_id=tokenizer.pad_token_id)
+            )
             this_round[name] = run
             if name not in best or run.loop < best[name].loop:
                 best[name] = run
         ratios.append(this_round[THEIRS].loop / this_round[OURS].loop)
         loops = ", ".join(f"{name} {run.loop:.0f} s" for name, run in this_round.items())
-        print(f"round {round_ + 1}: loop {loops}")
+        print(f"round {round_ + 1} (seed {seed + round_}): loop {loops}")
     raw_rate = raw_forward_backward(
         conversations, batch_size=batch_size, steps=raw_steps, bf16=bf16, max_length=MAX_LENGTH
     )
-    tokenizer = best[OURS].tokenizer  # both trainers tokenize alike
-    examples = [tokenize_conversation(tokenizer, c, max_length=MAX_LENGTH) for c in conversations]
-    for run in best.values():
-        run.loss = mean_answer_loss(run.model, examples, pad_token_id=tokenizer.pad_token_id)
+    for name, run in best.items():
+        run.losses = losses[name]
     return {name: best[name] for name in trainers}, raw_rate, ratios
 
 
@@ -290,6 +320,9 @@ def main() -> None:
         type=int,
         default=2,
         help="train each this many times, alternating who goes first; the best loop counts",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=TrainConfig().seed, help="of round 1; round r: seed + r - 1"
     )
     parser.add_argument(
         "--precision",
@@ -319,6 +352,7 @@ def main() -> None:
             steps=args.steps,
             batch_size=args.batch_size,
             rounds=args.rounds,
+            seed=args.seed,
             raw_steps=args.raw_steps,
             bf16=bf16,
         )
@@ -339,7 +373,7 @@ def main() -> None:
         print(
             f"\n{dataset}: structune is {theirs.wall / ours.wall:.2f}x faster end to end, "
             f"{theirs.loop / ours.loop:.2f}x on the training loop (best of {args.rounds}; per "
-            f"round {', '.join(f'{r:.2f}x' for r in ratios)}); final answer loss "
+            f"round {', '.join(f'{r:.2f}x' for r in ratios)}); final answer loss (mean) "
             f"{ours.loss:.3f} vs {theirs.loss:.3f}"
         )
         if (same := runs.get(f"{THEIRS}, bf16=True")) is not None:
