@@ -62,6 +62,34 @@ def test_padding_a_batch_changes_no_examples_loss(tiny_model_dir, tokenizer):
     assert float(padded) == pytest.approx(float(sum(alone)), rel=1e-5)
 
 
+def test_gradient_checkpointing_recomputes_each_layer_and_gives_the_same_gradients(
+    tiny_model_dir, tokenizer
+):
+    from structune.models.loading import load_model
+    from structune.train.data import collate
+    from structune.train.lora import _recompute_activations, _with_lora, answer_loss
+
+    examples = [tokenize_conversation(tokenizer, c, max_length=2048) for c in conversations(2)]
+    batch = collate(examples, pad_token_id=0)
+    gradients, calls = [], []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model, _ = load_model(str(tiny_model_dir), dtype="float32")
+        model = _with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
+        if recompute:
+            _recompute_activations(model)
+        model.train()
+        mlp = model.get_base_model().get_decoder().layers[0].mlp
+        mlp.register_forward_pre_hook(lambda *_, run=recompute: calls.append(run))
+        answer_loss(model, batch).backward()
+        gradients.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert calls == [False, True, True]  # run once, or run and recomputed in the backward
+    plain, recomputed = gradients
+    assert plain.keys() == recomputed.keys()
+    for name in plain:
+        torch.testing.assert_close(recomputed[name], plain[name], rtol=1e-5, atol=1e-7)
+
+
 def test_prompt_longer_than_max_length_is_a_clear_error(tokenizer):
     with pytest.raises(UserError, match="max_length"):
         tokenize_conversation(tokenizer, conversations(1)[0], max_length=16)

@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,28 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path, m
     assert resumed.tokens_trained == straight.tokens_trained
     assert max_weight_difference(straight.path, resumed.path) < 1e-6
     assert not run.exists()
+
+
+def test_a_run_resumes_with_gradient_checkpointing_to_the_same_adapter(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    # what a run that ran out of memory does: the same run key, activations recomputed
+    monkeypatch.setenv("STRUCTUNE_HOME", str(tmp_path))
+    data, base = conversations(), str(tiny_model_dir)
+    straight = finetune(data, base=base, config=CONFIG, progress=False)
+    with monkeypatch.context() as patch:
+        stop_after_saving(patch, 4)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(data, base=base, config=CONFIG, progress=False)
+
+    recomputing = replace(CONFIG, gradient_checkpointing=True)
+    resumed = finetune(data, base=base, config=recomputing, progress=False, resume=True)
+    assert (
+        resumed.config["gradient_checkpointing"] and not straight.config["gradient_checkpointing"]
+    )
+    assert resumed.loss_history[:4] == straight.loss_history[:4]  # read from the checkpoint
+    assert resumed.loss_history[4:] == pytest.approx(straight.loss_history[4:], abs=1e-5)
+    assert max_weight_difference(straight.path, resumed.path) < 1e-5
 
 
 def test_half_written_and_damaged_checkpoints_are_ignored_and_removed(

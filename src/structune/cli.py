@@ -281,6 +281,11 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--lora-r", type=_positive, default=defaults.lora_r)
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass: less memory, slower steps",
+    )
 
 
 def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -310,6 +315,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         learning_rate=args.learning_rate,
         lora_r=args.lora_r,
         lora_alpha=2 * args.lora_r,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
 
 

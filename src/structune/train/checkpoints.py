@@ -80,7 +80,8 @@ def checkpoints_dir() -> Path:
 def run_key(*, base: str, parent: str | None, dataset_hash: str, config: TrainConfig) -> str:
     """A short hash of what decides the trained weights."""
     settings = asdict(config)
-    del settings["checkpoint_every"]  # how often a run saves does not change what it computes
+    # how often a run saves, and whether it recomputes activations, change nothing it computes
+    del settings["checkpoint_every"], settings["gradient_checkpointing"]
     identity = {"base": base, "parent": parent, "dataset": dataset_hash, "config": settings}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -15,7 +15,10 @@ class TrainConfig:
     `max_steps`, when set, wins over `epochs`. Every `checkpoint_every` steps (0: never)
     the run saves a checkpoint that `finetune(..., resume=True)` continues from. Before each
     step the gradients' global norm is clipped to `max_grad_norm` (None: never), as
-    transformers' `Trainer` does by default.
+    transformers' `Trainer` does by default. `gradient_checkpointing` keeps only each
+    decoder layer's input for the backward pass and recomputes the rest there: less memory
+    for more time (`benchmarks/train_memory.py`), the same weights, so a run stopped for
+    want of memory resumes with it on.
     """
 
     epochs: float = 3.0
@@ -31,6 +34,7 @@ class TrainConfig:
     seed: int = 0
     bf16: bool | None = None  # None: bf16 autocast where the hardware computes bf16 natively
     checkpoint_every: int = 50
+    gradient_checkpointing: bool = False
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps is not None:

@@ -132,6 +132,8 @@ def finetune(
         tokenize_conversation(tokenizer, c, max_length=config.max_length) for c in conversations
     ]
     model = _with_lora(model, config, parent_manifest).to(ranks.device)
+    if config.gradient_checkpointing:
+        _recompute_activations(model)
     total = config.total_steps(len(examples))
     data = dataset_hash(conversations)
     run = RunCheckpoints(run_key(base=base, parent=parent, dataset_hash=data, config=config))
@@ -187,6 +189,17 @@ def _starting_point(run: RunCheckpoints, *, resume: bool, total: int) -> Path | 
         return None
     log.info("resuming from %s of %d steps (%s)", latest.name, total, latest)
     return latest
+
+
+def _recompute_activations(peft_model: Any) -> None:
+    """Turn on transformers' activation (gradient) checkpointing of each decoder layer."""
+    causal_lm = peft_model.get_base_model()
+    # non-reentrant: works with frozen inputs (only LoRA weights need grad) and with DDP
+    kwargs = {"use_reentrant": False}
+    if hasattr(causal_lm, "activation_checkpointing_enable"):  # its name from transformers 5.2x
+        causal_lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _with_lora(model: Any, config: TrainConfig, parent: AdapterManifest | None) -> Any:
