@@ -196,7 +196,7 @@ def _recompute_activations(peft_model: Any) -> None:
     causal_lm = peft_model.get_base_model()
     # non-reentrant: works with frozen inputs (only LoRA weights need grad) and with DDP
     kwargs = {"use_reentrant": False}
-    if hasattr(causal_lm, "activation_checkpointing_enable"):  # its name from transformers 5.2x
+    if hasattr(causal_lm, "activation_checkpointing_enable"):  # newer name; the old deprecated
         causal_lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
