@@ -19,10 +19,10 @@ import subprocess
 import sys
 import time
 
-ROWS = {
-    "model loaded, no training": None,
-    "structune train (defaults)": False,
-    "structune train --gradient-checkpointing": True,
+ROWS = {  # row name: what its process does
+    "model loaded, no training": "load",
+    "structune train (defaults)": "store",
+    "structune train --gradient-checkpointing": "recompute",
 }
 
 
@@ -64,15 +64,14 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=8, help="the longest N of the 40")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--child", choices=["load", "store", "recompute"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=list(ROWS.values()), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.examples, args.steps, args.batch_size)
         return
 
     results = {}
-    for name, recompute in ROWS.items():
-        mode = "load" if recompute is None else "recompute" if recompute else "store"
+    for name, mode in ROWS.items():
         command = [sys.executable, __file__, "--child", mode]
         command += ["--examples", str(args.examples), "--steps", str(args.steps)]
         command += ["--batch-size", str(args.batch_size)]

@@ -27,11 +27,12 @@ random sampler (no length grouping); the model's own loss, which projects every 
 onto the 49k-token vocabulary; the rest left at `TrainingArguments` defaults (fused AdamW,
 gradient clipping at 1.0). The two see the examples in different orders.
 
-Each trainer runs `--rounds` times, the two alternating which goes first, round r from
-seed `--seed` + r. The table shows each one's fastest loop (this 2-core machine is shared,
-and one run each measured 1.33x under contention and 1.01x on an idle machine) and its final
-loss averaged over the rounds, with their range: on 10 steps the data order alone moves it
-by a few percent, so one seed cannot tell a trainer's loss from its luck.
+Each trainer runs `--rounds` times, the two alternating which goes first, round r (from
+1) from seed `--seed` + r - 1. The table shows each one's fastest loop (this 2-core machine
+is shared, and one run each measured 1.33x under contention and 1.01x on an idle machine)
+and its final loss averaged over the rounds, with their range: on 10 steps of the citation
+set the seed alone moved structune's loss between 0.113 and 0.130, so one seed cannot tell
+a trainer's loss from its luck.
 
 - wall: the whole call, loading the model through saving the adapter; loop: the training
   steps alone (the manifest's `train_seconds`, the Trainer's `train_runtime`).
@@ -262,7 +263,7 @@ def compare_trainers(
     raw_steps: int,
     bf16: bool,
 ):
-    """Train with each trainer `rounds` times, round r from `seed` + r; the fastest run of
+    """Train with each trainer `rounds` times, round r (from 0) from `seed` + r; the fastest run of
     each with every round's loss, the raw reference's tokens/s and the per-round loop
     ratios (the default Trainer's / ours). `bf16`:
     structune's precision; the Trainer runs at its default, fp32, and also with
@@ -275,6 +276,7 @@ def compare_trainers(
         trainers[f"{THEIRS}, bf16=True"] = functools.partial(train_transformers, bf16=True)
     best: dict[str, Run] = {}
     losses: dict[str, list[float]] = {name: [] for name in trainers}
+    examples = None  # tokenized once, with the first run's tokenizer: both tokenize alike
     ratios = []
     for round_ in range(rounds):
         # Alternate who goes first: on a shared machine, contention then falls on both.
@@ -284,10 +286,12 @@ def compare_trainers(
             run = trainers[name](
                 conversations, steps=steps, batch_size=batch_size, seed=seed + round_
             )
-            tokenizer = run.tokenizer  # both trainers tokenize alike
-            examples = [
-                tokenize_conversation(tokenizer, c, max_length=MAX_LENGTH) for c in conversations
-            ]
+            tokenizer = run.tokenizer
+            if examples is None:
+                examples = [
+                    tokenize_conversation(tokenizer, c, max_length=MAX_LENGTH)
+                    for c in conversations
+                ]
             losses[name].append(
                 mean_answer_loss(run.model, examples, pad_token_id=tokenizer.pad_token_id)
             )
