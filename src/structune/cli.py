@@ -286,6 +286,11 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="recompute activations in the backward pass: less memory, slower steps",
     )
+    parser.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="batch examples of similar length: faster steps, a higher loss on small datasets",
+    )
 
 
 def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -316,6 +321,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         lora_r=args.lora_r,
         lora_alpha=2 * args.lora_r,
         gradient_checkpointing=args.gradient_checkpointing,
+        group_by_length=args.group_by_length,
     )
 
 

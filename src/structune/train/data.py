@@ -4,8 +4,8 @@ A training example is a chat conversation whose last turn is the assistant's ans
 The prompt part is rendered with a generation prompt and tokenized on its own by
 `chat_token_ids`, exactly as at inference (message contents never yield control tokens),
 and the answer tokens follow; only the answer (up to and including the end-of-turn token)
-carries loss. Batches are length-bucketed and padded to their longest member, not to a
-fixed length, so compute goes to real tokens.
+carries loss. Batches are padded to their longest member, not to a fixed length, and can
+be grouped by length to pad less (`training_batches`).
 """
 
 from __future__ import annotations
@@ -63,20 +63,30 @@ def tokenize_conversation(
     return TokenizedExample(prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids)
 
 
-def bucketed_batches(
-    examples: Sequence[TokenizedExample], *, batch_size: int, seed: int
+def training_batches(
+    examples: Sequence[TokenizedExample], *, batch_size: int, seed: int, group_by_length: bool
 ) -> Iterator[list[TokenizedExample]]:
-    """Endless batches: each epoch shuffled, then sorted by length within windows of
-    8 batches so that batches hold similar lengths and pad little."""
+    """Endless batches, each epoch a new shuffle.
+
+    With `group_by_length`, each window of 8 batches' worth of examples is sorted by length
+    before it is cut into batches, so that batches hold similar lengths and pad little.
+    Faster, but each batch then holds one kind of example (four empty answers, four long
+    lists), and on a small dataset the model learns less per step: measured on the
+    citation set of `benchmarks/trainer_vs_hf.py` (10 steps, seeds 0-2), final answer loss
+    0.123 grouped against 0.111 shuffled, for a loop ~20% shorter. Hence off by default,
+    as in transformers' `Trainer` (`group_by_length`).
+    """
     rng = random.Random(seed)
-    window = batch_size * 8
+    window = batch_size * 8 if group_by_length else batch_size
     while True:
         order = list(range(len(examples)))
         rng.shuffle(order)
         for start in range(0, len(order), window):
-            chunk = sorted(order[start : start + window], key=lambda i: len(examples[i].input_ids))
+            chunk = order[start : start + window]
+            if group_by_length:
+                chunk.sort(key=lambda i: len(examples[i].input_ids))
             batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-            rng.shuffle(batches)
+            rng.shuffle(batches)  # a no-op on a single batch: draws nothing from rng
             for batch in batches:
                 yield [examples[i] for i in batch]
 

@@ -34,7 +34,7 @@ class Ranks:
 
     def share(self, batch: list[TokenizedExample]) -> list[TokenizedExample]:
         """This rank's examples of a global batch: every `world_size`-th one, so that the
-        shares of a length-bucketed batch pad to similar lengths."""
+        shares of a length-grouped batch pad to similar lengths."""
         return batch[self.rank :: self.world_size]
 
     def broadcast(self, value: _T) -> _T:
