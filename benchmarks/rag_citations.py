@@ -146,6 +146,11 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="batches of similar lengths (how the README's recipes before random batches trained)",
+    )
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--adapter", help="evaluate this adapter instead of training one")
     parser.add_argument(
@@ -199,7 +204,12 @@ def main() -> None:
             f"{args.max_citations} works and {keep} of {len(empty)} that cite none"
         )
         started = time.perf_counter()
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=2048)
+        config = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            max_length=2048,
+            group_by_length=args.group_by_length,
+        )
         adapter = finetune(
             conversations, config=config, parent=args.parent, task="citations", resume=args.resume
         ).id
