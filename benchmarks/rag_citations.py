@@ -151,6 +151,12 @@ def main() -> None:
         action="store_true",
         help="batches of similar lengths (how the README's recipes before random batches trained)",
     )
+    parser.add_argument(
+        "--decision-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of the tokens that open, continue or close the list (TrainConfig)",
+    )
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--adapter", help="evaluate this adapter instead of training one")
     parser.add_argument(
@@ -209,6 +215,7 @@ def main() -> None:
             batch_size=args.batch_size,
             max_length=2048,
             group_by_length=args.group_by_length,
+            decision_weight=args.decision_weight,
         )
         adapter = finetune(
             conversations, config=config, parent=args.parent, task="citations", resume=args.resume

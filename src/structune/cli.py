@@ -291,6 +291,14 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="batch examples of similar length: faster steps, a higher loss on small datasets",
     )
+    parser.add_argument(
+        "--decision-weight",
+        type=float,
+        default=defaults.decision_weight,
+        metavar="W",
+        help="weigh the answer tokens that open, continue or close a JSON list W times in the "
+        "loss (for a student that stops lists early or repeats items)",
+    )
 
 
 def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -322,6 +330,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         lora_alpha=2 * args.lora_r,
         gradient_checkpointing=args.gradient_checkpointing,
         group_by_length=args.group_by_length,
+        decision_weight=args.decision_weight,
     )
 
 

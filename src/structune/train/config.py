@@ -20,7 +20,9 @@ class TrainConfig:
     for more time (`benchmarks/train_memory.py`), the same weights, so a run stopped for
     want of memory resumes with it on. `group_by_length` batches examples of similar length
     together: less padding, faster steps, a higher loss on small datasets (see
-    `structune.train.data.training_batches`).
+    `structune.train.data.training_batches`). `decision_weight` multiplies the loss of the
+    answer tokens that open, continue or close a JSON list (`structune.train.decisions`);
+    the loss a run reports is then that weighted one.
     """
 
     epochs: float = 3.0
@@ -38,6 +40,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     gradient_checkpointing: bool = False
     group_by_length: bool = False
+    decision_weight: float = 1.0
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps is not None:
@@ -53,6 +56,7 @@ class TrainConfig:
                 ("learning_rate", self.learning_rate),
                 ("lora_r", self.lora_r),
                 ("max_length", self.max_length),
+                ("decision_weight", self.decision_weight),
             ]
             if value <= 0
         ]

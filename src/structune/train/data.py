@@ -20,14 +20,19 @@ from typing import Any
 from structune.errors import UserError
 from structune.llms.base import Message
 from structune.models.chat import chat_token_ids, render_chat, render_chat_contents
+from structune.train.decisions import list_decisions, token_weights
 
 IGNORE_INDEX = -100  # labels with this value carry no loss (PyTorch's cross-entropy default)
 
 
 @dataclass(frozen=True)
 class TokenizedExample:
+    """A conversation's token ids, its labels (`IGNORE_INDEX` outside the answer) and, where
+    some answer tokens weigh more in the loss, a weight per token (None: all 1.0)."""
+
     input_ids: list[int]
     labels: list[int]
+    weights: list[float] | None = None
 
 
 def dataset_hash(conversations: Sequence[Sequence[Message]]) -> str:
@@ -36,9 +41,13 @@ def dataset_hash(conversations: Sequence[Sequence[Message]]) -> str:
 
 
 def tokenize_conversation(
-    tokenizer: Any, messages: Sequence[Message], *, max_length: int
+    tokenizer: Any, messages: Sequence[Message], *, max_length: int, decision_weight: float = 1.0
 ) -> TokenizedExample:
-    """Token ids of a whole conversation; labels only on the final assistant answer."""
+    """Token ids of a whole conversation; labels only on the final assistant answer.
+
+    With `decision_weight` other than 1, the answer tokens that decide a JSON list's length
+    (`structune.train.decisions`) weigh that much in the loss.
+    """
     if not messages or messages[-1]["role"] != "assistant":
         raise UserError("a training conversation must end with an assistant message")
     prompt = render_chat(tokenizer, messages[:-1], add_generation_prompt=True)
@@ -60,7 +69,35 @@ def tokenize_conversation(
             f"({len(prompt_ids)} prompt), over max_length={max_length}; raise max_length or "
             "shorten the prompt"
         )
-    return TokenizedExample(prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids)
+    labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    if decision_weight == 1.0:
+        return TokenizedExample(prompt_ids + answer_ids, labels)
+    answer_text = full.text[len(prompt) :]
+    weights = _decision_weights(
+        tokenizer, answer_text, answer_ids, messages[-1]["content"], decision_weight
+    )
+    if weights is None:
+        raise UserError(
+            "decision weights need a fast tokenizer that tokenizes the answer as training does "
+            "and a chat template that writes the answer as it is; train this model without "
+            "--decision-weight"
+        )
+    return TokenizedExample(prompt_ids + answer_ids, labels, [1.0] * len(prompt_ids) + weights)
+
+
+def _decision_weights(
+    tokenizer: Any, answer_text: str, answer_ids: list[int], content: str, weight: float
+) -> list[float] | None:
+    """A weight per answer token: `weight` where it holds a list decision, else 1.0; None
+    where the tokens' character spans cannot be known."""
+    start = answer_text.find(content)
+    if not getattr(tokenizer, "is_fast", False) or start < 0:
+        return None
+    encoded = tokenizer(answer_text, add_special_tokens=False, return_offsets_mapping=True)
+    if encoded["input_ids"][: len(answer_ids)] != answer_ids:
+        return None  # a content with control-token text, tokenized in pieces (chat_token_ids)
+    decisions = [start + offset for offset in list_decisions(content)]
+    return token_weights(encoded["offset_mapping"][: len(answer_ids)], decisions, weight)
 
 
 def training_batches(
@@ -93,7 +130,8 @@ def training_batches(
 
 
 def collate(batch: Sequence[TokenizedExample], *, pad_token_id: int) -> dict[str, Any]:
-    """Right-pad a batch to its longest example: tensors of shape (batch, longest)."""
+    """Right-pad a batch to its longest example: tensors of shape (batch, longest), with
+    `weights` where an example has them."""
     import torch
 
     longest = max(len(e.input_ids) for e in batch)
@@ -105,4 +143,10 @@ def collate(batch: Sequence[TokenizedExample], *, pad_token_id: int) -> dict[str
         input_ids[row, :n] = torch.tensor(example.input_ids)
         labels[row, :n] = torch.tensor(example.labels)
         attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    tensors = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    if any(example.weights is not None for example in batch):
+        tensors["weights"] = torch.ones((len(batch), longest))
+        for row, example in enumerate(batch):
+            if example.weights is not None:
+                tensors["weights"][row, : len(example.weights)] = torch.tensor(example.weights)
+    return tensors

@@ -129,7 +129,10 @@ def finetune(
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(base, dtype="float32")
     examples = [
-        tokenize_conversation(tokenizer, c, max_length=config.max_length) for c in conversations
+        tokenize_conversation(
+            tokenizer, c, max_length=config.max_length, decision_weight=config.decision_weight
+        )
+        for c in conversations
     ]
     model = _with_lora(model, config, parent_manifest).to(ranks.device)
     if config.gradient_checkpointing:
@@ -221,7 +224,8 @@ def _with_lora(model: Any, config: TrainConfig, parent: AdapterManifest | None) 
 def answer_loss(
     model: Any, batch: dict[str, Any], *, reduction: Literal["mean", "sum"] = "mean"
 ) -> Any:
-    """Next-token cross-entropy over the answer tokens only: their mean, or their sum.
+    """Next-token cross-entropy over the answer tokens only: their mean, or their sum,
+    each token's loss times its weight where the batch carries `weights` (`collate`).
 
     The vocabulary projection is applied only at answer positions: with a 49k-token
     vocabulary it is a fifth of the model's FLOPs, and most positions are prompt.
@@ -240,7 +244,11 @@ def answer_loss(
     targets = batch["labels"][:, 1:]  # position t predicts token t + 1
     keep = targets != IGNORE_INDEX  # (batch, length - 1)
     logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])  # (answer tokens, vocab)
-    return F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+    if "weights" not in batch:
+        return F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+    losses = F.cross_entropy(logits.float(), targets[keep], reduction="none")
+    weighted = losses * batch["weights"][:, 1:][keep]
+    return weighted.sum() if reduction == "sum" else weighted.mean()
 
 
 def answer_token_count(example: TokenizedExample) -> int:
