@@ -22,7 +22,7 @@ def test_list_decisions_are_each_lists_open_continue_and_close():
 
 
 def test_brackets_and_commas_inside_strings_are_no_decisions():
-    text = json.dumps({"x": ['a, [b]', 'q "], [" r'], "y": "[,]"})
+    text = json.dumps({"x": ["a, [b]", 'q "], [" r'], "y": "[,]"})
     found = list_decisions(text)
     assert [text[i] for i in found] == ['"', ",", "]"]
 
