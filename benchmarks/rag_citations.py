@@ -199,8 +199,16 @@ def main() -> None:
         help="continue an interrupted training run from its checkpoint",
     )
     parser.add_argument("--no-base", action="store_true", help="leave out the base model's row")
+    parser.add_argument(
+        "--modes",
+        default="plain,json,extractive,ordered",
+        help="the student's decoding modes to score, comma-separated",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    unknown = set(args.modes.split(",")) - {"plain", "json", "extractive", "ordered"}
+    if unknown:
+        parser.error(f"unknown --modes {sorted(unknown)}: use plain, json, extractive, ordered")
     if args.adapter and args.parent:
         parser.error("--adapter evaluates a trained adapter; --parent trains one: give one")
 
@@ -264,12 +272,18 @@ def main() -> None:
             f"student's P(a first citation) on {name} chunks: {citing:.2f} where the context "
             f"cites, {plain:.2f} where it does not"
         )
+    modes = {
+        "plain": ("student", student),
+        "json": ("student + JSON grammar", Constrained(student, extraction="off")),
+        "extractive": (
+            "student + extractive grammar",
+            Constrained(student, extraction="unordered"),
+        ),
+        "ordered": ("student + extractive, ordered", Constrained(student)),
+    }
     models = {
         **({} if args.no_base else {"base": LocalLLM.load("smollm2-135m", batch_size=10)}),
-        "student": student,
-        "student + JSON grammar": Constrained(student, extraction="off"),
-        "student + extractive grammar": Constrained(student, extraction="unordered"),
-        "student + extractive, ordered": Constrained(student),
+        **dict(modes[mode] for mode in args.modes.split(",")),
         "teacher (rules)": teacher,
     }
     for name, inputs in [
