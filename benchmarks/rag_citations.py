@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -134,6 +135,40 @@ def cite_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float,
     return tuple(sum(v) / len(v) if v else float("nan") for v in (means[True], means[False]))
 
 
+def close_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float, float]:
+    """The other half of `cite_probability`: teacher-forced on the teacher's answers over
+    the inputs whose context cites, the student's mean probability of closing the list
+    (`]}`) rather than opening another citation (`,{"`) after the last citation, and after
+    each other one. A student that stops its lists early closes after the others; one that
+    repeats (or runs on) stays open after the last."""
+    import torch
+
+    from structune.models.chat import chat_token_ids, render_chat_contents
+
+    def log_probability(ids: list[int], start: int) -> float:
+        with torch.no_grad():
+            logits = llm.model(torch.tensor([ids])).logits[0, start - 1 : -1]
+        picked = logits.log_softmax(-1).gather(1, torch.tensor(ids[start:])[:, None])
+        return float(picked.sum())
+
+    after = {True: [], False: []}
+    for inputs_ in inputs:
+        messages = program.messages(inputs_)
+        citations = json.loads(citation_teacher(messages))["citations"]
+        chat = render_chat_contents(llm.tokenizer, messages, add_generation_prompt=True)
+        prompt = chat_token_ids(llm.tokenizer, chat)
+        for k in range(1, len(citations) + 1):
+            head = canonical_json({"citations": citations[:k]})[: -len("]}")]
+            close, more = (
+                prompt + llm.tokenizer(head + end, add_special_tokens=False).input_ids
+                for end in ("]}", ',{"')
+            )
+            common = next(i for i, (a, b) in enumerate(zip(close, more, strict=False)) if a != b)
+            odds = log_probability(more, common) - log_probability(close, common)
+            after[k == len(citations)].append(1 / (1 + math.exp(odds)))
+    return tuple(sum(v) / len(v) if v else float("nan") for v in (after[True], after[False]))
+
+
 def recall_ceiling(tokenizer, teacher_answers, max_tokens: int) -> float:
     """The recall the teacher's own answers reach when cut at `max_tokens` tokens, as a
     grammar closes a list when the budget runs out: no model can recall more at that budget.
@@ -199,6 +234,11 @@ def main() -> None:
         help="continue an interrupted training run from its checkpoint",
     )
     parser.add_argument("--no-base", action="store_true", help="leave out the base model's row")
+    parser.add_argument(
+        "--probes-only",
+        action="store_true",
+        help="print the student's open and close probabilities and stop (minutes, not an hour)",
+    )
     parser.add_argument(
         "--modes",
         default="plain,json,extractive,ordered",
@@ -272,6 +312,16 @@ def main() -> None:
             f"student's P(a first citation) on {name} chunks: {citing:.2f} where the context "
             f"cites, {plain:.2f} where it does not"
         )
+        last, other = close_probability(student, program, inputs)
+        report[f"p_close {name}"] = {"after the last": last, "after another": other}
+        print(
+            f"student's P(closing the list) on {name} chunks: {last:.2f} after the last "
+            f"citation, {other:.2f} after another"
+        )
+    if args.probes_only:
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     modes = {
         "plain": ("student", student),
         "json": ("student + JSON grammar", Constrained(student, extraction="off")),
