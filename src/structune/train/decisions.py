@@ -6,7 +6,9 @@ after each item the `,` that continues the list or the `]` that closes it. Each 
 of hundreds, so the mean loss barely sees it, and a small student that has learned the rest
 still stops a list early or repeats its items (the citation student of
 `benchmarks/rag_citations.py` did both). `TrainConfig(decision_weight=...)` weighs these
-tokens more in the loss.
+tokens more in the loss. Measured there, a weight of 10 made the open decision sharp and
+the student worse: continues outnumber closes about 2 to 1 in its answers, and it learned to
+never close a citing list (README, "Citations through RAG").
 """
 
 from __future__ import annotations
