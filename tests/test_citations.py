@@ -140,17 +140,26 @@ def test_duplicates_keep_the_first_occurrence_in_source_order():
     assert response.citations[0].desc == "Zeta models exist (Smith et al., 2020)."
 
 
-def test_desc_is_the_citing_sentence_on_one_line():
+def test_desc_is_the_citing_clause_on_one_line():
     text = (
         "Intro text here. As shown by Smith et al.\n(2020), low-rank\nupdates suf-\nfice "
-        "(e.g., Wu et al., 2021). Next sentence (Lee, 2018)."
+        "(e.g., Wu et al., 2021). Next sentence (Lee, 2018). We test on Winogender "
+        "(Rudinger et al., 2018), CrowS-Pairs (Nangia et al., 2020); and DROP (Dua, 2019)."
     )
-    first, second, third = extract_citations(text).citations
-    assert first.desc == second.desc
-    assert first.desc == (
-        "As shown by Smith et al. (2020), low-rank updates suffice (e.g., Wu et al., 2021)."
-    )
-    assert third.desc == "Next sentence (Lee, 2018)."
+    descs = [c.desc for c in extract_citations(text).citations]
+    assert descs == [
+        "As shown by Smith et al. (2020)",
+        "low-rank updates suffice (e.g., Wu et al., 2021).",  # the comma in brackets stays
+        "Next sentence (Lee, 2018).",
+        "We test on Winogender (Rudinger et al., 2018)",
+        "CrowS-Pairs (Nangia et al., 2020)",
+        "and DROP (Dua, 2019).",
+    ]
+
+
+def test_desc_spans_the_clauses_a_narrative_author_list_runs_over():
+    (citation,) = extract_citations("Then Smith, Jones, and Lee (2020) agree, mostly.").citations
+    assert citation.desc == "Then Smith, Jones, and Lee (2020) agree"
 
 
 def test_desc_is_bounded_when_the_text_has_no_sentence_ends():
@@ -213,8 +222,8 @@ def test_hand_checked_pages_are_read_exactly(pages, paper, page):
     assert set(found(pages[paper][page])) == HAND_CHECKED[paper, page]
 
 
-def test_known_citations_are_found_with_their_sentence(pages):
-    by_key: dict[tuple[str, int], str] = {}  # the first citing sentence of each
+def test_known_citations_are_found_with_their_clause(pages):
+    by_key: dict[tuple[str, int], str] = {}  # the first citing clause of each
     for text in pages["instructgpt"]:
         for c in extract_citations(text).citations:
             by_key.setdefault((c.author, c.year), c.desc)

