@@ -19,8 +19,9 @@ contexts, and a student tuned on those answered `[]` to everything. Each citing 
 also gives `--variants` copies with its cited surnames and years swapped for others
 (`citation_variants`): tuned on windows alone, the student answered their citations back
 and `[]` to every unseen chunk. Curated: answers
-citing 1 to `--max-citations` works (more make answers of over a thousand tokens), plus
-at most `--empty-share` that cite nothing.
+citing 1 to `--max-citations` works (the default 8 dates from answers that wrote out the
+whole citing sentence per citation; the best student so far, with the clause, trained on
+up to 16: see the README), plus at most `--empty-share` that cite nothing.
 
 The program is `sourced_citation_program`: the notebook's prompt and `Response` with a year
 in 1800-2099 and a `desc` of at most 300 characters (bounds the prompt shows), each
