@@ -222,7 +222,7 @@ def main() -> None:
     parser.add_argument(
         "--gradient-checkpointing",
         action="store_true",
-        help="less memory for ~8%% more time; for --max-citations above 8 (TrainConfig)",
+        help="less memory for ~8%% more time, the same weights (TrainConfig)",
     )
     parser.add_argument(
         "--max-tokens",
@@ -298,7 +298,7 @@ def main() -> None:
         config = TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,
-            max_length=4096,  # a cap: windows citing 15 works run to 2,411 tokens
+            max_length=4096,  # a cap over the longest (2,411 tokens when desc was a sentence)
             group_by_length=args.group_by_length,
             gradient_checkpointing=args.gradient_checkpointing,
             decision_weight=args.decision_weight,
