@@ -76,6 +76,7 @@ from structune.train.config import TrainConfig
 from structune.train.lora import finetune
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
+MODES = ("plain", "json", "extractive", "ordered")  # how the student decodes (issue 10)
 
 
 def chunked(paper: str, size: int, overlap: int, *, retrieve: bool) -> DocumentInputs:
@@ -247,14 +248,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--modes",
-        default="plain,json,extractive,ordered",
+        default=",".join(MODES),
         help="the student's decoding modes to score, comma-separated",
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    unknown = set(args.modes.split(",")) - {"plain", "json", "extractive", "ordered"}
+    unknown = set(args.modes.split(",")) - set(MODES)
     if unknown:
-        parser.error(f"unknown --modes {sorted(unknown)}: use plain, json, extractive, ordered")
+        parser.error(f"unknown --modes {sorted(unknown)}: use {', '.join(MODES)}")
     if args.adapter and args.parent:
         parser.error("--adapter evaluates a trained adapter; --parent trains one: give one")
 
@@ -298,7 +299,8 @@ def main() -> None:
         config = TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,
-            max_length=4096,  # a cap over the longest (2,411 tokens when desc was a sentence)
+            # a cap over the longest example (2,411 tokens when desc was a sentence; one-off count)
+            max_length=4096,
             group_by_length=args.group_by_length,
             gradient_checkpointing=args.gradient_checkpointing,
             decision_weight=args.decision_weight,
@@ -329,7 +331,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
         return
-    modes = {
+    modes = {  # the rows of MODES
         "plain": ("student", student),
         "json": ("student + JSON grammar", Constrained(student, extraction="off")),
         "extractive": (

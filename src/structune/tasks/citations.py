@@ -251,8 +251,8 @@ def _clause(text: str, starts: list[int], found: _Found) -> str:
     """The clause of the citing sentence that holds `found`: the sentence split at the
     commas and semicolons outside brackets ("Winogender (Rudinger et al., 2018)" of a
     sentence listing thirteen benchmarks). A clause says what the work is cited for, and a
-    list of citations from one sentence no longer repeats that sentence once per citation:
-    the longest training answer fell from 1,824 tokens to 927. A clause longer than
+    list of citations from one sentence no longer repeats that sentence once per citation
+    (the README has the answer lengths before and after). A clause longer than
     `MAX_DESC_CHARS` (PDF text without full stops) is cut around the citation."""
     begin = starts[bisect.bisect_right(starts, found.start) - 1]
     after = bisect.bisect_left(starts, found.end)
