@@ -64,7 +64,7 @@ from structune.rag.dataset import (
     split_by_region,
 )
 from structune.record import DatasetStore, record
-from structune.tasks.citation_variants import citation_variants
+from structune.tasks.citation_variants import citation_variants, long_list_variants
 from structune.tasks.citations import (
     Response,
     citation_pairs,
@@ -207,6 +207,13 @@ def main() -> None:
         default=2,
         help="variants per citing window with other surnames and years (citation_variants)",
     )
+    parser.add_argument(
+        "--long-lists",
+        type=int,
+        default=0,
+        help="variants of citing windows made to list 9 to --max-citations works "
+        "(long_list_variants)",
+    )
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
@@ -256,6 +263,8 @@ def main() -> None:
     unknown = set(args.modes.split(",")) - set(MODES)
     if unknown:
         parser.error(f"unknown --modes {sorted(unknown)}: use {', '.join(MODES)}")
+    if args.long_lists and args.max_citations < 9:
+        parser.error("--long-lists makes answers citing 9 works or more: raise --max-citations")
     if args.adapter and args.parent:
         parser.error("--adapter evaluates a trained adapter; --parent trains one: give one")
 
@@ -266,7 +275,9 @@ def main() -> None:
     if args.extra_paper:
         for size, overlap in windows:
             train += chunked(args.extra_paper, size, overlap, retrieve=False).inputs
-    train += citation_variants(train, per_input=args.variants)
+    train += citation_variants(train, per_input=args.variants) + long_list_variants(
+        train, count=args.long_lists, lengths=(9, args.max_citations)
+    )
     rng = random.Random(1)
     heldout = half_citing(heldout, args.test, rng)
     other = half_citing(

@@ -467,3 +467,34 @@ def test_the_table_shows_answers_closed_early_only_where_a_grammar_closed_one():
     assert grammar.split()[3] == "1"
     comparison.scores[1] = dataclasses.replace(comparison.scores[1], closed_early=0)
     assert "closed early" not in citation_table(comparison, citation_scores(comparison, inputs))
+
+
+def test_long_list_variants_add_clauses_the_teacher_reads_in_order():
+    from structune.tasks.citation_variants import long_list_variants
+
+    cited = (
+        "We evaluate on TruthfulQA (Lin et al., 2021) and RealToxicityPrompts "
+        "(Gehman et al., 2020). Others (Smith and Jones, 2019; Brown et al., 2020) agree."
+    )
+    inputs = [
+        {"query_str": "q", "context_str": cited},
+        {"query_str": "q", "context_str": "No citation in here, says GPT-3."},
+    ]
+    variants = long_list_variants(inputs, count=5, lengths=(9, 12))
+    assert len(variants) == 5
+    for variant in variants:
+        text = variant["context_str"]
+        found = extract_citations(text).citations
+        assert 9 <= len(found) <= 12 and variant["query_str"] == "q"
+        added = re.findall(r", (?:TruthfulQA|GPT-3) \(([A-Z][a-z]+) et al\., (\d{4})\)", text)
+        assert len(added) == len(found) - 4
+        # the added clauses stand after one single citation, the rest of the text as it was
+        assert re.sub(r", (?:TruthfulQA|GPT-3) \([^()]*\)", "", text) == cited
+        by_pair = {(c.author, str(c.year)): c.desc for c in found}
+        for surname, year in added:
+            desc = by_pair[surname, year]  # its own clause, not the whole sentence
+            assert f"({surname} et al., {year})" in desc and len(desc) < 80
+        assert {a for a, _ in added} <= {"Lin", "Gehman", "Brown", "Smith"}
+    # nothing to lengthen: no input cites, or every one already lists enough works
+    assert long_list_variants(inputs[1:], count=3) == []
+    assert long_list_variants(inputs[:1], count=3, lengths=(2, 4)) == []

@@ -7,6 +7,11 @@ another surname from the same papers, and every cited year by a random one; the 
 then labels the variant as it would any chunk. The words around the citations stay, so
 what stays the same across variants is where a citation stands and what it looks like:
 what the student has to learn, instead of which names a given paragraph cites.
+
+`long_list_variants` makes the rarer shape a student fails on: one sentence listing a dozen
+works, each in its own clause ("RealToxicityPrompts (Gehman et al., 2020), TruthfulQA (Lin
+et al., 2021), ..."). Plainly decoded, the best student lost its place in such a list and
+looped (Gehman, Lin, Gehman, Lin, ...), and a paper's windows hold only a handful of them.
 """
 
 from __future__ import annotations
@@ -48,6 +53,55 @@ def citation_variants(
                 text = _swap(text, new_names, r"(?<![\w-])(?:{})(?![\w-])")
             text = _swap(text, new_years, r"(?<!\d)(?:{})(?=[a-z]?(?!\d))")
             variants.append({**given, "context_str": text})
+    return variants
+
+
+# A word that names a benchmark or a model, never a surname to the rules: two capitals in a
+# row ("TruthfulQA", "GPT-3", "RLHF"); it heads an added clause.
+_NAME_OF_A_THING = re.compile(r"(?<![\w-])(?=[\w-]*[A-Z]{2})[A-Z][\w]*(?:-[\w]+)?(?![\w-])")
+# A bracket holding one citation ("(Gehman et al., 2020)"): where a list's clause ends.
+_BRACKET = re.compile(r"\([^()]{1,200}\)")
+
+
+def long_list_variants(
+    inputs: Sequence[dict[str, str]],
+    *,
+    count: int,
+    lengths: tuple[int, int] = (9, 16),
+    seed: int = 0,
+) -> list[dict[str, str]]:
+    """`count` variants of citing inputs drawn at random, each made to cite a number of
+    works drawn from `lengths` by new clauses after one of its single citations: ", GPT-3
+    (Smith et al., 2019)" and so on, a surname from the inputs' own cited ones and a year
+    not cited beside it. Inputs that cite `lengths[1]` works or more, or hold no bracket
+    with a single citation, are not drawn; other keys are kept as they are."""
+    rng = random.Random(seed)
+    found = [extract_citations(i["context_str"]).citations for i in inputs]
+    surnames = sorted({c.author for f in found for c in f if _PLAIN_SURNAME.fullmatch(c.author)})
+    heads = sorted({w for i in inputs for w in _NAME_OF_A_THING.findall(i["context_str"])})
+    drawable = []
+    for given, citations in zip(inputs, found, strict=True):
+        singles = [
+            b.end()
+            for b in _BRACKET.finditer(given["context_str"])
+            if len(extract_citations(b.group(0)).citations) == 1
+        ]
+        if singles and len(citations) < lengths[1]:
+            drawable.append((given, citations, singles))
+    if not drawable or len(surnames) < 2 or not heads:
+        return []
+    variants = []
+    for given, citations, singles in (rng.choice(drawable) for _ in range(count)):
+        cited = {(c.author, c.year) for c in citations}
+        added: list[str] = []
+        while len(cited) < max(rng.randint(*lengths), len(citations) + 1):
+            pair = (rng.choice(surnames), rng.randint(*YEARS))
+            if pair not in cited:
+                cited.add(pair)
+                added.append(f", {rng.choice(heads)} ({pair[0]} et al., {pair[1]})")
+        at = rng.choice(singles)
+        text = given["context_str"]
+        variants.append({**given, "context_str": text[:at] + "".join(added) + text[at:]})
     return variants
 
 
