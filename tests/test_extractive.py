@@ -17,6 +17,7 @@ from structune.constrain import (
     check_extracted,
     extracted_fields,
     strip_extractive,
+    with_extraction,
 )
 from structune.constrain.extractive import MARKER_KEY, SOURCES_KEY, pieces
 from structune.constrain.grammar import compile_schema
@@ -204,6 +205,12 @@ def accepts(grammar, tokenizer, text: str) -> bool:
     matcher = grammar.matcher()
     tokens = tokenizer.encode(text, add_special_tokens=False)
     return all(matcher.consume_token(t) for t in tokens) and matcher.is_accepting()
+
+
+def takes_prefix(grammar, tokenizer, text: str) -> bool:
+    """Whether the grammar lets an answer start with `text` (a dead end would still take it)."""
+    matcher = grammar.matcher()
+    return all(matcher.consume_token(t) for t in tokenizer.encode(text, add_special_tokens=False))
 
 
 def test_the_grammar_accepts_copies_and_rejects_misspellings(tokenizer):
@@ -578,9 +585,29 @@ def test_a_list_of_objects_whose_number_the_source_lacks_can_only_be_empty(token
         cited: list[Cited]
 
     program = Program("Context: {text}", Many)
-    grammar = compile_schema(program.decoding_schema({"text": "No years here."}), tokenizer)
-    assert accepts(grammar, tokenizer, '{"cited":[]}')
-    assert not accepts(grammar, tokenizer, '{"cited":[{"author":"No","year":1}]}')
+    from structune.tasks.citations import sourced_citation_program as bounded
+
+    for schema in (
+        program.decoding_schema({"text": "No years here."}),
+        # the citation program, ordered and not, over a chunk whose numbers are no years
+        bounded.decoding_schema({"context_str": "PPO-ptx (Figure 8), page 26.", "query_str": "?"}),
+        with_extraction(
+            bounded.decoding_schema({"context_str": "Figure 8, page 26.", "query_str": "?"}),
+            "unordered",
+        ),
+    ):
+        grammar = compile_schema(schema, tokenizer)
+        key = next(iter(schema["properties"]))
+        assert accepts(grammar, tokenizer, f'{{"{key}":[]}}')
+        # no item can be opened: one could never be finished (the decoder stopped there)
+        assert not takes_prefix(grammar, tokenizer, f'{{"{key}":[{{"')
+
+    class AtLeastOne(pydantic.BaseModel):
+        cited: list[Cited] = pydantic.Field(min_length=1)
+
+    needs_one = Program("Context: {text}", AtLeastOne).decoding_schema({"text": "No years."})
+    with pytest.raises(UserError, match="nothing to copy"):
+        compile_schema(needs_one, tokenizer)
 
     class Counted(pydantic.BaseModel):
         counts: list[Annotated[int, Extracted(ordered=True)]]

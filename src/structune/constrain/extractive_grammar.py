@@ -58,6 +58,11 @@ _STRUCTURE = {
     "all": {"allOf"},
 }
 _COMPACT = {"whitespace_flexible": False}
+# What no text matches: a part the sources cannot fill (a year where the source has none).
+# The writer leaves out whatever needs one (a list of such items can only be empty) rather
+# than write it: the engine would let the decoder open an item it could never finish, and
+# the answer would stop there, unparseable.
+_NOTHING = "/[^\\s\\S]/"
 
 MAX_ORDERED_PIECES = 2_000
 """The most source pieces (words, spaces, punctuation: ~850 words of a paper) an ordered
@@ -65,8 +70,12 @@ list is decoded over. Its grammar has a rule per piece, and the engine recurses 
 when it starts a matcher: ~2,800 pieces overflow an 8 MB stack (a crash, not an error)."""
 
 
-def extractive_grammar(schema: Mapping[str, Any]) -> str:
+def extractive_grammar(schema: Mapping[str, Any], *, prune: bool = True) -> str:
     """The Lark grammar for `schema`, whose marked strings copy from `x-structune-sources`.
+
+    `prune=False` writes every part, those the sources cannot fill too (as rules matching
+    nothing): the grammar of the schema's whole shape, which `grammar.py` validates once
+    with placeholder sources.
 
     Raises:
         UserError: the schema has no bound sources, or puts a marked string under a keyword
@@ -79,26 +88,37 @@ def extractive_grammar(schema: Mapping[str, Any]) -> str:
             "texts first with structune.constrain.bind_sources(schema, inputs) (Program.run "
             "and record do this with constrained=True)"
         )
-    return _LarkWriter(schema, sources).grammar()
+    return _LarkWriter(schema, sources, prune=prune).grammar()
 
 
 class _LarkWriter:
-    def __init__(self, root: Mapping[str, Any], sources: Mapping[str, str]):
+    def __init__(self, root: Mapping[str, Any], sources: Mapping[str, str], *, prune: bool):
         self.root = root
         self.sources = sources
         self.lines: list[str] = []
         self.names: dict[str, str] = {}  # what a rule or terminal stands for → its name
         self.marked_refs = _marked_refs(root)
+        # expressions and rule names that match nothing, left out where they stand
+        self.unfillable: set[str] = {_NOTHING} if prune else set()
 
     def grammar(self) -> str:
         start = self.expr(self.root, "(root)")
+        if start in self.unfillable:
+            raise UserError(
+                "no answer to this schema can be copied from these sources: a required "
+                "extracted value has nothing to copy (e.g. a marked integer with none of the "
+                "source's numbers in its bounds); decode without constraints, or relax it"
+            )
         return "\n".join(["%llguidance {}", f"start: {start}", *self.lines]) + "\n"
 
     def define(self, key: str, name: str, body: Any) -> str:
         """The name of the rule for `key`, defining it with `body()` the first time."""
         if key not in self.names:
             self.names[key] = name = f"{name}{len(self.names)}"
-            self.lines.append(f"{name}: {body()}")
+            written = body()
+            if written in self.unfillable:
+                self.unfillable.add(name)
+            self.lines.append(f"{name}: {written}")
         return self.names[key]
 
     def expr(self, node: Any, where: str) -> str:
@@ -139,8 +159,9 @@ class _LarkWriter:
         if kind == "integer":
             return self.number(Extracted.from_json(node[MARKER_KEY], where), node)
         if kind == "union":
-            branches = node.get("anyOf") or node.get("oneOf") or []
-            return "(" + " | ".join(self.expr(b, where) for b in branches) + ")"
+            branches = [self.expr(b, where) for b in node.get("anyOf") or node.get("oneOf") or []]
+            fillable = [b for b in branches if b not in self.unfillable]
+            return "(" + " | ".join(fillable) + ")" if fillable else _NOTHING
         if kind == "all":
             if len(node["allOf"]) != 1:
                 raise UserError(f"cannot enforce allOf at {where} together with extracted fields")
@@ -184,8 +205,13 @@ class _LarkWriter:
             )
         members = []
         for key, sub in properties.items():
+            value = self.expr(sub, _join(where, key))
+            if value in self.unfillable:
+                if key in required:
+                    return _NOTHING
+                continue  # an optional member is left out
             literal = json.dumps(json.dumps(key, ensure_ascii=False) + ":", ensure_ascii=False)
-            members.append((f"{literal} {self.expr(sub, _join(where, key))}", key in required))
+            members.append((f"{literal} {value}", key in required))
         # Built from the last member back: `after` is the rest when a member was already
         # written (each then starts with a comma), `first` when none was; optional members
         # may be left out.
@@ -223,6 +249,8 @@ class _LarkWriter:
         if high == 0:
             return '"[" "]"'
         item = self.expr(node.get("items", True), f"{where}[]")
+        if item in self.unfillable:
+            return '"[" "]"' if low == 0 else _NOTHING
         more_low = max(low - 1, 0)
         if high is None:
             more = f'("," {item})*' if more_low == 0 else f'("," {item}){{{more_low},}}'
@@ -253,13 +281,15 @@ class _LarkWriter:
     def number(self, marker: Extracted, node: Mapping[str, Any]) -> str:
         """A terminal: one of the integers written in the marker's source within the
         schema's bounds (a year with `minimum` 1800 leaves out page and table numbers); a source
-        without any admits none, so a list of such objects can only be empty."""
+        without any admits none (`_NOTHING`), so a list of such objects can only be empty."""
         names = [marker.source] if marker.source else list(self.sources)
         bounds = {k: node[k] for k in _INTEGER_BOUNDS if k in node}
         found = sorted({
             n for name in names for n in numbers(self.sources[name]) if _within(n, bounds)
         })  # fmt: skip
-        body = " | ".join(f'"{n}"' for n in found) or "/[^\\s\\S]/"
+        if not found and _NOTHING in self.unfillable:
+            return _NOTHING
+        body = " | ".join(f'"{n}"' for n in found) or _NOTHING
         key = f"number:{','.join(names)}:{json.dumps(bounds, sort_keys=True)}"
         return self.define(key, "NUMBER", lambda: body)
 
@@ -280,9 +310,13 @@ class _LarkWriter:
         names = list(properties)
         at = names.index(key)
 
+        values = {n: self.expr(properties[n], _join(where, n)) for n in names if n != key}
+        if any(v in self.unfillable for v in values.values()):
+            return _NOTHING if nonempty_list else '"[" "]"'
+
         def member(name: str) -> str:
             literal = json.dumps(json.dumps(name, ensure_ascii=False) + ":", ensure_ascii=False)
-            return f"{literal} {self.expr(properties[name], _join(where, name))}"
+            return f"{literal} {values[name]}"
 
         marked = json.dumps(json.dumps(key, ensure_ascii=False) + ":", ensure_ascii=False)
         opening = _seq('"{"', *[_seq(member(n), '","') for n in names[:at]], marked)

@@ -187,7 +187,8 @@ def _extractive_grammar(schema: Mapping[str, Any], ll_tokenizer: Any) -> str:
     shape = {**schema, SOURCES_KEY: dict.fromkeys(schema[SOURCES_KEY], "x")}
     key = _digest(shape)
     if key not in _VALIDATED:
-        _validate(llguidance.LLMatcher.grammar_from_lark(extractive_grammar(shape)), ll_tokenizer)
+        whole = extractive_grammar(shape, prune=False)  # placeholders fill no number
+        _validate(llguidance.LLMatcher.grammar_from_lark(whole), ll_tokenizer)
         _VALIDATED[key] = None
         if len(_VALIDATED) > _MAX_CACHED_GRAMMARS:
             _VALIDATED.popitem(last=False)
