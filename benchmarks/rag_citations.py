@@ -31,7 +31,9 @@ answers four ways (issue 10's modes): plain decoding, under the JSON grammar, un
 extractive grammar (authors and years copied from the context) and under the extractive
 grammar that also keeps the context's order.
 
-Scores: valid answers, answers cut off by `--max-tokens`, authors/years not in the context,
+Scores: answers valid against the notebook's `Response` (schema-valid: the goal's measure)
+and against the sourced program (valid), answers cut off by `--max-tokens`, authors/years not
+in the context,
 and precision / recall / F1 of (first author, year) pairs against the author-year
 citations the rules find in the retrieved context (answers read by the schema alone). The
 teacher is that rule set, so its F1 is 1.0 by construction: the row shows the ceiling. The

@@ -463,10 +463,32 @@ def test_the_table_shows_answers_closed_early_only_where_a_grammar_closed_one():
     table = citation_table(comparison, citation_scores(comparison, inputs))
     header, _, plain, grammar = table.splitlines()
     assert "closed early" in header
-    assert plain.split()[3:] == ["0", "1.00", "1.00", "1.00", "1.0"]
-    assert grammar.split()[3] == "1"
+    assert plain.split()[1:] == ["1/1", "1/1", "0", "0", "1.00", "1.00", "1.00", "1.0"]
+    assert grammar.split()[4] == "1"
     comparison.scores[1] = dataclasses.replace(comparison.scores[1], closed_early=0)
     assert "closed early" not in citation_table(comparison, citation_scores(comparison, inputs))
+
+
+def test_schema_valid_counts_answers_to_the_notebooks_response_valid_the_programs_checks():
+    from structune.evaluate.citations import citation_scores, citation_table
+    from structune.evaluate.compare import compare
+    from structune.tasks.citations import sourced_citation_program
+
+    inputs = [{"context_str": "As shown by Smith et al. (2020), it works.", "query_str": "?"}]
+    answers = {
+        "copies": response(("Smith", 2020)).model_dump_json(),
+        "invents": response(("Jones", 2019)).model_dump_json(),  # a Response, not sourced
+        "breaks": '{"citations":[{"author":"Smith","year":"twenty"}]}',
+    }
+    models = {name: CallableLLM(lambda _, text=text: text) for name, text in answers.items()}
+    comparison = compare(sourced_citation_program, models, inputs)
+    rows = citation_table(comparison, citation_scores(comparison, inputs)).splitlines()
+    assert rows[0].split()[1:3] == ["schema-valid", "valid"]
+    assert [row.split()[1:3] for row in rows[2:]] == [
+        ["1/1", "1/1"],
+        ["1/1", "0/1"],
+        ["0/1", "0/1"],
+    ]
 
 
 def test_long_list_variants_add_clauses_the_teacher_reads_in_order():

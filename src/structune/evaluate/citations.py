@@ -42,19 +42,23 @@ def _citations(text: str) -> Response | None:
 
 
 def citation_table(comparison: Comparison, scores: Mapping[str, CitationScore]) -> str:
-    """One row per model: valid and cut-off answers, answers a grammar closed as the token
-    budget ran out (where any was: their lists may end early), authors not in the context
-    (for a program that marks them), then precision, recall and F1."""
+    """One row per model: answers valid against the notebook's `Response` ("schema-valid",
+    the measure the issue's goal names) and against the comparison's program ("valid": with
+    `sourced_citation_program`, also nothing invented and the context's order), cut-off
+    answers, answers a grammar closed as the token budget ran out (where any was: their lists
+    may end early), authors not in the context (for a program that marks them), then
+    precision, recall and F1."""
     marked = any(s.marked for s in comparison.scores)
     closed = any(s.closed_early for s in comparison.scores)
-    header = f"{'model':<34} {'valid':>8} {'cut off':>8}"
+    header = f"{'model':<34} {'schema-valid':>12} {'valid':>8} {'cut off':>8}"
     header += f" {'closed early':>12}" if closed else ""
     header += f" {'author not in ctx':>17}" if marked else ""
     header += f" {'P':>6} {'R':>6} {'F1':>6} {'s/ans':>7}"
     rows = [header, "-" * len(header)]
     for s in comparison.scores:
         f = scores[s.model]
-        row = f"{s.model:<34} {s.valid:>4}/{s.answers:<3} {s.truncated:>8}"
+        row = f"{s.model:<34} {f.n - f.unparseable:>8}/{f.n:<3} {s.valid:>4}/{s.answers:<3}"
+        row += f" {s.truncated:>8}"
         row += f" {s.closed_early:>12}" if closed else ""
         row += f" {s.not_in_source:>10}/{s.marked:<6}" if marked else ""
         row += f" {f.precision:>6.2f} {f.recall:>6.2f} {f.f1:>6.2f} {s.seconds_per_answer:>7.1f}"
