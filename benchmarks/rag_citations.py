@@ -173,6 +173,16 @@ def close_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float
     return tuple(sum(v) / len(v) if v else float("nan") for v in (after[True], after[False]))
 
 
+def answer_tokens(answers: list[str]) -> list[int]:
+    """The length of each answer in the student's tokens (what a training step learns)."""
+    from transformers import AutoTokenizer
+
+    from structune.models.loading import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    return [len(tokenizer(a, add_special_tokens=False).input_ids) for a in answers]
+
+
 def recall_ceiling(tokenizer, teacher_answers, max_tokens: int) -> float:
     """The recall the teacher's own answers reach when cut at `max_tokens` tokens, as a
     grammar closes a list when the budget runs out: no model can recall more at that budget.
@@ -302,11 +312,20 @@ def main() -> None:
         random.Random(0).shuffle(empty)
         keep = round(len(cited) * args.empty_share / (1 - args.empty_share))
         conversations = [e.training_conversation() for e in cited + empty[:keep]]
-        report |= {"teacher_invalid": summary.invalid, "cited": len(cited), "empty": keep}
+        lengths = answer_tokens([c[-1]["content"] for c in conversations])
+        report |= {
+            "teacher_invalid": summary.invalid,
+            "cited": len(cited),
+            "empty": keep,
+            "answer_tokens": {"mean": sum(lengths) / len(lengths), "max": max(lengths)},
+            "citing_9_or_more": sum(n >= 9 for n in count if n <= args.max_citations),
+        }
         print(
             f"recorded {summary.recorded} teacher answers over {len(train)} windows "
             f"({summary.invalid} invalid, left out); training on {len(cited)} that cite 1-"
-            f"{args.max_citations} works and {keep} of {len(empty)} that cite none"
+            f"{args.max_citations} works ({report['citing_9_or_more']} of them 9 or more) and "
+            f"{keep} of {len(empty)} that cite none; answers of {sum(lengths) / len(lengths):.0f} "
+            f"tokens on average, the longest {max(lengths)}"
         )
         started = time.perf_counter()
         config = TrainConfig(
