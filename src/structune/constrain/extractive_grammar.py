@@ -98,7 +98,9 @@ class _LarkWriter:
         self.lines: list[str] = []
         self.names: dict[str, str] = {}  # what a rule or terminal stands for → its name
         self.marked_refs = _marked_refs(root)
-        # expressions and rule names that match nothing, left out where they stand
+        self.prune = prune
+        # Expressions and rule names that match nothing, left out where they stand (none
+        # when not pruning: then every part is written).
         self.unfillable: set[str] = {_NOTHING} if prune else set()
 
     def grammar(self) -> str:
@@ -287,7 +289,7 @@ class _LarkWriter:
         found = sorted({
             n for name in names for n in numbers(self.sources[name]) if _within(n, bounds)
         })  # fmt: skip
-        if not found and _NOTHING in self.unfillable:
+        if not found and self.prune:
             return _NOTHING
         body = " | ".join(f'"{n}"' for n in found) or _NOTHING
         key = f"number:{','.join(names)}:{json.dumps(bounds, sort_keys=True)}"
