@@ -220,6 +220,13 @@ def main() -> None:
         help="variants per citing window with other surnames and years (citation_variants)",
     )
     parser.add_argument(
+        "--two-authors",
+        type=float,
+        default=0.0,
+        help="share of a variant's 'et al.' citations written as two authors "
+        "('Jones & Lee': lora's style, rare in instructgpt)",
+    )
+    parser.add_argument(
         "--long-lists",
         type=int,
         default=0,
@@ -287,9 +294,9 @@ def main() -> None:
     if args.extra_paper:
         for size, overlap in windows:
             train += chunked(args.extra_paper, size, overlap, retrieve=False).inputs
-    train += citation_variants(train, per_input=args.variants) + long_list_variants(
-        train, count=args.long_lists, lengths=(9, args.max_citations)
-    )
+    train += citation_variants(
+        train, per_input=args.variants, two_authors=args.two_authors
+    ) + long_list_variants(train, count=args.long_lists, lengths=(9, args.max_citations))
     rng = random.Random(1)
     heldout = half_citing(heldout, args.test, rng)
     other = half_citing(

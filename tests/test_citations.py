@@ -469,6 +469,25 @@ def test_the_table_shows_answers_closed_early_only_where_a_grammar_closed_one():
     assert "closed early" not in citation_table(comparison, citation_scores(comparison, inputs))
 
 
+def test_variants_write_et_al_citations_with_two_authors_where_asked():
+    from structune.tasks.citation_variants import citation_variants
+
+    cited = "RLHF (Christiano et al., 2017) and Ouyang et al. (2022) cite Christiano (2017)."
+    inputs = [{"query_str": "q", "context_str": cited}]
+    # the default draws nothing more: the variants of earlier recipes stay as they were
+    assert citation_variants(inputs, per_input=3) == citation_variants(
+        inputs, per_input=3, two_authors=0.0
+    )
+    for variant in citation_variants(inputs, per_input=5, two_authors=1.0, seed=1):
+        text = variant["context_str"]
+        assert "et al" not in text
+        pairs = re.findall(r"([A-Z][a-z]+) (?:&|and) ([A-Z][a-z]+)", text)
+        assert len(pairs) == 2 and all(first != second for first, second in pairs)
+        found = extract_citations(text).citations
+        # the rules read the first of the two authors, as in "Li & Liang (2021)"
+        assert [c.author for c in found] == [pairs[0][0], pairs[1][0]]
+
+
 def test_schema_valid_counts_answers_to_the_notebooks_response_valid_the_programs_checks():
     from structune.evaluate.citations import citation_scores, citation_table
     from structune.evaluate.compare import compare

@@ -8,6 +8,11 @@ then labels the variant as it would any chunk. The words around the citations st
 what stays the same across variants is where a citation stands and what it looks like:
 what the student has to learn, instead of which names a given paragraph cites.
 
+With `two_authors`, a share of the swapped "Smith et al." citations are written with two
+authors instead, "Jones & Lee" or "Jones and Lee": instructgpt cites two authors twice in
+68 pages, lora 24 times in 26 (all with "&"), and a student tuned on the first answered
+"Loshchilov & Hutter" with "Hutter" or an invented name.
+
 `long_list_variants` makes the rarer shape a student fails on: one sentence listing a dozen
 works, each in its own clause ("RealToxicityPrompts (Gehman et al., 2020), TruthfulQA (Lin
 et al., 2021), ..."). Plainly decoded, the best student lost its place in such a list and
@@ -29,10 +34,12 @@ YEARS = (1990, 2023)
 
 
 def citation_variants(
-    inputs: Sequence[dict[str, str]], *, per_input: int, seed: int = 0
+    inputs: Sequence[dict[str, str]], *, per_input: int, two_authors: float = 0.0, seed: int = 0
 ) -> list[dict[str, str]]:
     """`per_input` variants of each input whose `context_str` cites something (inputs
-    without citations have none), in order; other keys are kept as they are."""
+    without citations have none), in order; other keys are kept as they are. Each cited
+    surname's "et al." citations are written as two authors in a variant with probability
+    `two_authors`."""
     rng = random.Random(seed)
     cited = [(i, extract_citations(i["context_str"]).citations) for i in inputs]
     pool = sorted(
@@ -48,9 +55,14 @@ def citation_variants(
             # All at once: one by one, a name swapped in could be swapped again.
             new_names = {name: rng.choice([p for p in pool if p != name]) for name in names}
             new_years = {str(year): str(rng.randint(*YEARS)) for year in years}
+            paired = {}  # "Smith et al." → "Jones & Lee"
+            for name, new in new_names.items() if two_authors else ():  # else no draws
+                if rng.random() < two_authors:
+                    other = rng.choice([p for p in pool if p != new])
+                    paired[name] = f"{new}{rng.choice((' & ', ' and '))}{other}"
             text = given["context_str"]
             if new_names:
-                text = _swap(text, new_names, r"(?<![\w-])(?:{})(?![\w-])")
+                text = _swap_names(text, new_names, paired)
             text = _swap(text, new_years, r"(?<!\d)(?:{})(?=[a-z]?(?!\d))")
             variants.append({**given, "context_str": text})
     return variants
@@ -103,6 +115,21 @@ def long_list_variants(
         text = given["context_str"]
         variants.append({**given, "context_str": text[:at] + "".join(added) + text[at:]})
     return variants
+
+
+def _swap_names(text: str, new_names: dict[str, str], paired: dict[str, str]) -> str:
+    """Every surname of `new_names` replaced at once (a name swapped in is not swapped
+    again), its "et al." citations by two authors where `paired` has it."""
+    names = "|".join(map(re.escape, sorted(new_names, key=len, reverse=True)))
+    pattern = rf"(?<![\w-])(?P<name>{names})(?P<et_al>\s+et\s*al\b\.?)?(?![\w-])"
+
+    def replace(match: re.Match[str]) -> str:
+        name, et_al = match.group("name"), match.group("et_al")
+        if et_al and name in paired:
+            return paired[name]
+        return new_names[name] + (et_al or "")
+
+    return re.sub(pattern, replace, text)
 
 
 def _swap(text: str, replacements: dict[str, str], pattern: str) -> str:
