@@ -56,10 +56,11 @@ def citation_variants(
             new_names = {name: rng.choice([p for p in pool if p != name]) for name in names}
             new_years = {str(year): str(rng.randint(*YEARS)) for year in years}
             paired = {}  # "Smith et al." → "Jones & Lee"
-            for name, new in new_names.items() if two_authors else ():  # else no draws
-                if rng.random() < two_authors:
-                    other = rng.choice([p for p in pool if p != new])
-                    paired[name] = f"{new}{rng.choice((' & ', ' and '))}{other}"
+            if two_authors:  # no draws otherwise: earlier recipes' variants stay as they were
+                for name, new in new_names.items():
+                    if rng.random() < two_authors:
+                        other = rng.choice([p for p in pool if p != new])
+                        paired[name] = f"{new}{rng.choice((' & ', ' and '))}{other}"
             text = given["context_str"]
             if new_names:
                 text = _swap_names(text, new_names, paired)
@@ -84,8 +85,8 @@ def long_list_variants(
 ) -> list[dict[str, str]]:
     """`count` variants of citing inputs drawn at random, each made to cite a number of
     works drawn from `lengths` by new clauses after one of its single citations: ", GPT-3
-    (Smith et al., 2019)" and so on, a surname from the inputs' own cited ones and a year
-    not cited beside it. Inputs that cite `lengths[1]` works or more, or hold no bracket
+    (Smith et al., 2019)" and so on, each a surname from the inputs' own cited ones with a
+    year, a pair the input does not cite yet. Inputs that cite `lengths[1]` works or more, or hold no bracket
     with a single citation, are not drawn; other keys are kept as they are."""
     rng = random.Random(seed)
     found = [extract_citations(i["context_str"]).citations for i in inputs]
@@ -105,8 +106,9 @@ def long_list_variants(
     variants = []
     for given, citations, singles in (rng.choice(drawable) for _ in range(count)):
         cited = {(c.author, c.year) for c in citations}
+        target = max(rng.randint(*lengths), len(citations) + 1)
         added: list[str] = []
-        while len(cited) < max(rng.randint(*lengths), len(citations) + 1):
+        while len(cited) < target:
             pair = (rng.choice(surnames), rng.randint(*YEARS))
             if pair not in cited:
                 cited.add(pair)
