@@ -86,8 +86,9 @@ def long_list_variants(
     """`count` variants of citing inputs drawn at random, each made to cite a number of
     works drawn from `lengths` by new clauses after one of its single citations: ", GPT-3
     (Smith et al., 2019)" and so on, each a surname from the inputs' own cited ones with a
-    year, a pair the input does not cite yet. Inputs that cite `lengths[1]` works or more, or hold no bracket
-    with a single citation, are not drawn; other keys are kept as they are."""
+    year, a pair the input does not cite yet. Inputs that cite `lengths[1]` works or more,
+    or hold no bracket with a single citation, are not drawn; other keys are kept as they
+    are."""
     rng = random.Random(seed)
     found = [extract_citations(i["context_str"]).citations for i in inputs]
     surnames = sorted({c.author for f in found for c in f if _PLAIN_SURNAME.fullmatch(c.author)})
