@@ -52,6 +52,7 @@ import random
 import time
 from pathlib import Path
 
+from structune.errors import InvalidOutput
 from structune.evaluate.citations import citation_scores, citation_table
 from structune.evaluate.compare import compare
 from structune.llms.base import Constrained
@@ -70,14 +71,17 @@ from structune.tasks.citation_variants import citation_variants, long_list_varia
 from structune.tasks.citations import (
     Response,
     citation_pairs,
+    citation_program,
     citation_teacher,
     extract_citations,
+    pairs_in_context,
     sourced_citation_program,
 )
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
+TEACHER = "teacher (rules)"  # its row's name
 MODES = ("plain", "json", "extractive", "ordered")  # how the student decodes (issue 10)
 
 
@@ -181,6 +185,30 @@ def answer_tokens(answers: list[str]) -> list[int]:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     return [len(tokenizer(a, add_special_tokens=False).input_ids) for a in answers]
+
+
+def misses(comparison, inputs: list[dict]) -> dict[str, list[dict]]:
+    """Per model but the teacher, the contexts its pairs differ on: the gold pairs it missed
+    and the pairs it named that the context does not cite (author keys, as scored)."""
+    gold = [pairs_in_context(i["context_str"]) for i in inputs]
+    found = {}
+    for model, answers in comparison.answers.items():
+        if model == TEACHER:
+            continue
+        rows = []
+        for i, (answer, expected) in enumerate(zip(answers, gold, strict=True)):
+            try:
+                named = citation_pairs(citation_program.parse(answer.text))
+            except InvalidOutput:
+                named = set()
+            if named != expected:
+                rows.append({
+                    "context": i,
+                    "missed": sorted(expected - named),
+                    "not cited": sorted(named - expected),
+                })  # fmt: skip
+        found[model] = rows
+    return found
 
 
 def recall_ceiling(tokenizer, teacher_answers, max_tokens: int) -> float:
@@ -382,7 +410,7 @@ def main() -> None:
     models = {
         **({} if args.no_base else {"base": LocalLLM.load("smollm2-135m", batch_size=10)}),
         **dict(modes[mode] for mode in args.modes.split(",")),
-        "teacher (rules)": teacher,
+        TEACHER: teacher,
     }
     for name, inputs in [
         (f"held-out stretches of {args.train_paper}", heldout),
@@ -391,18 +419,23 @@ def main() -> None:
         comparison = compare(program, models, inputs, max_tokens=args.max_tokens)
         scores = citation_scores(comparison, inputs)
         gold = sum(s.gold for s in scores.values()) // len(scores)
-        ceiling = recall_ceiling(
-            student.tokenizer, comparison.answers["teacher (rules)"], args.max_tokens
-        )
+        ceiling = recall_ceiling(student.tokenizer, comparison.answers[TEACHER], args.max_tokens)
         print(
             f"\n{name}: {len(inputs)} questions, {gold} citation pairs in their contexts; "
             f"the teacher's answers cut at {args.max_tokens} tokens recall {ceiling:.2f}"
         )
         print(citation_table(comparison, scores))
+        wrong = misses(comparison, inputs)
+        for model, rows in wrong.items():
+            for row in rows:
+                missed = ", ".join(f"{a} {y}" for a, y in row["missed"]) or "-"
+                extra = ", ".join(f"{a} {y}" for a, y in row["not cited"]) or "-"
+                print(f"  {model}, context {row['context']}: missed {missed}; not cited {extra}")
         report[name] = {
             "comparison": comparison.to_dict(),  # with every answer, to read the misses
             "citations": {m: vars(s) for m, s in scores.items()},
             "recall_ceiling": ceiling,
+            "misses": wrong,
         }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
