@@ -225,7 +225,7 @@ class _StopWhen:
 def _merge_adapter(model: Any, adapter_path: str) -> Any:
     from peft import PeftModel
 
-    from structune.train.adapters import ADAPTER_WEIGHTS
+    from structune.train.adapters import ADAPTER_WEIGHTS, peft_deprecations_hidden
 
     weights = Path(adapter_path) / ADAPTER_WEIGHTS
     if not weights.is_file():
@@ -235,7 +235,8 @@ def _merge_adapter(model: Any, adapter_path: str) -> Any:
             "only as safetensors (never pickled .bin files); train it again"
         )
     try:
-        peft_model = PeftModel.from_pretrained(model, adapter_path)
+        with peft_deprecations_hidden():
+            peft_model = PeftModel.from_pretrained(model, adapter_path)
     except Exception as exc:  # peft/safetensors raise many types on corrupt files
         raise BackendError(
             f"cannot load the adapter in {adapter_path} (adapter_config.json, "

@@ -10,6 +10,9 @@ Adapters are immutable; continuing training writes a new adapter whose parent is
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,18 @@ import pydantic
 from structune.errors import BackendError, StructuneError, UserError
 from structune.fileio import write_directory_atomically
 from structune.paths import adapters_dir
+
+
+@contextmanager
+def peft_deprecations_hidden() -> Iterator[None]:
+    """Wrapping a model, peft reads transformers' deprecated `is_gradient_checkpointing`:
+    a FutureWarning on every adapter load and training run, with nothing for a user to do."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
+
 
 MANIFEST_FILE = "structune.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what PEFT writes; never a pickled .bin

@@ -45,6 +45,7 @@ from structune.train.adapters import (
     AdapterManifest,
     load_manifest,
     non_finite_weights,
+    peft_deprecations_hidden,
     save_adapter,
 )
 from structune.train.checkpoints import (
@@ -209,16 +210,17 @@ def _with_lora(model: Any, config: TrainConfig, parent: AdapterManifest | None) 
     from peft import LoraConfig, PeftModel, get_peft_model
 
     model.config.use_cache = False
-    if parent is not None:
-        return PeftModel.from_pretrained(model, str(parent.path), is_trainable=True)
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+    with peft_deprecations_hidden():
+        if parent is not None:
+            return PeftModel.from_pretrained(model, str(parent.path), is_trainable=True)
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora)
 
 
 def answer_loss(
