@@ -18,10 +18,12 @@ the same popular chunks for many questions, so one paper gave only 18 distinct c
 contexts, and a student tuned on those answered `[]` to everything. Each citing window
 also gives `--variants` copies with its cited surnames and years swapped for others
 (`citation_variants`): tuned on windows alone, the student answered their citations back
-and `[]` to every unseen chunk. Curated: answers
-citing 1 to `--max-citations` works (the default 8 dates from answers that wrote out the
-whole citing sentence per citation; the best student so far, with the clause, trained on
-up to 16: see the README), plus at most `--empty-share` that cite nothing.
+and `[]` to every unseen chunk. `--two-authors` writes a share of the variants' "et al."
+citations as two authors (lora's style), `--long-lists` adds windows made to list 9 or more
+works (`long_list_variants`). Curated: answers citing 1 to `--max-citations` works (the
+default 8 dates from answers that wrote out the whole citing sentence per citation; the
+best students since, with the clause, trained on up to 16: see the README), plus at most
+`--empty-share` that cite nothing.
 
 The program is `sourced_citation_program`: the notebook's prompt and `Response` with a year
 in 1800-2099 and a `desc` of at most 300 characters (bounds the prompt shows), each
