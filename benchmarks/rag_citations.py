@@ -35,9 +35,9 @@ grammar that also keeps the context's order.
 
 Scores: answers valid against the notebook's `Response` (schema-valid: the goal's measure)
 and against the sourced program (valid), answers cut off by `--max-tokens`, authors/years not
-in the context,
-and precision / recall / F1 of (first author, year) pairs against the author-year
-citations the rules find in the retrieved context (answers read by the schema alone). The
+in the context, and precision / recall / F1 of (first author, year) pairs against the
+author-year citations the rules find in the retrieved context (answers read by the schema
+alone), then each student's misses per context (pairs missed, pairs not cited). The
 teacher is that rule set, so its F1 is 1.0 by construction: the row shows the ceiling. The
 answer budget (`--max-tokens`) has to fit the teacher's longest answer, or recall is capped
 below 1.0 for every model; each test set prints the recall the teacher's own answers reach
