@@ -54,8 +54,7 @@ import random
 import time
 from pathlib import Path
 
-from structune.errors import InvalidOutput
-from structune.evaluate.citations import citation_scores, citation_table
+from structune.evaluate.citations import citation_misses, citation_scores, citation_table
 from structune.evaluate.compare import compare
 from structune.llms.base import Constrained
 from structune.llms.callable import CallableLLM
@@ -73,10 +72,8 @@ from structune.tasks.citation_variants import citation_variants, long_list_varia
 from structune.tasks.citations import (
     Response,
     citation_pairs,
-    citation_program,
     citation_teacher,
     extract_citations,
-    pairs_in_context,
     sourced_citation_program,
 )
 from structune.train.config import TrainConfig
@@ -187,30 +184,6 @@ def answer_tokens(answers: list[str]) -> list[int]:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     return [len(tokenizer(a, add_special_tokens=False).input_ids) for a in answers]
-
-
-def misses(comparison, inputs: list[dict]) -> dict[str, list[dict]]:
-    """Per model but the teacher, the contexts its pairs differ on: the gold pairs it missed
-    and the pairs it named that the context does not cite (author keys, as scored)."""
-    gold = [pairs_in_context(i["context_str"]) for i in inputs]
-    found = {}
-    for model, answers in comparison.answers.items():
-        if model == TEACHER:
-            continue
-        rows = []
-        for i, (answer, expected) in enumerate(zip(answers, gold, strict=True)):
-            try:
-                named = citation_pairs(citation_program.parse(answer.text))
-            except InvalidOutput:
-                named = set()
-            if named != expected:
-                rows.append({
-                    "context": i,
-                    "missed": sorted(expected - named),
-                    "not cited": sorted(named - expected),
-                })  # fmt: skip
-        found[model] = rows
-    return found
 
 
 def recall_ceiling(tokenizer, teacher_answers, max_tokens: int) -> float:
@@ -427,7 +400,8 @@ def main() -> None:
             f"the teacher's answers cut at {args.max_tokens} tokens recall {ceiling:.2f}"
         )
         print(citation_table(comparison, scores))
-        wrong = misses(comparison, inputs)
+        wrong = citation_misses(comparison, inputs)
+        del wrong[TEACHER]  # the gold, by construction
         for model, rows in wrong.items():
             for row in rows:
                 missed = ", ".join(f"{a} {y}" for a, y in row["missed"]) or "-"

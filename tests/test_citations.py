@@ -488,8 +488,8 @@ def test_variants_write_et_al_citations_with_two_authors_where_asked():
         assert [c.author for c in found] == [pairs[0][0], pairs[1][0]]
 
 
-def test_schema_valid_counts_answers_to_the_notebooks_response_valid_the_programs_checks():
-    from structune.evaluate.citations import citation_scores, citation_table
+def test_schema_valid_valid_and_misses_read_the_same_answers_as_scored():
+    from structune.evaluate.citations import citation_misses, citation_scores, citation_table
     from structune.evaluate.compare import compare
     from structune.tasks.citations import sourced_citation_program
 
@@ -508,6 +508,12 @@ def test_schema_valid_counts_answers_to_the_notebooks_response_valid_the_program
         ["1/1", "0/1"],
         ["0/1", "0/1"],
     ]
+    # the misses, as scored: an unparseable answer names nothing
+    assert citation_misses(comparison, inputs) == {
+        "copies": [],
+        "invents": [{"context": 0, "missed": [("smith", 2020)], "not cited": [("jones", 2019)]}],
+        "breaks": [{"context": 0, "missed": [("smith", 2020)], "not cited": []}],
+    }
 
 
 def test_long_list_variants_add_clauses_the_teacher_reads_in_order():

@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from structune.errors import InvalidOutput
 from structune.evaluate.compare import Comparison
 from structune.tasks.citations import (
+    CitationPair,
     CitationScore,
     Response,
+    citation_pairs,
     citation_program,
     pairs_in_context,
     score_citations,
@@ -32,6 +34,26 @@ def citation_scores(
         predicted = [_citations(a.text) if a.parsed else None for a in answers]
         scores[model] = score_citations(predicted, gold)
     return scores
+
+
+def citation_misses(
+    comparison: Comparison, inputs: Sequence[Mapping[str, str]]
+) -> dict[str, list[dict[str, object]]]:
+    """Per model of `comparison`, the inputs its pairs differ on (scored as in
+    `citation_scores`): `{"context": i, "missed": gold pairs not named, "not cited": pairs
+    named that the context does not cite}`, pairs sorted by author key."""
+    gold = [pairs_in_context(i["context_str"]) for i in inputs]
+    found: dict[str, list[dict[str, object]]] = {}
+    for model, answers in comparison.answers.items():
+        named: list[set[CitationPair]] = [
+            citation_pairs(_citations(a.text) if a.parsed else None) for a in answers
+        ]
+        found[model] = [
+            {"context": i, "missed": sorted(want - got), "not cited": sorted(got - want)}
+            for i, (got, want) in enumerate(zip(named, gold, strict=True))
+            if got != want
+        ]
+    return found
 
 
 def _citations(text: str) -> Response | None:
