@@ -170,6 +170,22 @@ def test_desc_is_bounded_when_the_text_has_no_sentence_ends():
     assert "\n" not in citation.desc and citation.desc == citation.desc.strip()
 
 
+def test_a_long_clause_gives_a_bracketed_group_its_lead_in_and_the_whole_group():
+    # lora's sentence listing ten works in two groups, with no comma between them: a window
+    # around each citation would give every work a shifted copy of the same words.
+    first = "; ".join(f"{name} et al., 2019" for name in ("Adams", "Baker", "Clark", "Dunn"))
+    second = "; ".join(f"{name} et al., 2021" for name in ("Evans", "Fox", "Gray", "Hill"))
+    text = (
+        "There are two strategies when it comes to efficient adaptation: adding adapter "
+        f"layers ({first}) or optimizing some forms of the input layer activations ({second}) "
+        "and both have limits in large-scale and latency-sensitive production scenarios."
+    )
+    descs = [c.desc for c in extract_citations(text).citations]
+    assert len(text) > MAX_DESC_CHARS and len(descs) == 8
+    assert set(descs[:4]) == {text[: text.index(")") + 1]}
+    assert set(descs[4:]) == {f"or optimizing some forms of the input layer activations ({second})"}
+
+
 def test_no_citations_gives_an_empty_response():
     assert extract_citations("").citations == []
     assert extract_citations("Plain prose with no references at all.").citations == []

@@ -253,32 +253,55 @@ def _clause(text: str, starts: list[int], found: _Found) -> str:
     sentence listing thirteen benchmarks). A clause says what the work is cited for, and a
     list of citations from one sentence no longer repeats that sentence once per citation
     (the README has the answer lengths before and after). A clause longer than
-    `MAX_DESC_CHARS` (PDF text without full stops) is cut around the citation."""
+    `MAX_DESC_CHARS` (PDF text without full stops) is cut (`_cut`)."""
     begin = starts[bisect.bisect_right(starts, found.start) - 1]
     after = bisect.bisect_left(starts, found.end)
     end = starts[after] if after < len(starts) else len(text)
-    cuts, depth = [begin], 0
+    cuts, groups, depth, opened = [begin], [], 0, begin
     for i in range(begin, end):
         if text[i] in "([":
             depth += 1
-        elif text[i] in ")]":
-            depth = max(0, depth - 1)
+            opened = i if depth == 1 else opened
+        elif text[i] in ")]" and depth:
+            depth -= 1
+            if depth == 0:
+                groups.append((opened, i + 1))
         elif text[i] in ",;" and depth == 0 and text[i + 1 : i + 2] == " ":
             cuts.append(i + 1)
     begin = cuts[bisect.bisect_right(cuts, found.start) - 1]
     end = next((cut for cut in cuts if cut >= found.end), end)
-    if end - begin > MAX_DESC_CHARS:
+    if end - begin <= MAX_DESC_CHARS:
+        return text[begin:end].strip().rstrip(",;")
+    inside = next((i for i, (o, c) in enumerate(groups) if o < found.start < c), None)
+    if inside is None:
+        return _cut(text, begin, end, found, None)
+    # The words leading into a group start after the group before it, if any.
+    lead = max(begin, groups[inside - 1][1] if inside else begin)
+    return _cut(text, lead, end, found, groups[inside])
+
+
+def _cut(text: str, begin: int, end: int, found: _Found, group: tuple[int, int] | None) -> str:
+    """At most `MAX_DESC_CHARS` of the clause `text[begin:end]`. A citation inside a
+    bracketed group gets the words that lead into the group (from `begin`) and the whole
+    group ("adding adapter layers (Houlsby et al., 2019; Rebuffi et al., 2017; ...)"): what
+    its works are cited for, and one desc shared by the whole group, where a window around
+    each citation would give every work of a long group a slightly shifted copy of the same
+    words (a student copying those lost its place in lora's list of ten works and ran out
+    of tokens). Any other citation gets a window around it."""
+    if group is not None and group[1] - group[0] < MAX_DESC_CHARS:
+        end = group[1]
+        begin = max(begin, end - MAX_DESC_CHARS)
+    else:
         middle = (found.start + found.end) // 2
         begin = max(begin, middle - MAX_DESC_CHARS // 2)
         end = min(end, begin + MAX_DESC_CHARS)
         begin = max(begin, end - MAX_DESC_CHARS)
-        window = text[begin:end]
-        if begin > 0 and text[begin - 1] != " ":
-            window = window.partition(" ")[2]  # no half word at either end
-        if end < len(text) and text[end] != " ":
-            window = window.rpartition(" ")[0]
-        return window.strip()
-    return text[begin:end].strip().rstrip(",;")
+    window = text[begin:end]
+    if begin > 0 and text[begin - 1] != " ":
+        window = window.partition(" ")[2]  # no half word at either end
+    if end < len(text) and text[end] not in " ,;.)]":
+        window = window.rpartition(" ")[0]
+    return window.strip().rstrip(",;")
 
 
 def extract_citations(text: str) -> Response:
