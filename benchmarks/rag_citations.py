@@ -237,6 +237,9 @@ def main() -> None:
         "(long_list_variants)",
     )
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed: LoRA init, dropout, batch order"
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
         "--group-by-length",
@@ -346,6 +349,7 @@ def main() -> None:
             group_by_length=args.group_by_length,
             gradient_checkpointing=args.gradient_checkpointing,
             decision_weight=args.decision_weight,
+            seed=args.seed,
         )
         adapter = finetune(
             conversations, config=config, parent=args.parent, task="citations", resume=args.resume
