@@ -237,9 +237,7 @@ def main() -> None:
         "(long_list_variants)",
     )
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument(
-        "--seed", type=int, default=0, help="training seed: LoRA init, dropout, batch order"
-    )
+    parser.add_argument("--seed", type=int, default=0, help="training seed: LoRA init, batch order")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
         "--group-by-length",
