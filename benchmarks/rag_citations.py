@@ -20,10 +20,10 @@ also gives `--variants` copies with its cited surnames and years swapped for oth
 (`citation_variants`): tuned on windows alone, the student answered their citations back
 and `[]` to every unseen chunk. `--two-authors` writes a share of the variants' "et al."
 citations as two authors (lora's style), `--long-lists` adds windows made to list 9 or more
-works (`long_list_variants`). Curated: answers citing 1 to `--max-citations` works (the
-default 8 dates from answers that wrote out the whole citing sentence per citation; the
-best students since, with the clause, trained on up to 16: see the README), plus at most
-`--empty-share` that cite nothing.
+works (`long_list_variants`). Curated: answers citing 1 to `--max-citations` works, plus
+at most `--empty-share` that cite nothing. The defaults are the README's best recipe
+(`citations-8f71e51d`: up to 16 works, long lists, two-author variants, 3 epochs in
+length-grouped batches); the README says which flags repeat its earlier recipes.
 
 The program is `sourced_citation_program`: the notebook's prompt and `Response` with a year
 in 1800-2099 and a `desc` of at most 300 characters (bounds the prompt shows), each
@@ -213,9 +213,9 @@ def main() -> None:
     parser.add_argument("--test-paper", default="lora")
     parser.add_argument("--chunk-size", type=int, default=256, help="of the test chunks")
     parser.add_argument("--windows", default="256:128", help="training windows, size:overlap,...")
-    parser.add_argument("--max-citations", type=int, default=8)
+    parser.add_argument("--max-citations", type=int, default=16)
     parser.add_argument("--empty-share", type=float, default=0.25)
-    parser.add_argument("--test", type=int, default=20, help="test questions per test set")
+    parser.add_argument("--test", type=int, default=16, help="test questions per test set")
     parser.add_argument(
         "--variants",
         type=int,
@@ -225,24 +225,25 @@ def main() -> None:
     parser.add_argument(
         "--two-authors",
         type=float,
-        default=0.0,
+        default=0.3,
         help="share of a variant's 'et al.' citations written as two authors "
         "('Jones & Lee': lora's style, rare in instructgpt)",
     )
     parser.add_argument(
         "--long-lists",
         type=int,
-        default=0,
+        default=32,
         help="variants of citing windows made to list 9 to --max-citations works "
         "(long_list_variants)",
     )
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0, help="training seed: LoRA init, batch order")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
-        "--group-by-length",
+        "--random-batches",
         action="store_true",
-        help="batches of similar lengths (how the README's recipes before random batches trained)",
+        help="batches drawn at random instead of by similar length (the README's recipes "
+        "trained grouped, but for one)",
     )
     parser.add_argument(
         "--decision-weight",
@@ -344,7 +345,7 @@ def main() -> None:
             batch_size=args.batch_size,
             # a cap over the longest example (2,411 tokens when desc was a sentence; one-off count)
             max_length=4096,
-            group_by_length=args.group_by_length,
+            group_by_length=not args.random_batches,
             gradient_checkpointing=args.gradient_checkpointing,
             decision_weight=args.decision_weight,
             seed=args.seed,
