@@ -170,42 +170,20 @@ def test_desc_is_bounded_when_the_text_has_no_sentence_ends():
     assert "\n" not in citation.desc and citation.desc == citation.desc.strip()
 
 
-def test_a_bracketed_group_gives_each_work_its_lead_in_and_its_own_citation():
-    # lora's sentence listing ten works in two groups: one desc holding the whole group,
-    # shared by its works, lost a student its place in the list.
+def test_a_long_clause_gives_a_bracketed_group_its_lead_in_and_the_whole_group():
+    # lora's sentence listing ten works in two groups, with no comma between them: a window
+    # around each citation would give every work a shifted copy of the same words.
     first = "; ".join(f"{name} et al., 2019" for name in ("Adams", "Baker", "Clark", "Dunn"))
     second = "; ".join(f"{name} et al., 2021" for name in ("Evans", "Fox", "Gray", "Hill"))
     text = (
         "There are two strategies when it comes to efficient adaptation: adding adapter "
         f"layers ({first}) or optimizing some forms of the input layer activations ({second}) "
-        "and both have limits in large-scale and latency-sensitive production scenarios. "
-        "RLHF [Bai et al., 2022; e.g., Ouyang et al., 2022a, 2022b] aligns models, "
-        "and so does tuning (Smith, 2019; BERT, 2020)."
+        "and both have limits in large-scale and latency-sensitive production scenarios."
     )
     descs = [c.desc for c in extract_citations(text).citations]
-    lead = "There are two strategies when it comes to efficient adaptation: adding adapter layers"
-    assert descs[:4] == [
-        f"{lead} ({name} et al., 2019)" for name in ("Adams", "Baker", "Clark", "Dunn")
-    ]
-    assert descs[4:8] == [
-        f"or optimizing some forms of the input layer activations ({name} et al., 2021)"
-        for name in ("Evans", "Fox", "Gray", "Hill")
-    ]
-    # The group's brackets, a work's several years kept together; a group that cites one
-    # work (BERT is no surname) keeps its whole clause.
-    assert descs[8:] == [
-        "RLHF [Bai et al., 2022]",
-        "RLHF [Ouyang et al., 2022a, 2022b]",
-        "and so does tuning (Smith, 2019; BERT, 2020).",
-    ]
-
-
-def test_a_group_desc_is_cut_from_its_lead_in():
-    text = " ".join(["word"] * 100) + " (Smith et al., 2020; Jones, 2019) and more."
-    descs = [c.desc for c in extract_citations(text).citations]
-    assert all(len(d) <= MAX_DESC_CHARS for d in descs)
-    assert descs[0].startswith("word") and descs[0].endswith("word (Smith et al., 2020)")
-    assert descs[1].endswith("word (Jones, 2019)")
+    assert len(text) > MAX_DESC_CHARS and len(descs) == 8
+    assert set(descs[:4]) == {text[: text.index(")") + 1]}
+    assert set(descs[4:]) == {f"or optimizing some forms of the input layer activations ({second})"}
 
 
 def test_no_citations_gives_an_empty_response():
