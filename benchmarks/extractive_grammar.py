@@ -10,19 +10,23 @@ model's tokenizer, three grammars side by side:
 - JSON grammar: a citation schema without markers (what `constrained=True` costs anyway);
 - extractive: the same schema with `author` marked `Extracted()` (a span of the source);
 - ordered list: `keywords: list[Annotated[str, Extracted(ordered=True)]]` (a rule per piece
-  of the source: each item after the previous one).
+  of the source: each item after the previous one);
+- the last two with a surname's shape (`pattern=SURNAME_PATTERN`, the sourced citation
+  program's author): the source's runs that match, one literal each.
 
 Timed: compiling (`schema_grammar`: Lark text + compile; a schema is validated once, on the
 first run only), starting a matcher, its first mask, the first mask inside the copied
 string (the lexer builds its states for the source lazily), and the mean mask per token
-while copying ten words. Medians over the `--repeat` runs after the first; each run uses a
-different source, so no grammar comes from a cache. A decode step of the 135M model takes
-~20 ms on this CPU (benchmarks/constrained_decoding.py), the yardstick for the masks.
+while copying ten words (one surname, under a pattern). Medians over the `--repeat` runs
+after the first; each run uses a different source, so no grammar comes from a cache. A
+decode step of the 135M model takes ~20 ms on this CPU (benchmarks/constrained_decoding.py),
+the yardstick for the masks.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +38,7 @@ from structune.constrain import Extracted, bind_sources
 from structune.constrain.grammar import _ll_tokenizer, schema_grammar
 from structune.errors import UserError
 from structune.models.loading import resolve_model
+from structune.tasks.citations import SURNAME_PATTERN
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers" / "lora.pdf"
 
@@ -54,6 +59,16 @@ class Keywords(pydantic.BaseModel):
     keywords: list[Annotated[str, Extracted(source="context", ordered=True)]]
 
 
+class Surname(pydantic.BaseModel):
+    author: Annotated[str, Extracted(source="context", pattern=SURNAME_PATTERN)]
+    year: int
+    desc: str
+
+
+class Surnames(pydantic.BaseModel):
+    names: list[Annotated[str, Extracted(source="context", ordered=True, pattern=SURNAME_PATTERN)]]
+
+
 def citations_of(item: type[pydantic.BaseModel]) -> dict[str, Any]:
     class Response(pydantic.BaseModel):
         citations: list[item]  # type: ignore[valid-type]
@@ -65,6 +80,8 @@ GRAMMARS = {  # name → (schema, the answer's text up to the copied string)
     "JSON grammar": (citations_of(PlainCitation), '{"citations":[{"author":"'),
     "extractive": (citations_of(Citation), '{"citations":[{"author":"'),
     "ordered list": (Keywords.model_json_schema(), '{"keywords":["'),
+    "extractive, surname": (citations_of(Surname), '{"citations":[{"author":"'),
+    "ordered, surname": (Surnames.model_json_schema(), '{"names":["'),
 }
 STEPS = ("schema_grammar", "start matcher", "first mask", "build + first mask")
 STEPS += ("first mask inside the string", "mask per copied token")
@@ -130,6 +147,8 @@ def main() -> None:
             timed(name, "first mask inside the string", started)
 
             copied = " ".join(source.split()[100:110]).replace("\\", "").replace('"', "")
+            if "surname" in name:  # the first word from there on that has the shape
+                copied = next(w for w in source.split()[100:] if re.fullmatch(SURNAME_PATTERN, w))
             tokens = tokenizer.encode(copied, add_special_tokens=False)
             started = time.perf_counter()
             for token in tokens:

@@ -14,6 +14,7 @@ from structune import CallableLLM, InvalidOutput, UserError
 from structune.program import FORMAT_INSTRUCTIONS
 from structune.tasks.citations import (
     MAX_DESC_CHARS,
+    SURNAME_PATTERN,
     Citation,
     CitationScore,
     Response,
@@ -251,6 +252,18 @@ def test_known_citations_are_found_with_their_clause(pages):
     assert {("Rücklé", 2020), ("Ham", 2008), ("Dolan", 2005), ("Lepikhin", 2020)} <= lora
 
 
+def test_every_author_the_teacher_reads_has_the_surname_shape(pages):
+    """The sourced program's `SURNAME_PATTERN` refuses no author the teacher answers."""
+    authors = {
+        c.author
+        for paper in pages.values()
+        for text in paper
+        for c in extract_citations(text).citations
+    }
+    assert len(authors) >= 130  # one-off count: 130
+    assert [a for a in authors if not re.fullmatch(SURNAME_PATTERN, a)] == []
+
+
 def test_reference_lists_yield_no_citations(pages):
     references = [
         text
@@ -303,6 +316,11 @@ def test_the_sourced_program_asks_the_same_with_bounds_and_checks_authors_agains
     assert citation_program.parse(invented, inputs)
     with pytest.raises(InvalidOutput, match=r'citations\[0\]\.author: "Leeds" is not in'):
         sourced_citation_program.parse(invented, inputs)
+    named = {**inputs, "context_str": "On SAMSum (Gliwa et al., 2019) and E2E (Lee, 2018)."}
+    for author in ("SAMSum", "E2E"):  # copied, but no surname
+        shapeless = f'{{"citations":[{{"author":"{author}","year":2019,"desc":"On"}}]}}'
+        with pytest.raises(InvalidOutput, match=f'"{author}" does not match the pattern'):
+            sourced_citation_program.parse(shapeless, named)
 
 
 CONTEXT = (

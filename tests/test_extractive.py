@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Annotated
 
 import pydantic
@@ -450,6 +451,77 @@ def test_ordering_objects_needs_one_ordered_field_and_required_members(tokenizer
         schema = Program("{text}", Listed).decoding_schema({"text": SOURCE_CITING})
         with pytest.raises(UserError, match=error):
             compile_schema(schema, tokenizer)
+
+
+# A capital and a small letter, then letters: a surname's shape, not "SAMSum" or "E2E".
+NAME = r"[A-Z][a-zü][^\W\d_]*"
+
+
+class Named(pydantic.BaseModel):
+    author: Annotated[str, Extracted(ordered=True, pattern=NAME)]
+    year: Annotated[int, Extracted()]
+
+
+class NamedList(pydantic.BaseModel):
+    citations: list[Named]
+
+
+NAMED = Program("Reference: {text}", NamedList)
+SOURCE_NAMING = "SAMSum (Gliwa et al., 2019) and E2E NLG (Novikova et al., 2017); see Gliwa."
+
+
+def test_a_pattern_travels_in_the_marker_and_bad_patterns_are_refused():
+    assert "pattern" not in Extracted().to_json()  # unpatterned schemas keep their hashes
+    marker = NAMED.json_schema["$defs"]["Named"]["properties"]["author"][MARKER_KEY]
+    assert Extracted.from_json(marker) == Extracted(ordered=True, pattern=NAME)
+    with pytest.raises(UserError, match="must be a regular expression, got '\\[A-Z'"):
+        Extracted(pattern="[A-Z")
+
+    class Numbered(pydantic.BaseModel):
+        year: Annotated[int, Extracted(pattern="20..")]
+
+    with pytest.raises(UserError, match="year is an integer marked ordered or with a pattern"):
+        Program("{text}", Numbered)
+
+
+def test_a_copy_without_the_patterns_shape_is_named():
+    inputs = {"text": SOURCE_NAMING}
+    good = cites(("Gliwa", 2019), ("Novikova", 2017), ("Gliwa", 2019))
+    assert check_extracted(NAMED.json_schema, json.loads(good), inputs) == []
+    for author in ["SAMSum", "E2E", "al", "Gliwa et al"]:  # all copied from the source
+        text = cites((author, 2019))
+        with pytest.raises(InvalidOutput, match=f'author: "{author}" does not match the pattern'):
+            NAMED.parse(text, inputs)
+    with pytest.raises(InvalidOutput, match='"Glwa" is not in the source'):  # not both
+        NAMED.parse(cites(("Glwa", 2019)), inputs)
+
+
+def test_a_patterned_grammar_accepts_exactly_the_matching_copies(tokenizer):
+    """Ordered, and relaxed to any order: the grammar and the check agree on every list."""
+    units = pieces(SOURCE_NAMING, "words")
+    words = [i for i, p in enumerate(units) if p[0].isalnum()]
+    spans = ["".join(units[a : b + 1]) for a in words for b in words if a <= b <= a + 4]
+    shaped = [s for s in spans if re.fullmatch(NAME, s)]
+    rng = random.Random(0)
+    for extraction in ("marked", "unordered"):
+        schema = with_extraction(NAMED.decoding_schema({"text": SOURCE_NAMING}), extraction)
+        grammar = compile_schema(schema, tokenizer)
+        agreed = {True: 0, False: 0}
+        for _ in range(40):
+            # Spans from a word to a word, mostly name-shaped, in any order.
+            authors = [rng.choice(shaped if rng.random() < 0.8 else spans) for _ in range(2)]
+            text = cites(*[(a, 2019) for a in authors])
+            checked = check_extracted(schema, json.loads(text), {"text": SOURCE_NAMING}) == []
+            assert accepts(grammar, tokenizer, text) == checked, (extraction, authors)
+            agreed[checked] += 1
+        assert min(agreed.values()) >= 5, agreed  # both answers were exercised
+
+
+def test_a_pattern_nothing_in_the_source_matches_leaves_only_the_empty_list(tokenizer):
+    inputs = {"text": "BERT (2019) and GPT (2020)."}
+    grammar = compile_schema(NAMED.decoding_schema(inputs), tokenizer)
+    assert accepts(grammar, tokenizer, cites())
+    assert not takes_prefix(grammar, tokenizer, '{"citations":[{')
 
 
 def test_an_ordered_field_outside_a_list_is_refused_wherever_its_model_comes_first():

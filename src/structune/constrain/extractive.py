@@ -2,7 +2,8 @@
 
 Mark a field `Annotated[str, Extracted()]`. The marker travels in the JSON Schema as the
 extension keyword `x-structune-extract` (`{"source", "mode", "ordered"}`), so it survives
-recording, JSONL export and being sent as a schema. It is enforced in two places:
+recording, JSONL export and being sent as a schema; `pattern` adds the shape a copy must
+have (a surname, not any span). It is enforced in two places:
 
 - afterwards, with any model: `check_extracted` looks every marked value of a parsed answer
   up in its source, and `Program.parse` turns what it finds into `InvalidOutput`;
@@ -53,11 +54,17 @@ class Extracted:
         mode: "words" copies whole words (punctuation at either end and whitespace are
             forgiven); "chars" copies an exact character span.
         ordered: for list items: each item must come from text after the previous one's.
+        pattern: a regular expression (Python `re`) the whole copied string must match,
+            e.g. a surname's shape. It lives in the marker, not as JSON Schema's `pattern`,
+            so the prompt's schema does not show it and the grammar can enforce it exactly:
+            it offers only the source's runs that match, of at most `MAX_PATTERN_PIECES`
+            pieces.
     """
 
     source: str | None = None
     mode: Mode = "words"
     ordered: bool = False
+    pattern: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -70,17 +77,31 @@ class Extracted:
             )
         if not isinstance(self.ordered, bool):
             raise UserError(f"Extracted(ordered=...) must be True or False, got {self.ordered!r}")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except (re.error, TypeError) as exc:
+                raise UserError(
+                    f"Extracted(pattern=...) must be a regular expression, got "
+                    f"{self.pattern!r}: {exc}"
+                ) from None
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "mode": self.mode, "ordered": self.ordered}
+        marker = {"source": self.source, "mode": self.mode, "ordered": self.ordered}
+        # Written only when set: the schemas (and hashes) of unpatterned markers stay as they were.
+        return marker if self.pattern is None else {**marker, "pattern": self.pattern}
+
+    def matches(self, value: str) -> bool:
+        """Whether `value` has the marker's `pattern` (any value, without one)."""
+        return self.pattern is None or re.fullmatch(self.pattern, value) is not None
 
     @classmethod
     def from_json(cls, value: Any, where: str = "(root)") -> Extracted:
         """The marker written as `x-structune-extract` in a schema, checked."""
-        if not isinstance(value, Mapping) or set(value) - {"source", "mode", "ordered"}:
+        if not isinstance(value, Mapping) or set(value) - {"source", "mode", "ordered", "pattern"}:
             raise UserError(
-                f"{MARKER_KEY} at {where} must be an object with only the keys source, mode "
-                f"and ordered, got {value!r}"
+                f"{MARKER_KEY} at {where} must be an object with only the keys source, mode, "
+                f"ordered and pattern, got {value!r}"
             )
         return cls(**value)
 
@@ -164,9 +185,11 @@ def extracted_fields(schema: Mapping[str, Any]) -> list[ExtractedField]:
                     f"integer (type {node.get('type', 'unspecified')!r}); only those can be "
                     "copied from the input"
                 )
-            if marker.ordered and node["type"] == "integer":
+            if node["type"] == "integer" and (marker.ordered or marker.pattern is not None):
                 raise UserError(
-                    f"{path or '(root)'} is an integer marked ordered; only strings keep order"
+                    f"{path or '(root)'} is an integer marked ordered or with a pattern; only "
+                    "strings keep order or have a shape (an integer is one of the source's "
+                    "numbers: bound it with ge/le)"
                 )
             if marker.ordered and not (is_item or in_item):
                 raise UserError(
@@ -434,6 +457,8 @@ class _Checker:
             if self.source(marker).find(_core(value, marker.mode)) is None:
                 self.missing += 1
                 yield f"{where}: {_show(value)} is not in the {_name(marker)}"
+            elif not marker.matches(value):
+                yield f"{where}: {_show(value)} does not match the pattern {marker.pattern!r}"
         elif MARKER_KEY in node and isinstance(value, int) and not isinstance(value, bool):
             marker = Extracted.from_json(node[MARKER_KEY], where)
             self.values += 1

@@ -17,6 +17,10 @@ writer cannot enforce on the path to a marked string is refused by name, never i
 Marked strings take no other keyword than `minLength` 1 (non-empty): lengths the engine
 counts are those of the escaped text, which differ from the value's.
 
+A marker with a `pattern` is written as the source's runs that match it, one literal each
+(`_matching_runs`: runs of up to `MAX_PATTERN_PIECES` pieces, checked with Python's `re`,
+so the grammar and the check afterwards agree exactly).
+
 A list of `ordered` items is written piece by piece instead (`_LarkWriter.ordered`): each
 item is a span starting after the previous one ends, so the list follows the source, can
 repeat a value only where the source repeats it, and cannot loop. Its grammar grows with
@@ -26,8 +30,10 @@ past `MAX_ORDERED_PIECES` are refused.
 
 from __future__ import annotations
 
+import bisect
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from structune.constrain.extractive import (
@@ -68,6 +74,10 @@ MAX_ORDERED_PIECES = 2_000
 """The most source pieces (words, spaces, punctuation: ~850 words of a paper) an ordered
 list is decoded over. Its grammar has a rule per piece, and the engine recurses along them
 when it starts a matcher: ~2,800 pieces overflow an 8 MB stack (a crash, not an error)."""
+
+MAX_PATTERN_PIECES = 16
+"""The longest run of source pieces a marker's `pattern` is tried on (a surname with its
+particles, "van der Maaten", is 5): every start times every length is checked in Python."""
 
 
 def extractive_grammar(schema: Mapping[str, Any], *, prune: bool = True) -> str:
@@ -263,6 +273,8 @@ class _LarkWriter:
     def span(self, marker: Extracted, *, nonempty: bool) -> str:
         """A terminal: a JSON string whose content is a run of the marker's source."""
         names = [marker.source] if marker.source else list(self.sources)
+        if marker.pattern is not None:
+            return self.matching_span(marker, names)
         alternatives = [
             self.define(
                 f"{marker.mode}:{name}",
@@ -279,6 +291,21 @@ class _LarkWriter:
             "SPAN",
             lambda: f'"\\"" {content} "\\""',
         )
+
+    def matching_span(self, marker: Extracted, names: list[str]) -> str:
+        """A terminal: a JSON string whose content is one of the source's runs that match
+        the marker's pattern; none match: `_NOTHING`."""
+
+        def body() -> str:
+            runs = _matching_runs(_units(self.sources, names, marker.mode), marker)
+            copies = sorted({copy for ends in runs.values() for copy in ends.values()})
+            if not copies:
+                return _NOTHING
+            literals = (json.dumps(c.translate(_ESCAPES), ensure_ascii=False) for c in copies)
+            return '"\\"" (' + " | ".join(literals) + ') "\\""'
+
+        key = f"matching:{marker.mode}:{marker.pattern}:{','.join(names)}"
+        return self.define(key, "MATCHING", body)
 
     def number(self, marker: Extracted, node: Mapping[str, Any]) -> str:
         """A terminal: one of the integers written in the marker's source within the
@@ -337,23 +364,46 @@ class _LarkWriter:
         after piece j-1, `t{j}` ends the list or opens the next item at or after j. Items
         start and end on a piece that is not whitespace, so none is empty; each one
         consumes a piece, so the list cannot loop. Texts of several sources are joined
-        with a barrier that no item crosses.
+        with a barrier that no item crosses. With a `pattern`, an item is one of the runs
+        that match it instead (`ordered_matching`).
         """
         names = [marker.source] if marker.source else list(self.sources)
-        key = f"ordered:{marker.mode}:{nonempty_list}:{','.join(names)}:{opening}:{closing}"
+        key = f"ordered:{marker}:{nonempty_list}:{','.join(names)}:{opening}:{closing}"
         if key in self.names:
             return self.names[key]
-        units: list[str | None] = []
-        for name in names:
-            units += [p.translate(_ESCAPES) for p in pieces(self.sources[name], marker.mode)]
-            units.append(None)
-        if len(units) > MAX_ORDERED_PIECES:
+        raw = _units(self.sources, names, marker.mode)
+        if len(raw) > MAX_ORDERED_PIECES:
             raise UserError(
-                f"the source of the ordered list has {len(units):,} pieces, more than the "
+                f"the source of the ordered list has {len(raw):,} pieces, more than the "
                 f"{MAX_ORDERED_PIECES:,} an ordered grammar takes; shorten it (e.g. smaller "
                 "chunks), or drop ordered=True (the order is still checked afterwards)"
             )
         prefix = self.names[key] = f"ordered{len(self.names)}"
+        write = self.ordered_matching if marker.pattern is not None else self.ordered_pieces
+        rules, first = write(marker, raw, prefix, opening, closing)
+        if not first:
+            if nonempty_list:
+                raise UserError(
+                    "an ordered extracted list must have an item, but its source has no text"
+                    + (" that matches the pattern" if marker.pattern is not None else "")
+                )
+            body = '"[" "]"'
+        else:
+            body = f'"[" {first}' if nonempty_list else f'"[" ("]" | {first})'
+        self.lines.append(f"{prefix}: {body}")
+        self.lines.extend(rules)
+        return prefix
+
+    def ordered_pieces(
+        self,
+        marker: Extracted,
+        raw: Sequence[str | None],
+        prefix: str,
+        opening: str,
+        closing: str,
+    ) -> tuple[list[str], str]:
+        """The rules of an ordered list copied piece by piece, and its first item."""
+        units = [u.translate(_ESCAPES) if u is not None else None for u in raw]
         blank = [u is None or not u.strip() for u in units]
         n = len(units)
         # next_start[i]: the first piece at or after i that an item can start on.
@@ -386,21 +436,75 @@ class _LarkWriter:
                 alternatives.append(f'"\\"" {prefix}_t{j}')
             rules.append(f"{prefix}_c{j}: {' | '.join(alternatives)}")
             if not blank[j - 1]:
-                more = start(next_start[j])
-                tail = f'"]" | "," {more}' if more else '"]"'
-                rules.append(f"{prefix}_t{j}: {_seq(closing, f'({tail})')}")
-        first = start(next_start[0])
-        if not first:
-            if nonempty_list:
-                raise UserError(
-                    "an ordered extracted list must have an item, but its source has no text"
-                )
-            body = '"[" "]"'
-        else:
-            body = f'"[" {first}' if nonempty_list else f'"[" ("]" | {first})'
-        self.lines.append(f"{prefix}: {body}")
-        self.lines.extend(rules)
-        return prefix
+                rules.append(f"{prefix}_t{j}: {_then(closing, start(next_start[j]))}")
+        return rules, start(next_start[0])
+
+    def ordered_matching(
+        self,
+        marker: Extracted,
+        raw: Sequence[str | None],
+        prefix: str,
+        opening: str,
+        closing: str,
+    ) -> tuple[list[str], str]:
+        """The rules of an ordered list whose items match the marker's pattern, and its
+        first item: `s{k}` is the k-th piece a matching run starts on (copy one of its
+        runs, or skip to the next start), `t{j}` follows a run that ends before piece j."""
+        runs = _matching_runs(raw, marker)
+        starts = sorted(runs)
+
+        def start(at: int) -> str:
+            k = bisect.bisect_left(starts, at)
+            return _seq(opening, f'"\\"" {prefix}_s{k}') if k < len(starts) else ""
+
+        rules = []
+        for k, i in enumerate(starts):
+            alternatives = [
+                f'{json.dumps(copy.translate(_ESCAPES), ensure_ascii=False)} "\\"" {prefix}_t{j}'
+                for j, copy in runs[i].items()
+            ]
+            if k + 1 < len(starts):
+                alternatives.append(f"{prefix}_s{k + 1}")
+            rules.append(f"{prefix}_s{k}: {' | '.join(alternatives)}")
+        for j in sorted({j for ends in runs.values() for j in ends}):
+            rules.append(f"{prefix}_t{j}: {_then(closing, start(j))}")
+        return rules, start(0)
+
+
+def _then(closing: str, more: str) -> str:
+    """What follows an item of an ordered list: its `closing`, then the list's end or,
+    where another item can start, a comma and `more`."""
+    tail = f'"]" | "," {more}' if more else '"]"'
+    return _seq(closing, f"({tail})")
+
+
+def _units(sources: Mapping[str, str], names: Sequence[str], mode: Mode) -> list[str | None]:
+    """The pieces of the named sources in order, a None barrier after each text."""
+    units: list[str | None] = []
+    for name in names:
+        units += pieces(sources[name], mode)
+        units.append(None)
+    return units
+
+
+def _matching_runs(units: Sequence[str | None], marker: Extracted) -> dict[int, dict[int, str]]:
+    """start → {end: text} of the runs `units[start:end]` whose text matches the marker's
+    pattern: at most `MAX_PATTERN_PIECES` pieces, starting and ending on a piece that is not
+    whitespace, within one source text."""
+    pattern = re.compile(marker.pattern or "")
+    runs: dict[int, dict[int, str]] = {}
+    for i, first in enumerate(units):
+        if first is None or not first.strip():
+            continue
+        text = ""
+        for j in range(i, min(i + MAX_PATTERN_PIECES, len(units))):
+            unit = units[j]
+            if unit is None:
+                break
+            text += unit
+            if unit.strip() and pattern.fullmatch(text):
+                runs.setdefault(i, {})[j + 1] = text
+    return runs
 
 
 # How JSON writes a character inside a string (as `json.dumps` does); others stay as they are.

@@ -75,57 +75,6 @@ YEARS = (1800, 2099)
 """The years the teacher reads as years (`_YEAR`): a citation's year lies between them."""
 
 
-def _sourced_response() -> type[pydantic.BaseModel]:
-    """`Response` whose citations' `author` and `year` must be copied from the retrieved
-    context, the citations in the order their authors appear in it (the teacher's order:
-    first appearance).
-
-    Same class names and fields; bounds where the teacher has them: a year in `YEARS`,
-    a `desc` of at most `MAX_DESC_CHARS`. Under a grammar the bounds do the most good: a
-    chunk without a number in `YEARS` admits only `[]` (page, table and figure numbers are
-    not years), and a `desc` the model cannot end (it wrote a curly quote for the closing one)
-    ends at the limit. The prompt shows the schema without markers: `citation_program`'s
-    with those bounds added.
-    """
-
-    class Citation(pydantic.BaseModel):
-        """Citation class."""
-
-        author: Annotated[str, Extracted(source="context_str", ordered=True)] = Field(
-            ..., description="Inferred first author (usually last name"
-        )
-        year: Annotated[int, Extracted(source="context_str")] = Field(
-            ..., description="Inferred year", ge=YEARS[0], le=YEARS[1]
-        )
-        desc: str = Field(
-            ...,
-            max_length=MAX_DESC_CHARS,
-            description=(
-                "Inferred description from the text of the work that the author is cited for"
-            ),
-        )
-
-    class Response(pydantic.BaseModel):
-        """List of author citations. Extracted over unstructured text."""
-
-        citations: list[Citation] = Field(
-            ...,
-            description=("List of author citations (organized by author, year, and description)."),
-        )
-
-    return Response
-
-
-sourced_citation_program: Program[pydantic.BaseModel] = Program(
-    PROMPT_TEMPLATE, _sourced_response(), name="citations"
-)
-"""`citation_program` with each author and year checked against, and under a grammar copied
-from, the retrieved context, in its order (`Constrained(llm, extraction="unordered")`
-drops the order; `desc` stays free text, up to `MAX_DESC_CHARS`: the teacher writes the
-citing clause from repaired text, which differs from the raw context where PDF extraction
-broke words)."""
-
-
 # --- text repair ------------------------------------------------------------------------
 
 # pymupdf writes "Rücklé" as "R\u00a8uckl\u00b4e": a spacing accent before its letter.
@@ -195,6 +144,15 @@ _NOT_SURNAMES = frozenset({
     "model", "models", "data", "dataset", "datasets", "task", "tasks", "example", "examples",
     "note", "notes", "release",
 })  # fmt: skip
+
+
+# What `_looks_like_surname` keeps of `_SURNAME`, as one expression for a whole value: the
+# shape of an author the sourced program copies ("van der Maaten", "O'Neil"; not "SAMSum",
+# "E2E", "E" or "Table", which a grammar over the context would otherwise offer).
+SURNAME_PATTERN = (
+    rf"(?:{_PARTICLE}){{0,3}}(?=\S\S)(?!\S*[{_UPPER}]{{2}})"
+    rf"(?!(?i:{'|'.join(sorted(_NOT_SURNAMES))})$){_NAME}"
+)
 
 
 def _looks_like_surname(surname: str) -> bool:
@@ -320,6 +278,60 @@ def extract_citations(text: str) -> Response:
             desc = _clause(text, starts, found)
             citations[key] = Citation(author=found.author, year=found.year, desc=desc)
     return Response(citations=list(citations.values()))
+
+
+# --- the sourced program ----------------------------------------------------------------
+
+
+def _sourced_response() -> type[pydantic.BaseModel]:
+    """`Response` whose citations' `author` and `year` must be copied from the retrieved
+    context, the citations in the order their authors appear in it (the teacher's order:
+    first appearance), each author shaped like a surname the teacher reads (`SURNAME_PATTERN`).
+
+    Same class names and fields; bounds where the teacher has them: a year in `YEARS`,
+    a `desc` of at most `MAX_DESC_CHARS`. Under a grammar the bounds do the most good: a
+    chunk without a number in `YEARS` admits only `[]` (page, table and figure numbers are
+    not years), and a `desc` the model cannot end (it wrote a curly quote for the closing one)
+    ends at the limit. The prompt shows the schema without markers: `citation_program`'s
+    with those bounds added.
+    """
+
+    class Citation(pydantic.BaseModel):
+        """Citation class."""
+
+        author: Annotated[
+            str, Extracted(source="context_str", ordered=True, pattern=SURNAME_PATTERN)
+        ] = Field(..., description="Inferred first author (usually last name")
+        year: Annotated[int, Extracted(source="context_str")] = Field(
+            ..., description="Inferred year", ge=YEARS[0], le=YEARS[1]
+        )
+        desc: str = Field(
+            ...,
+            max_length=MAX_DESC_CHARS,
+            description=(
+                "Inferred description from the text of the work that the author is cited for"
+            ),
+        )
+
+    class Response(pydantic.BaseModel):
+        """List of author citations. Extracted over unstructured text."""
+
+        citations: list[Citation] = Field(
+            ...,
+            description=("List of author citations (organized by author, year, and description)."),
+        )
+
+    return Response
+
+
+sourced_citation_program: Program[pydantic.BaseModel] = Program(
+    PROMPT_TEMPLATE, _sourced_response(), name="citations"
+)
+"""`citation_program` with each author and year checked against, and under a grammar copied
+from, the retrieved context, in its order (`Constrained(llm, extraction="unordered")`
+drops the order; `desc` stays free text, up to `MAX_DESC_CHARS`: the teacher writes the
+citing clause from repaired text, which differs from the raw context where PDF extraction
+broke words)."""
 
 
 # --- the offline teacher ----------------------------------------------------------------
