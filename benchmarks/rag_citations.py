@@ -31,7 +31,8 @@ citation's author and year checked against the retrieved context and the citatio
 order their authors appear there, so "valid" also means nothing invented. The student
 answers four ways (issue 10's modes): plain decoding, under the JSON grammar, under the
 extractive grammar (authors and years copied from the context) and under the extractive
-grammar that also keeps the context's order.
+grammar that also keeps the context's order. `--surname-pattern` also holds each author
+to the teacher's surname shape (`SURNAME_PATTERN`).
 
 Scores: answers valid against the notebook's `Response` (schema-valid: the goal's measure)
 and against the sourced program (valid), answers cut off by `--max-tokens`, authors/years not
@@ -70,11 +71,12 @@ from structune.rag.dataset import (
 from structune.record import DatasetStore, record
 from structune.tasks.citation_variants import citation_variants, long_list_variants
 from structune.tasks.citations import (
+    SURNAME_PATTERN,
     Response,
     citation_pairs,
     citation_teacher,
     extract_citations,
-    sourced_citation_program,
+    sourced_program,
 )
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
@@ -273,6 +275,12 @@ def main() -> None:
     )
     parser.add_argument("--no-base", action="store_true", help="leave out the base model's row")
     parser.add_argument(
+        "--surname-pattern",
+        action="store_true",
+        help="hold each author to the teacher's surname shape (checked, and under the grammars "
+        "enforced)",
+    )
+    parser.add_argument(
         "--probes-only",
         action="store_true",
         help="print the student's open and close probabilities and stop (minutes, not an hour)",
@@ -308,7 +316,8 @@ def main() -> None:
         chunked(args.test_paper, args.chunk_size, 0, retrieve=True).inputs, args.test, rng
     )
 
-    program = sourced_citation_program  # authors and years checked against the context
+    # Authors and years checked against the context.
+    program = sourced_program(SURNAME_PATTERN if args.surname_pattern else None)
     teacher = CallableLLM(citation_teacher, model_id="rules:citations")
     adapter = args.adapter
     report: dict = {"windows": len(train), "args": vars(args) | {"json": str(args.json)}}

@@ -27,6 +27,7 @@ from structune.tasks.citations import (
     pairs_in_context,
     score_citations,
     sourced_citation_program,
+    sourced_program,
 )
 
 PAPERS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "papers"
@@ -253,7 +254,7 @@ def test_known_citations_are_found_with_their_clause(pages):
 
 
 def test_every_author_the_teacher_reads_has_the_surname_shape(pages):
-    """The sourced program's `SURNAME_PATTERN` refuses no author the teacher answers."""
+    """`SURNAME_PATTERN` refuses no author the teacher answers."""
     authors = {
         c.author
         for paper in pages.values()
@@ -316,11 +317,15 @@ def test_the_sourced_program_asks_the_same_with_bounds_and_checks_authors_agains
     assert citation_program.parse(invented, inputs)
     with pytest.raises(InvalidOutput, match=r'citations\[0\]\.author: "Leeds" is not in'):
         sourced_citation_program.parse(invented, inputs)
+    shaped = sourced_program(SURNAME_PATTERN)
     named = {**inputs, "context_str": "On SAMSum (Gliwa et al., 2019) and E2E (Lee, 2018)."}
+    assert sourced_citation_program.parse(
+        '{"citations":[{"author":"SAMSum","year":2019,"desc":"On"}]}', named
+    )
     for author in ("SAMSum", "E2E"):  # copied, but no surname
         shapeless = f'{{"citations":[{{"author":"{author}","year":2019,"desc":"On"}}]}}'
         with pytest.raises(InvalidOutput, match=f'"{author}" does not match the pattern'):
-            sourced_citation_program.parse(shapeless, named)
+            shaped.parse(shapeless, named)
 
 
 CONTEXT = (
