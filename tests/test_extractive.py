@@ -523,6 +523,18 @@ def test_a_pattern_nothing_in_the_source_matches_leaves_only_the_empty_list(toke
     assert accepts(grammar, tokenizer, cites())
     assert not takes_prefix(grammar, tokenizer, '{"citations":[{')
 
+    class Required(pydantic.BaseModel):  # a list that needs an item: refused, saying why
+        names: list[Annotated[str, Extracted(ordered=True, pattern=NAME)]] = pydantic.Field(
+            min_length=1
+        )
+
+    program = Program("Reference: {text}", Required)
+    grammar = compile_schema(program.decoding_schema({"text": SOURCE_NAMING}), tokenizer)
+    assert accepts(grammar, tokenizer, '{"names":["Gliwa","Novikova"]}')
+    assert not accepts(grammar, tokenizer, '{"names":[]}')
+    with pytest.raises(UserError, match="no text that matches the pattern"):
+        compile_schema(program.decoding_schema(inputs), tokenizer)
+
 
 def test_an_ordered_field_outside_a_list_is_refused_wherever_its_model_comes_first():
     class FirstThenList(pydantic.BaseModel):

@@ -56,9 +56,10 @@ class Extracted:
         ordered: for list items: each item must come from text after the previous one's.
         pattern: a regular expression (Python `re`) the whole copied string must match,
             e.g. a surname's shape. It lives in the marker, not as JSON Schema's `pattern`,
-            so the prompt's schema does not show it and the grammar can enforce it exactly:
-            it offers only the source's runs that match, of at most `MAX_PATTERN_PIECES`
-            pieces.
+            so the prompt's schema does not show it and the grammar can enforce it: it
+            offers only the source's runs that match, starting and ending on a word or
+            punctuation, of at most 16 pieces in words mode and 128 characters in chars mode
+            (`extractive_grammar.MAX_PATTERN_PIECES`, `MAX_PATTERN_CHARS`).
     """
 
     source: str | None = None

@@ -76,8 +76,11 @@ list is decoded over. Its grammar has a rule per piece, and the engine recurses 
 when it starts a matcher: ~2,800 pieces overflow an 8 MB stack (a crash, not an error)."""
 
 MAX_PATTERN_PIECES = 16
-"""The longest run of source pieces a marker's `pattern` is tried on (a surname with its
-particles, "van der Maaten", is 5): every start times every length is checked in Python."""
+"""The longest run of source pieces (words, spaces, punctuation) a marker's `pattern` is
+tried on in words mode (a surname with its particles, "van der Maaten", is 5): every start
+times every length is checked in Python."""
+MAX_PATTERN_CHARS = 128
+"""The same in chars mode, where a piece is one character."""
 
 
 def extractive_grammar(schema: Mapping[str, Any], *, prune: bool = True) -> str:
@@ -382,12 +385,15 @@ class _LarkWriter:
         write = self.ordered_matching if marker.pattern is not None else self.ordered_pieces
         rules, first = write(marker, raw, prefix, opening, closing)
         if not first:
-            if nonempty_list:
+            if nonempty_list and not self.prune:
+                body = f'"[" {_NOTHING}'  # the placeholder source matches no pattern
+            elif nonempty_list:
                 raise UserError(
                     "an ordered extracted list must have an item, but its source has no text"
                     + (" that matches the pattern" if marker.pattern is not None else "")
                 )
-            body = '"[" "]"'
+            else:
+                body = '"[" "]"'
         else:
             body = f'"[" {first}' if nonempty_list else f'"[" ("]" | {first})'
         self.lines.append(f"{prefix}: {body}")
@@ -489,15 +495,16 @@ def _units(sources: Mapping[str, str], names: Sequence[str], mode: Mode) -> list
 
 def _matching_runs(units: Sequence[str | None], marker: Extracted) -> dict[int, dict[int, str]]:
     """start → {end: text} of the runs `units[start:end]` whose text matches the marker's
-    pattern: at most `MAX_PATTERN_PIECES` pieces, starting and ending on a piece that is not
-    whitespace, within one source text."""
+    pattern: at most `MAX_PATTERN_PIECES` pieces (`MAX_PATTERN_CHARS` in chars mode),
+    starting and ending on a piece that is not whitespace, within one source text."""
     pattern = re.compile(marker.pattern or "")
+    longest = MAX_PATTERN_CHARS if marker.mode == "chars" else MAX_PATTERN_PIECES
     runs: dict[int, dict[int, str]] = {}
     for i, first in enumerate(units):
         if first is None or not first.strip():
             continue
         text = ""
-        for j in range(i, min(i + MAX_PATTERN_PIECES, len(units))):
+        for j in range(i, min(i + longest, len(units))):
             unit = units[j]
             if unit is None:
                 break
