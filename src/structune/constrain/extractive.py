@@ -1,9 +1,9 @@
 """Extractive fields: string values that must be copied from the program's input.
 
 Mark a field `Annotated[str, Extracted()]`. The marker travels in the JSON Schema as the
-extension keyword `x-structune-extract` (`{"source", "mode", "ordered"}`), so it survives
-recording, JSONL export and being sent as a schema; `pattern` adds the shape a copy must
-have (a surname, not any span). It is enforced in two places:
+extension keyword `x-structune-extract` (`{"source", "mode", "ordered"}`, and `"pattern"`
+where set: the shape a copy must have, a surname rather than any span), so it survives
+recording, JSONL export and being sent as a schema. It is enforced in two places:
 
 - afterwards, with any model: `check_extracted` looks every marked value of a parsed answer
   up in its source, and `Program.parse` turns what it finds into `InvalidOutput`;
