@@ -409,6 +409,14 @@ def test_author_key_drops_accents_particles_and_punctuation():
     assert author_key("O\u2019Neil") == "oneil"
 
 
+def test_author_key_reads_a_surname_copied_with_the_pdfs_spacing_accents():
+    # pymupdf's "R\u00a8uckl\u00b4e", copied from the context by a student, is Rücklé.
+    assert author_key("R\u00a8uckl\u00b4e") == "ruckle"
+    assert citation_pairs(
+        Response(citations=[Citation(author="R\u00a8uckl\u00b4e", year=2020, desc="x")])
+    ) == {("ruckle", 2020)}
+
+
 def response(*pairs: tuple[str, int]) -> Response:
     return Response(citations=[Citation(author=a, year=y, desc="") for a, y in pairs])
 

@@ -401,9 +401,10 @@ def author_key(author: str) -> str:
     Case, accents, ligatures, "et al." and co-authors are ignored, and so are first names,
     initials and particles: the key is the last word, letters only. "L. Ouyang",
     "Ouyang et al." and "ouyang" all give "ouyang"; "van der Maaten" gives "maaten",
-    "Allen-Zhu" gives "allenzhu", "Rücklé" gives "ruckle".
+    "Allen-Zhu" gives "allenzhu", "Rücklé" gives "ruckle", and so does pymupdf's
+    spelling of it with spacing accents (left alone, NFKC would split it at each accent).
     """
-    name = _FIRST_AUTHOR_END.sub("", unicodedata.normalize("NFKC", author).strip())
+    name = _FIRST_AUTHOR_END.sub("", clean_text(author))
     name = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
     words = [w for w in re.split(r"[\s.]+", name.casefold()) if any(c.isalpha() for c in w)]
     return "".join(c for c in words[-1] if c.isalpha()) if words else ""
