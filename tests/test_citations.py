@@ -172,9 +172,9 @@ def test_desc_is_bounded_when_the_text_has_no_sentence_ends():
     assert "\n" not in citation.desc and citation.desc == citation.desc.strip()
 
 
-def test_a_work_of_a_bracketed_group_gets_the_lead_in_and_the_group_up_to_its_own_citation():
-    # lora's sentence listing ten works in two groups, with no comma between them. Each desc
-    # ends at its own work's citation, so the next work is the one that follows it there.
+def test_a_long_clause_gives_a_bracketed_group_its_lead_in_and_the_whole_group():
+    # lora's sentence listing ten works in two groups, with no comma between them: a window
+    # around each citation would give every work a shifted copy of the same words.
     first = "; ".join(f"{name} et al., 2019" for name in ("Adams", "Baker", "Clark", "Dunn"))
     second = "; ".join(f"{name} et al., 2021" for name in ("Evans", "Fox", "Gray", "Hill"))
     text = (
@@ -182,28 +182,10 @@ def test_a_work_of_a_bracketed_group_gets_the_lead_in_and_the_group_up_to_its_ow
         f"layers ({first}) or optimizing some forms of the input layer activations ({second}) "
         "and both have limits in large-scale and latency-sensitive production scenarios."
     )
-    citations = extract_citations(text).citations
-    descs = [c.desc for c in citations]
-    assert len(text) > MAX_DESC_CHARS and len(descs) == 8
-    assert descs[0] == "There are two strategies when it comes to efficient adaptation: " + (
-        "adding adapter layers (Adams et al., 2019)"
-    )
-    assert descs[3] == text[: text.index(")") + 1]
-    assert descs[4] == "or optimizing some forms of the input layer activations (Evans et al., 2021)"
-    assert descs[7] == f"or optimizing some forms of the input layer activations ({second})"
-    for citation, desc in zip(citations, descs, strict=True):
-        assert desc.endswith(f"({citation.author} et al., {citation.year})".partition("(")[2])
-        assert desc[:-1] in text  # a copy of the context but for the closing bracket
-
-
-def test_a_long_group_keeps_the_words_before_each_citation_within_the_bound():
-    names = [f"Author{chr(ord('a') + i)}" for i in range(20)]
-    group = "; ".join(f"{name.capitalize()} et al., 2020" for name in names)
-    text = f"Many benchmarks measure this ({group})."
     descs = [c.desc for c in extract_citations(text).citations]
-    assert len(descs) == 20 and descs[0] == "Many benchmarks measure this (Authora et al., 2020)"
-    assert all(len(desc) <= MAX_DESC_CHARS and desc[:-1] in text for desc in descs)
-    assert descs[-1].endswith("Authort et al., 2020)") and not descs[-1].startswith("Many")
+    assert len(text) > MAX_DESC_CHARS and len(descs) == 8
+    assert set(descs[:4]) == {text[: text.index(")") + 1]}
+    assert set(descs[4:]) == {f"or optimizing some forms of the input layer activations ({second})"}
 
 
 def test_no_citations_gives_an_empty_response():

@@ -210,9 +210,8 @@ def _clause(text: str, starts: list[int], found: _Found) -> str:
     commas and semicolons outside brackets ("Winogender (Rudinger et al., 2018)" of a
     sentence listing thirteen benchmarks). A clause says what the work is cited for, and a
     list of citations from one sentence no longer repeats that sentence once per citation
-    (the README has the answer lengths before and after). A citation in a bracketed group
-    of several gets the clause up to its own citation (`_up_to`); a clause longer than
-    `MAX_DESC_CHARS` (PDF text without full stops) is cut around the citation (`_window`)."""
+    (the README has the answer lengths before and after). A clause longer than
+    `MAX_DESC_CHARS` (PDF text without full stops) is cut (`_cut`)."""
     begin = starts[bisect.bisect_right(starts, found.start) - 1]
     after = bisect.bisect_left(starts, found.end)
     end = starts[after] if after < len(starts) else len(text)
@@ -229,43 +228,32 @@ def _clause(text: str, starts: list[int], found: _Found) -> str:
             cuts.append(i + 1)
     begin = cuts[bisect.bisect_right(cuts, found.start) - 1]
     end = next((cut for cut in cuts if cut >= found.end), end)
-    inside = next((i for i, (o, c) in enumerate(groups) if o < found.start < c), None)
-    if inside is not None and _cites_several(text, groups[inside]):
-        # The words leading into a group start after the group before it, if any.
-        lead = max(begin, groups[inside - 1][1] if inside else begin)
-        return _up_to(text, lead, groups[inside], found)
     if end - begin <= MAX_DESC_CHARS:
         return text[begin:end].strip().rstrip(",;")
-    return _window(text, begin, end, found)
+    inside = next((i for i, (o, c) in enumerate(groups) if o < found.start < c), None)
+    if inside is None:
+        return _cut(text, begin, end, found, None)
+    # The words leading into a group start after the group before it, if any.
+    lead = max(begin, groups[inside - 1][1] if inside else begin)
+    return _cut(text, lead, end, found, groups[inside])
 
 
-def _cites_several(text: str, group: tuple[int, int]) -> bool:
-    opening, closing = group
-    return len({f.start for f in _matches(_IN_GROUP, text[opening + 1 : closing - 1])}) > 1
-
-
-def _up_to(text: str, lead: int, group: tuple[int, int], found: _Found) -> str:
-    """The words that lead into `group` (from `lead`) and the group up to and including
-    `found`'s own citation, closed with the group's bracket: "adding adapter layers
-    (Houlsby et al., 2019; Rebuffi et al., 2017)" for Rebuffi. A copy of the context but
-    for that bracket, ending where the next work of the group begins, so a student that
-    copies it knows which work comes next. A desc holding the whole group, shared by its
-    works, gave no such cue (a student lost its place in lora's list of ten and wrote the
-    second group again until it ran out of tokens); a desc of the lead-in and the work's
-    own citation alone was no copy, and students left works of a group out (README)."""
-    begin = max(lead, found.end - (MAX_DESC_CHARS - 1))
-    words = text[begin : found.end]
-    if begin > lead and text[begin - 1] != " ":
-        words = words.partition(" ")[2]  # no half word
-    return f"{words.strip()}{text[group[1] - 1]}"
-
-
-def _window(text: str, begin: int, end: int, found: _Found) -> str:
-    """At most `MAX_DESC_CHARS` of the clause `text[begin:end]` around `found`."""
-    middle = (found.start + found.end) // 2
-    begin = max(begin, middle - MAX_DESC_CHARS // 2)
-    end = min(end, begin + MAX_DESC_CHARS)
-    begin = max(begin, end - MAX_DESC_CHARS)
+def _cut(text: str, begin: int, end: int, found: _Found, group: tuple[int, int] | None) -> str:
+    """At most `MAX_DESC_CHARS` of the clause `text[begin:end]`. A citation inside a
+    bracketed group gets the words that lead into the group (from `begin`) and the whole
+    group ("adding adapter layers (Houlsby et al., 2019; Rebuffi et al., 2017; ...)"): what
+    its works are cited for, and one desc shared by the whole group, where a window around
+    each citation would give every work of a long group a slightly shifted copy of the same
+    words (a student copying those lost its place in lora's list of ten works and ran out
+    of tokens). Any other citation gets a window around it."""
+    if group is not None and group[1] - group[0] < MAX_DESC_CHARS:
+        end = group[1]
+        begin = max(begin, end - MAX_DESC_CHARS)
+    else:
+        middle = (found.start + found.end) // 2
+        begin = max(begin, middle - MAX_DESC_CHARS // 2)
+        end = min(end, begin + MAX_DESC_CHARS)
+        begin = max(begin, end - MAX_DESC_CHARS)
     window = text[begin:end]
     if begin > 0 and text[begin - 1] != " ":
         window = window.partition(" ")[2]  # no half word at either end
