@@ -21,9 +21,10 @@ also gives `--variants` copies with its cited surnames and years swapped for oth
 and `[]` to every unseen chunk. `--two-authors` writes a share of the variants' "et al."
 citations as two authors (lora's style), `--long-lists` adds windows made to list 9 or more
 works (`long_list_variants`). Curated: answers citing 1 to `--max-citations` works, plus
-at most `--empty-share` that cite nothing. The defaults are the README's best recipe
+at most `--empty-share` that cite nothing. The defaults are the README's recipe
 (`citations-8f71e51d`: up to 16 works, long lists, two-author variants, 3 epochs in
-length-grouped batches); the README says which flags repeat its earlier recipes.
+length-grouped batches); docs/citation-student.md says which flags repeat its earlier
+recipes.
 
 The program is `sourced_citation_program`: the notebook's prompt and `Response` with a year
 in 1800-2099 and a `desc` of at most 300 characters (bounds the prompt shows), each

@@ -210,7 +210,7 @@ def _clause(text: str, starts: list[int], found: _Found) -> str:
     commas and semicolons outside brackets ("Winogender (Rudinger et al., 2018)" of a
     sentence listing thirteen benchmarks). A clause says what the work is cited for, and a
     list of citations from one sentence no longer repeats that sentence once per citation
-    (the README has the answer lengths before and after). A clause longer than
+    (docs/citation-student.md has the answer lengths before and after). A clause longer than
     `MAX_DESC_CHARS` (PDF text without full stops) is cut (`_cut`)."""
     begin = starts[bisect.bisect_right(starts, found.start) - 1]
     after = bisect.bisect_left(starts, found.end)
@@ -336,8 +336,9 @@ def sourced_program(author_pattern: str | None = None) -> Program[pydantic.BaseM
     from the raw context where PDF extraction broke words).
 
     `author_pattern` (e.g. `SURNAME_PATTERN`) also holds each author to a shape. It is off
-    by default: under the grammars it cost the student F1 on the other paper (the README's
-    "A surname's shape"), its wrong spans becoming other capitalized words.
+    by default: under the grammars it cost the student F1 on the other paper
+    (docs/citation-student.md, "A surname's shape"), its wrong spans becoming other
+    capitalized words.
     """
     return Program(PROMPT_TEMPLATE, _sourced_response(author_pattern), name="citations")
 

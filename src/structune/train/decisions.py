@@ -8,7 +8,7 @@ still stops a list early or repeats its items (the citation student of
 `benchmarks/rag_citations.py` did both). `TrainConfig(decision_weight=...)` weighs these
 tokens more in the loss. Measured there, a weight of 10 made the open decision sharp and
 the student worse: continues outnumber closes about 2 to 1 in its answers, and it learned to
-never close a citing list (README, "Citations through RAG").
+never close a citing list (docs/citation-student.md).
 """
 
 from __future__ import annotations
