@@ -33,7 +33,8 @@ order their authors appear there, so "valid" also means nothing invented. The st
 answers four ways (issue 10's modes): plain decoding, under the JSON grammar, under the
 extractive grammar (authors and years copied from the context) and under the extractive
 grammar that also keeps the context's order. `--surname-pattern` also holds each author
-to the teacher's surname shape (`SURNAME_PATTERN`).
+to the teacher's surname shape (`SURNAME_PATTERN`); `--desc-first` has each citation's `desc`
+written before its author and year.
 
 Scores: answers valid against the notebook's `Response` (schema-valid: the goal's measure)
 and against the sourced program (valid), answers cut off by `--max-tokens`, authors/years not
@@ -164,7 +165,12 @@ def close_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float
     after = {True: [], False: []}
     for inputs_ in inputs:
         messages = program.messages(inputs_)
-        citations = json.loads(citation_teacher(messages))["citations"]
+        # the teacher's answer, each citation's fields in the program's order (`--desc-first`)
+        order = program.output_cls.model_json_schema()["$defs"]["Citation"]["properties"]
+        citations = [
+            {name: c[name] for name in order}
+            for c in json.loads(citation_teacher(messages))["citations"]
+        ]
         chat = render_chat_contents(llm.tokenizer, messages, add_generation_prompt=True)
         prompt = chat_token_ids(llm.tokenizer, chat)
         for k in range(1, len(citations) + 1):
@@ -282,6 +288,11 @@ def main() -> None:
         "enforced)",
     )
     parser.add_argument(
+        "--desc-first",
+        action="store_true",
+        help="each citation's desc before its author and year (sourced_program(desc_first=True))",
+    )
+    parser.add_argument(
         "--probes-only",
         action="store_true",
         help="print the student's open and close probabilities and stop (minutes, not an hour)",
@@ -318,7 +329,9 @@ def main() -> None:
     )
 
     # Authors and years checked against the context.
-    program = sourced_program(SURNAME_PATTERN if args.surname_pattern else None)
+    program = sourced_program(
+        SURNAME_PATTERN if args.surname_pattern else None, desc_first=args.desc_first
+    )
     teacher = CallableLLM(citation_teacher, model_id="rules:citations")
     adapter = args.adapter
     report: dict = {"windows": len(train), "args": vars(args) | {"json": str(args.json)}}

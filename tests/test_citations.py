@@ -328,6 +328,28 @@ def test_the_sourced_program_asks_the_same_with_bounds_and_checks_authors_agains
             shaped.parse(shapeless, named)
 
 
+def test_a_desc_first_program_shows_records_and_checks_each_citations_desc_before_its_author(
+    tmp_path,
+):
+    from structune.record import DatasetStore, record
+
+    desc_first = sourced_program(desc_first=True)
+    inputs = {"context_str": "As Lee (2018) shows.", "query_str": "Which citations?"}
+    prompt = desc_first.messages(inputs)[-1]["content"]
+    assert prompt.index('"desc"') < prompt.index('"author"') < prompt.index('"year"')
+    assert desc_first.schema_hash != sourced_citation_program.schema_hash  # kept apart
+    with DatasetStore(tmp_path / "d.db") as store:
+        record(desc_first, CallableLLM(citation_teacher), [inputs], store=store, progress=False)
+        (example,) = store.examples("citations")
+    answer = example.training_conversation()[-1]["content"]
+    assert answer == '{"citations":[{"desc":"As Lee (2018) shows.","author":"Lee","year":2018}]}'
+    # the order is how an answer is written, not what it means
+    author_first = '{"citations":[{"author":"Lee","year":2018,"desc":"As Lee (2018) shows."}]}'
+    assert desc_first.parse(author_first, inputs) == desc_first.parse(answer, inputs)
+    with pytest.raises(InvalidOutput, match=r'citations\[0\]\.author: "Leeds" is not in'):
+        desc_first.parse(author_first.replace('"Lee"', '"Leeds"'), inputs)
+
+
 CONTEXT = (
     "Attention over pairs was studied by Rocktäschel et al. (2015).\n"
     "Low-rank updates suf-\nfice (Hu et al., 2021; Aghajanyan et al., 2020)."

@@ -21,7 +21,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import pydantic
 from pydantic import Field
@@ -283,7 +283,7 @@ def extract_citations(text: str) -> Response:
 # --- the sourced program ----------------------------------------------------------------
 
 
-def _sourced_response(author_pattern: str | None) -> type[pydantic.BaseModel]:
+def _sourced_response(author_pattern: str | None, desc_first: bool) -> type[pydantic.BaseModel]:
     """`Response` whose citations' `author` and `year` must be copied from the retrieved
     context, the citations in the order their authors appear in it (the teacher's order:
     first appearance), each author matching `author_pattern` if one is given.
@@ -293,42 +293,54 @@ def _sourced_response(author_pattern: str | None) -> type[pydantic.BaseModel]:
     chunk without a number in `YEARS` admits only `[]` (page, table and figure numbers are
     not years), and a `desc` the model cannot end (it wrote a curly quote for the closing one)
     ends at the limit. The prompt shows the schema without markers: `citation_program`'s
-    with those bounds added.
+    with those bounds added. With `desc_first`, each citation's fields are declared (so
+    shown, recorded, trained and decoded) in the order desc, author, year.
     """
 
-    # Built here, not in the class body: with postponed annotations pydantic would look
+    # Built here, not in a class body: with postponed annotations pydantic would look
     # `author_pattern` up in the module.
-    copied_author = Annotated[
-        str, Extracted(source="context_str", ordered=True, pattern=author_pattern)
-    ]
-
-    class Citation(pydantic.BaseModel):
-        """Citation class."""
-
-        author: copied_author = Field(..., description="Inferred first author (usually last name")
-        year: Annotated[int, Extracted(source="context_str")] = Field(
-            ..., description="Inferred year", ge=YEARS[0], le=YEARS[1]
-        )
-        desc: str = Field(
-            ...,
-            max_length=MAX_DESC_CHARS,
-            description=(
-                "Inferred description from the text of the work that the author is cited for"
+    fields: dict[str, Any] = {
+        "author": (
+            Annotated[str, Extracted(source="context_str", ordered=True, pattern=author_pattern)],
+            Field(..., description="Inferred first author (usually last name"),
+        ),
+        "year": (
+            Annotated[int, Extracted(source="context_str")],
+            Field(..., description="Inferred year", ge=YEARS[0], le=YEARS[1]),
+        ),
+        "desc": (
+            str,
+            Field(
+                ...,
+                max_length=MAX_DESC_CHARS,
+                description=(
+                    "Inferred description from the text of the work that the author is cited for"
+                ),
             ),
-        )
+        ),
+    }
+    order = ("desc", "author", "year") if desc_first else ("author", "year", "desc")
+    citation = pydantic.create_model(
+        "Citation", __doc__="Citation class.", **{name: fields[name] for name in order}
+    )
+    return pydantic.create_model(
+        "Response",
+        __doc__="List of author citations. Extracted over unstructured text.",
+        citations=(
+            list[citation],  # type: ignore[valid-type]
+            Field(
+                ...,
+                description=(
+                    "List of author citations (organized by author, year, and description)."
+                ),
+            ),
+        ),
+    )
 
-    class Response(pydantic.BaseModel):
-        """List of author citations. Extracted over unstructured text."""
 
-        citations: list[Citation] = Field(
-            ...,
-            description=("List of author citations (organized by author, year, and description)."),
-        )
-
-    return Response
-
-
-def sourced_program(author_pattern: str | None = None) -> Program[pydantic.BaseModel]:
+def sourced_program(
+    author_pattern: str | None = None, *, desc_first: bool = False
+) -> Program[pydantic.BaseModel]:
     """`citation_program` with each author and year checked against, and under a grammar
     copied from, the retrieved context, in its order (`Constrained(llm,
     extraction="unordered")` drops the order; `desc` stays free text, up to
@@ -339,8 +351,12 @@ def sourced_program(author_pattern: str | None = None) -> Program[pydantic.BaseM
     by default: under the grammars it cost the student F1 on the other paper
     (docs/citation-student.md, "A surname's shape"), its wrong spans becoming other
     capitalized words.
+
+    `desc_first` puts each citation's `desc` before its author and year: a student then
+    copies the citing clause first, which ends with the very author and year it writes
+    next, instead of naming the next work before it has found it in the context.
     """
-    return Program(PROMPT_TEMPLATE, _sourced_response(author_pattern), name="citations")
+    return Program(PROMPT_TEMPLATE, _sourced_response(author_pattern, desc_first), name="citations")
 
 
 sourced_citation_program = sourced_program()
