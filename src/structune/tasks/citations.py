@@ -354,7 +354,9 @@ def sourced_program(
 
     `desc_first` puts each citation's `desc` before its author and year: a student then
     copies the citing clause first, which ends with the very author and year it writes
-    next, instead of naming the next work before it has found it in the context.
+    next, instead of naming the next work before it has found it in the context. It is off
+    by default: it helped on held-out text of the training paper but cost F1 on the other
+    paper (docs/citation-student.md, "Each citation's `desc` first").
     """
     return Program(PROMPT_TEMPLATE, _sourced_response(author_pattern, desc_first), name="citations")
 
