@@ -162,11 +162,11 @@ def close_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float
         picked = logits.log_softmax(-1).gather(1, torch.tensor(ids[start:])[:, None])
         return float(picked.sum())
 
+    # the teacher's answers, each citation's fields in the program's order (`--desc-first`)
+    order = program.output_cls.model_json_schema()["$defs"]["Citation"]["properties"]
     after = {True: [], False: []}
     for inputs_ in inputs:
         messages = program.messages(inputs_)
-        # the teacher's answer, each citation's fields in the program's order (`--desc-first`)
-        order = program.output_cls.model_json_schema()["$defs"]["Citation"]["properties"]
         citations = [
             {name: c[name] for name in order}
             for c in json.loads(citation_teacher(messages))["citations"]

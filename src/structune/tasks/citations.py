@@ -297,8 +297,8 @@ def _sourced_response(author_pattern: str | None, desc_first: bool) -> type[pyda
     shown, recorded, trained and decoded) in the order desc, author, year.
     """
 
-    # Built here, not in a class body: with postponed annotations pydantic would look
-    # `author_pattern` up in the module.
+    # `create_model`, not class bodies: the fields' order is a parameter here, and with
+    # postponed annotations a class body would look `author_pattern` up in the module.
     fields: dict[str, Any] = {
         "author": (
             Annotated[str, Extracted(source="context_str", ordered=True, pattern=author_pattern)],
