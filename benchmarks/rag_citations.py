@@ -20,11 +20,12 @@ also gives `--variants` copies with its cited surnames and years swapped for oth
 (`citation_variants`): tuned on windows alone, the student answered their citations back
 and `[]` to every unseen chunk. `--two-authors` writes a share of the variants' "et al."
 citations as two authors (lora's style), `--long-lists` adds windows made to list 9 or more
-works (`long_list_variants`). Curated: answers citing 1 to `--max-citations` works, plus
-at most `--empty-share` that cite nothing. The defaults are the README's recipe
-(`citations-8f71e51d`: up to 16 works, long lists, two-author variants, 3 epochs in
-length-grouped batches); docs/citation-student.md says which flags repeat its earlier
-recipes.
+works (`long_list_variants`), `--asked-elsewhere` gives a share of all of them the question of
+another window, as a retriever that misses does (`asked_elsewhere`). Curated: answers citing
+1 to `--max-citations` works, plus at most `--empty-share` that cite nothing. The defaults
+are the README's recipe (`citations-8f71e51d`: up to 16 works, long lists, two-author
+variants, 3 epochs in length-grouped batches); docs/citation-student.md says which flags
+repeat its earlier recipes.
 
 The program is `sourced_citation_program`: the notebook's prompt and `Response` with a year
 in 1800-2099 and a `desc` of at most 300 characters (bounds the prompt shows), each
@@ -66,6 +67,7 @@ from structune.paths import home
 from structune.program import canonical_json
 from structune.rag.dataset import (
     DocumentInputs,
+    asked_elsewhere,
     document_inputs,
     held_out_stretches,
     split_by_region,
@@ -245,6 +247,13 @@ def main() -> None:
         help="variants of citing windows made to list 9 to --max-citations works "
         "(long_list_variants)",
     )
+    parser.add_argument(
+        "--asked-elsewhere",
+        type=float,
+        default=0.0,
+        help="share of training contexts asked another window's question, as a retriever "
+        "that misses gives (asked_elsewhere)",
+    )
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0, help="training seed: LoRA init, batch order")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -322,6 +331,7 @@ def main() -> None:
     train += citation_variants(
         train, per_input=args.variants, two_authors=args.two_authors
     ) + long_list_variants(train, count=args.long_lists, lengths=(9, args.max_citations))
+    train = asked_elsewhere(train, share=args.asked_elsewhere)
     rng = random.Random(1)
     heldout = half_citing(heldout, args.test, rng)
     other = half_citing(

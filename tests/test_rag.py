@@ -272,3 +272,30 @@ def test_split_by_region_keeps_every_test_context_out_of_the_training_text(index
     )
     with pytest.raises(UserError, match="one document"):
         split_by_region([windows], other, held_out=held)
+
+
+def test_asked_elsewhere_gives_a_share_of_windows_another_windows_question(index_dir):
+    from structune.rag.dataset import asked_elsewhere, document_inputs
+
+    windows = document_inputs(
+        LLAMA2, index_dir, chunk_size=256, chunk_overlap=20, retrieve_context=False, progress=False
+    ).inputs
+    # Each window twice, as citation_variants gives: one question, two contexts.
+    doubled = windows + [dict(w, context_str=w["context_str"] + " (variant)") for w in windows]
+    before = [dict(d) for d in doubled]
+    asked = asked_elsewhere(doubled, share=0.5, seed=3)
+
+    assert doubled == before  # the inputs are left as they were
+    assert [a["context_str"] for a in asked] == [d["context_str"] for d in doubled]
+    moved = [(d, a) for d, a in zip(doubled, asked, strict=True) if d != a]
+    assert len(moved) == round(len(doubled) / 2)
+    questions = {d["query_str"] for d in doubled}
+    for given, now in moved:
+        assert now["query_str"] in questions and now["query_str"] != given["query_str"]
+    assert asked_elsewhere(doubled, share=0.5, seed=3) == asked
+    assert asked_elsewhere(doubled, share=0.0) == doubled
+
+    with pytest.raises(UserError, match="between 0 and 1"):
+        asked_elsewhere(doubled, share=1.5)
+    with pytest.raises(UserError, match="two different questions"):
+        asked_elsewhere([windows[0], dict(windows[0], context_str="other")], share=0.5)

@@ -11,6 +11,10 @@ Two splits keep the student's test text out of its training text:
 `split_by_context` (one chunking: no test context is a training context) and
 `split_by_region` (any chunkings of the same PDF: the document is cut into stretches, some
 held out; training contexts touch none of them, test contexts lie inside them).
+
+`asked_elsewhere` gives a share of training inputs another input's question, as a
+retriever that misses does: a student trained only on contexts that hold the passage their
+question quotes learns to answer from the quote.
 """
 
 from __future__ import annotations
@@ -85,6 +89,37 @@ def document_inputs(
         hits += own.node_id in {n.node_id for n in nodes}
     length = max(node.end_char_idx for node in chunks.values())
     return DocumentInputs(inputs, spans, length, hits / len(inputs), summary)
+
+
+def asked_elsewhere(
+    inputs: Sequence[dict[str, str]], *, share: float, seed: int = 0
+) -> list[dict[str, str]]:
+    """`inputs`, a `share` of them (drawn with `seed`) asking another input's question.
+
+    Built with `retrieve_context=False`, every training context holds the passage its
+    question quotes; retrieved at test time, top-1 holds it for about a third of the
+    questions (`DocumentInputs.retrieval_hit_rate`). A student trained on hits alone copies
+    from the quote: asked about a passage that begins "We follow the conventions set out by
+    (Vaswani et al., 2017; Brown" over a context that cites nothing, it answered Vaswani
+    2017. The context keeps its answer; only the question changes (to one that differs: the
+    variants of a window share its question).
+
+    Raises:
+        UserError: `share` outside 0-1, or a share to re-ask among fewer than two questions.
+    """
+    if not 0 <= share <= 1:
+        raise UserError(f"share must be between 0 and 1, got {share}")
+    asked = [dict(i) for i in inputs]
+    chosen = random.Random(seed).sample(range(len(asked)), round(share * len(asked)))
+    if chosen and len({i["query_str"] for i in inputs}) < 2:
+        raise UserError("asked_elsewhere needs inputs with at least two different questions")
+    rng = random.Random(seed + 1)
+    for i in chosen:
+        question = inputs[i]["query_str"]
+        while (other := rng.choice(inputs)["query_str"]) == question:
+            pass
+        asked[i]["query_str"] = other
+    return asked
 
 
 def split_by_context(
