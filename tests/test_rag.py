@@ -299,3 +299,44 @@ def test_asked_elsewhere_gives_a_share_of_windows_another_windows_question(index
         asked_elsewhere(doubled, share=1.5)
     with pytest.raises(UserError, match="two different questions"):
         asked_elsewhere([windows[0], dict(windows[0], context_str="other")], share=0.5)
+
+
+def test_cut_short_keeps_a_windows_metadata_question_and_first_words(index_dir):
+    from structune.rag.dataset import cut_short, document_inputs
+    from structune.tasks.citations import extract_citations
+
+    windows = document_inputs(
+        LLAMA2, index_dir, chunk_size=256, chunk_overlap=20, retrieve_context=False, progress=False
+    ).inputs
+    before = [dict(w) for w in windows]
+    cut = cut_short(windows, count=40, words=(20, 30), seed=5)
+
+    assert windows == before and len(cut) == 40
+
+    def text_words(context: str) -> list[str]:
+        return context.partition("\n\n")[2].split()
+
+    for short in cut:
+        header, _, text = short["context_str"].partition("\n\n")
+        assert header.startswith("file_name: ")  # LlamaIndex's metadata lines, kept whole
+        assert 20 <= len(text.split()) <= 30
+        # cut from a window of the same question, metadata and first words (two windows
+        # may open alike and share a question)
+        assert any(
+            w["query_str"] == short["query_str"]
+            and w["context_str"].startswith(header + "\n\n")
+            and text_words(w["context_str"])[: len(text.split())] == text.split()
+            for w in windows
+        )
+    # the teacher answers each cut context on its own: some still cite, some no longer do
+    cited = [bool(extract_citations(c["context_str"]).citations) for c in cut]
+    assert any(cited) and not all(cited)
+    assert cut_short(windows, count=40, words=(20, 30), seed=5) == cut
+    assert cut_short([{"query_str": "q", "context_str": "a b c d"}], count=1, words=(2, 2)) == [
+        {"query_str": "q", "context_str": "a b"}  # no metadata lines: all of it is text
+    ]
+
+    with pytest.raises(UserError, match="1 <= low <= high"):
+        cut_short(windows, count=1, words=(30, 20))
+    with pytest.raises(UserError, match="needs inputs"):
+        cut_short([], count=1)
