@@ -155,8 +155,9 @@ def cut_short(
     for _ in range(count):
         chosen = rng.choice(inputs)
         header, text = _metadata_and_text(chosen["context_str"])
-        kept = " ".join(text.split()[: rng.randint(low, high)])
-        cut.append(dict(chosen, context_str=header + kept))
+        ends = [word.end() for word in re.finditer(r"\S+", text)]
+        kept = text[: ends[min(rng.randint(low, high), len(ends)) - 1]] if ends else ""
+        cut.append(dict(chosen, context_str=header + kept))  # its line breaks kept
     return cut
 
 
