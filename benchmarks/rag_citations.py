@@ -444,11 +444,11 @@ def main() -> None:
         ceiling = recall_ceiling(student.tokenizer, comparison.answers[TEACHER], args.max_tokens)
         # One long answer can hold most of a set's pairs (13 of the 20 held-out ones), and
         # plainly decoded a single broken character makes it miss them all.
-        most = max(len(pairs_in_context(i["context_str"])) for i in inputs)
+        pairs = [len(pairs_in_context(i["context_str"])) for i in inputs]
         print(
-            f"\n{name}: {len(inputs)} questions, {gold} citation pairs in their contexts "
-            f"(at most {most} in one); the teacher's answers cut at {args.max_tokens} tokens "
-            f"recall {ceiling:.2f}"
+            f"\n{name}: {len(inputs)} questions ({sum(n > 0 for n in pairs)} citing), {gold} "
+            f"citation pairs in their contexts (at most {max(pairs)} in one); "
+            f"the teacher's answers cut at {args.max_tokens} tokens recall {ceiling:.2f}"
         )
         print(citation_table(comparison, scores))
         wrong = citation_misses(comparison, inputs)
