@@ -18,7 +18,8 @@ the same popular chunks for many questions, so one paper gave only 18 distinct c
 contexts, and a student tuned on those answered `[]` to everything. Each citing window
 also gives `--variants` copies with its cited surnames and years swapped for others
 (`citation_variants`): tuned on windows alone, the student answered their citations back
-and `[]` to every unseen chunk. `--two-authors` writes a share of the variants' "et al."
+and `[]` to every unseen chunk. `--bibliography-names` draws the swapped surnames from the
+training paper's bibliography too. `--two-authors` writes a share of the variants' "et al."
 citations as two authors (lora's style), `--long-lists` adds windows made to list 9 or more
 works (`long_list_variants`), `--short-windows` adds contexts cut to their first 20-60 words
 (`cut_short`), `--asked-elsewhere` gives a share of all of them the question of
@@ -85,6 +86,7 @@ from structune.tasks.citations import (
     pairs_in_context,
     sourced_program,
 )
+from structune.tasks.references import HEADINGS, bibliography_surnames, reference_entries
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
 
@@ -244,6 +246,12 @@ def main() -> None:
         "('Jones & Lee': lora's style, rare in instructgpt)",
     )
     parser.add_argument(
+        "--bibliography-names",
+        action="store_true",
+        help="variants also draw surnames from the training paper's bibliography "
+        "(bibliography_surnames: 401 names for instructgpt, not only the 81 it cites)",
+    )
+    parser.add_argument(
         "--long-lists",
         type=int,
         default=32,
@@ -338,9 +346,18 @@ def main() -> None:
     if args.extra_paper:
         for size, overlap in windows:
             train += chunked(args.extra_paper, size, overlap, retrieve=False).inputs
+    names = (
+        bibliography_surnames(
+            reference_entries(PAPERS / f"{args.train_paper}.pdf", HEADINGS[args.train_paper])
+        )
+        if args.bibliography_names
+        else []
+    )
     train += citation_variants(
-        train, per_input=args.variants, two_authors=args.two_authors
-    ) + long_list_variants(train, count=args.long_lists, lengths=(9, args.max_citations))
+        train, per_input=args.variants, two_authors=args.two_authors, names=names
+    ) + long_list_variants(
+        train, count=args.long_lists, lengths=(9, args.max_citations), names=names
+    )
     train += cut_short(train, count=args.short_windows)
     train = asked_elsewhere(train, share=args.asked_elsewhere)
     rng = random.Random(1)

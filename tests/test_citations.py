@@ -517,6 +517,26 @@ def test_variants_swap_every_cited_surname_and_year_and_keep_the_rest():
         assert skeleton(variant["context_str"]) == skeleton(cited)
 
 
+def test_variants_draw_surnames_from_the_names_given_too():
+    from structune.tasks.citation_variants import citation_variants, long_list_variants
+
+    inputs = [
+        {"query_str": "q", "context_str": "RLHF (Christiano et al., 2017) works (Ouyang, 2022)."}
+    ]
+    names = ["Li", "Wu", "Ng", "Allen-Zhu", "van"]  # the last two are no one-word surnames
+    drawn = {
+        c.author
+        for v in citation_variants(inputs, per_input=40, names=names)
+        + long_list_variants(inputs, count=5, lengths=(9, 12), names=names)
+        for c in extract_citations(v["context_str"]).citations
+    }
+    assert drawn == {"Christiano", "Ouyang", "Li", "Wu", "Ng"}
+    # no names given: the draws of earlier recipes
+    assert citation_variants(inputs, per_input=3) == citation_variants(
+        inputs, per_input=3, names=[]
+    )
+
+
 def test_the_table_shows_answers_closed_early_only_where_a_grammar_closed_one():
     import dataclasses
 

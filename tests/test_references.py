@@ -3,6 +3,7 @@ answers that hold to the extractive schema they are scored under."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from structune.program import canonical_json
 from structune.tasks.references import (
     HEADINGS,
     Reference,
+    bibliography_surnames,
     reference_entries,
     reference_examples,
     reference_program,
@@ -34,6 +36,18 @@ def test_entries_are_split_by_their_hanging_indent():
     assert "\n" not in entries[0]  # one cleaned line
     assert entries[-1].startswith("Victor Zhong, Caiming Xiong, and Richard Socher.")  # no appendix
     assert not any(e.isdigit() for e in entries)  # page numbers skipped
+
+
+def test_bibliography_surnames_are_the_hand_checked_authors_of_instructgpts_style(examples):
+    entries = {p: reference_entries(PAPERS / f"{p}.pdf", HEADINGS[p]) for p in HEADINGS}
+    surnames = bibliography_surnames(entries["instructgpt"])
+    gold = {a for e in examples if e.paper == "instructgpt" for a in e.gold.authors}
+    one_word = {a for a in gold if re.fullmatch("[A-Z][a-z]+", a)}  # not "Böhm", "de Freitas"
+    assert len(one_word) > 100 and one_word <= set(surnames)
+    assert {"Li", "Wu", "Ng"} <= set(surnames) and surnames == sorted(set(surnames))
+    # nothing after an entry's year: its title's capitalized words are not names
+    assert "Constrained" not in surnames and "Training" not in surnames
+    assert bibliography_surnames(entries["lora"]) == []  # "Zeyuan Allen-Zhu and Yuanzhi Li."
 
 
 def test_forty_eight_hand_checked_entries_each_for_training_and_testing(examples):

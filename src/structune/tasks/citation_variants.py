@@ -25,7 +25,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from structune.tasks.citations import extract_citations
+from structune.tasks.citations import Citation, extract_citations
 
 # One-word capitalized surnames swap cleanly; "van der Berg" or "Allen-Zhu" are left as
 # they are in the text, and only one-word names are drawn as replacements.
@@ -34,17 +34,21 @@ YEARS = (1990, 2023)
 
 
 def citation_variants(
-    inputs: Sequence[dict[str, str]], *, per_input: int, two_authors: float = 0.0, seed: int = 0
+    inputs: Sequence[dict[str, str]],
+    *,
+    per_input: int,
+    two_authors: float = 0.0,
+    names: Sequence[str] = (),
+    seed: int = 0,
 ) -> list[dict[str, str]]:
     """`per_input` variants of each input whose `context_str` cites something (inputs
     without citations have none), in order; other keys are kept as they are. Each cited
     surname's "et al." citations are written as two authors in a variant with probability
-    `two_authors`."""
+    `two_authors`. New surnames are drawn from the inputs' cited ones and `names` (say a
+    bibliography's, `bibliography_surnames`)."""
     rng = random.Random(seed)
     cited = [(i, extract_citations(i["context_str"]).citations) for i in inputs]
-    pool = sorted(
-        {c.author for _, found in cited for c in found if _PLAIN_SURNAME.fullmatch(c.author)}
-    )
+    pool = _surname_pool([c for _, found in cited for c in found], names)
     variants = []
     for given, found in cited:
         names = sorted({c.author for c in found if _PLAIN_SURNAME.fullmatch(c.author)})
@@ -81,17 +85,19 @@ def long_list_variants(
     *,
     count: int,
     lengths: tuple[int, int] = (9, 16),
+    names: Sequence[str] = (),
     seed: int = 0,
 ) -> list[dict[str, str]]:
     """`count` variants of citing inputs drawn at random, each made to cite a number of
     works drawn from `lengths` by new clauses after one of its single citations: ", GPT-3
     (Smith et al., 2019)" and so on, each a surname from the inputs' own cited ones with a
-    year, a pair the input does not cite yet. Inputs that cite `lengths[1]` works or more,
+    year, a pair the input does not cite yet (surnames drawn as `citation_variants` draws
+    them). Inputs that cite `lengths[1]` works or more,
     or hold no bracket with a single citation, are not drawn; other keys are kept as they
     are."""
     rng = random.Random(seed)
     found = [extract_citations(i["context_str"]).citations for i in inputs]
-    surnames = sorted({c.author for f in found for c in f if _PLAIN_SURNAME.fullmatch(c.author)})
+    surnames = _surname_pool([c for f in found for c in f], names)
     heads = sorted({w for i in inputs for w in _NAME_OF_A_THING.findall(i["context_str"])})
     drawable = []
     for given, citations in zip(inputs, found, strict=True):
@@ -118,6 +124,14 @@ def long_list_variants(
         text = given["context_str"]
         variants.append({**given, "context_str": text[:at] + "".join(added) + text[at:]})
     return variants
+
+
+def _surname_pool(cited: Sequence[Citation], names: Sequence[str]) -> list[str]:
+    """The one-word surnames of `cited` and `names`, sorted, once each. (Students tuned on
+    variants of InstructGPT's 81 cited names alone still wrote names of their own on lora,
+    "Siegel" for "Gliwa et al. (2019)"; `names` widens the pool they must copy from.)"""
+    found = {c.author for c in cited} | set(names)
+    return sorted(name for name in found if _PLAIN_SURNAME.fullmatch(name))
 
 
 def _swap_names(text: str, new_names: dict[str, str], paired: dict[str, str]) -> str:

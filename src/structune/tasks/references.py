@@ -18,6 +18,8 @@ al."; `year` without its a/b suffix; `title` as written, without its closing ful
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -102,6 +104,24 @@ def reference_entries(pdf: Path, heading: str) -> list[str]:
     if margin is None:
         raise UserError(f"{pdf} has no line {heading!r}: is it the paper the gold answers are for?")
     return [clean_text(e) for e in entries]
+
+
+# An author as InstructGPT's bibliography lists one, "Achiam, J., Held, D., and Abbeel, P.":
+# a one-word surname, a comma and an initial.
+_LISTED_AUTHOR = re.compile(r"(?:^|, |and )([A-Z][a-z]+), [A-Z]\.")
+
+
+def bibliography_surnames(entries: Sequence[str]) -> list[str]:
+    """The one-word surnames of every author of `entries` (`reference_entries`) written
+    "Surname, I." (InstructGPT's style; LoRA's "Zeyuan Allen-Zhu and Yuanzhi Li" gives
+    none), sorted, once each. Only an entry's author list is read, up to its "(year)".
+
+    A paper's bibliography names several times as many people as its text cites (401
+    against 81 for InstructGPT), short names among them ("Li", "Wu", "Ng"): a wider pool
+    for `citation_variants` to draw from.
+    """
+    authors = (re.split(r"\(\d{4}", entry, maxsplit=1)[0] for entry in entries)
+    return sorted({name for head in authors for name in _LISTED_AUTHOR.findall(head)})
 
 
 def reference_examples(papers: Path) -> list[ReferenceExample]:
