@@ -21,7 +21,8 @@ also gives `--variants` copies with its cited surnames and years swapped for oth
 and `[]` to every unseen chunk. `--bibliography-names` draws the swapped surnames from the
 training paper's bibliography too. `--two-authors` writes a share of the variants' "et al."
 citations as two authors (lora's style), `--long-lists` adds windows made to list 9 or more
-works (`long_list_variants`), `--short-windows` adds contexts cut to their first 20-60 words
+works (`long_list_variants`), `--nested` wraps citations in a bracket of their own
+(`nested_variants`), `--short-windows` adds contexts cut to their first 20-60 words
 (`cut_short`), `--asked-elsewhere` gives a share of all of them the question of
 another window, as a retriever that misses does (`asked_elsewhere`). Curated: answers citing
 1 to `--max-citations` works, plus at most `--empty-share` that cite nothing. The defaults
@@ -76,7 +77,11 @@ from structune.rag.dataset import (
     split_by_region,
 )
 from structune.record import DatasetStore, record
-from structune.tasks.citation_variants import citation_variants, long_list_variants
+from structune.tasks.citation_variants import (
+    citation_variants,
+    long_list_variants,
+    nested_variants,
+)
 from structune.tasks.citations import (
     SURNAME_PATTERN,
     Response,
@@ -259,6 +264,13 @@ def main() -> None:
         "(long_list_variants)",
     )
     parser.add_argument(
+        "--nested",
+        type=int,
+        default=0,
+        help="variants of citing windows with a clause-ending citation wrapped in a bracket of "
+        "its own: a desc ending in '))' (nested_variants)",
+    )
+    parser.add_argument(
         "--asked-elsewhere",
         type=float,
         default=0.0,
@@ -358,6 +370,7 @@ def main() -> None:
     ) + long_list_variants(
         train, count=args.long_lists, lengths=(9, args.max_citations), names=names
     )
+    train += nested_variants(train, count=args.nested)
     train += cut_short(train, count=args.short_windows)
     train = asked_elsewhere(train, share=args.asked_elsewhere)
     rng = random.Random(1)

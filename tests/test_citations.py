@@ -537,6 +537,31 @@ def test_variants_draw_surnames_from_the_names_given_too():
     )
 
 
+def test_nested_variants_end_a_citing_clause_in_two_brackets_and_keep_its_citations():
+    from structune.tasks.citation_variants import nested_variants
+
+    cited = (
+        "We train with PPO (Schulman et al., 2017), as Christiano (2017) did. "
+        "The data (Ouyang et al., 2022) is new."
+    )
+    inputs = [
+        {"query_str": "q", "context_str": cited},
+        {"query_str": "q", "context_str": "No citation in here at all."},
+    ]
+    variants = nested_variants(inputs, count=20, seed=3)
+    assert len(variants) == 20 and all(v["query_str"] == "q" for v in variants)
+    pairs = {(c.author, c.year) for c in extract_citations(cited).citations}
+    for variant in variants:
+        found = extract_citations(variant["context_str"]).citations
+        assert {(c.author, c.year) for c in found} == pairs
+        # only "PPO (Schulman ...)," ends a clause after a word; "Christiano (2017)" cites
+        # with its own name, and "(Ouyang ...)" follows no capitalized word
+        (wrapped,) = [c.desc for c in found if c.desc.endswith("2017))")]
+        assert wrapped.startswith("We train with (") and "PPO (Schulman et al., 2017))" in wrapped
+    assert nested_variants(inputs[1:], count=5) == []
+    assert nested_variants(inputs, count=5) == nested_variants(inputs, count=5)
+
+
 def test_the_table_shows_answers_closed_early_only_where_a_grammar_closed_one():
     import dataclasses
 

@@ -17,6 +17,10 @@ authors instead, "Jones & Lee" or "Jones and Lee": instructgpt cites two authors
 works, each in its own clause ("RealToxicityPrompts (Gehman et al., 2020), TruthfulQA (Lin
 et al., 2021), ..."). Plainly decoded, the best student lost its place in such a list and
 looped (Gehman, Lin, Gehman, Lin, ...), and a paper's windows hold only a handful of them.
+
+`nested_variants` wraps a citation in a bracket of its own, "(both part of Super-GLUE (Wang
+et al., 2019))": a `desc` ending in two closing brackets, where students closed the string
+after the first.
 """
 
 from __future__ import annotations
@@ -123,6 +127,46 @@ def long_list_variants(
         at = rng.choice(singles)
         text = given["context_str"]
         variants.append({**given, "context_str": text[:at] + "".join(added) + text[at:]})
+    return variants
+
+
+# A capitalized word and the bracket after it that ends a clause, on one line: "Super-GLUE
+# (Wang et al., 2019)." (a bracket in mid-clause, wrapped, would not end the `desc`).
+_WORD_AND_BRACKET = re.compile(r"(?<![\w(-])[A-Z][\w-]* (\([^()\n]{1,200}\))(?=[,;.](?:\s|$))")
+# How a wrapping bracket opens, as papers write one around a cited work.
+_WRAP_OPENINGS = ("(", "(e.g., ", "(such as ", "(both part of ", "(as in ")
+
+
+def nested_variants(
+    inputs: Sequence[dict[str, str]], *, count: int, seed: int = 0
+) -> list[dict[str, str]]:
+    """`count` variants of citing inputs drawn at random, each with one of its single
+    citations and the word before it wrapped in a bracket of their own: "Super-GLUE (Wang
+    et al., 2019)" becomes "(both part of Super-GLUE (Wang et al., 2019))". The citing
+    clause, the teacher's `desc`, then ends in two closing brackets, a shape a paper's
+    windows hold a handful of times (4 of InstructGPT's training answers), and on which
+    students broke their JSON by closing the `desc` after the first bracket
+    ('(Wang et al., 2019)")}'). Inputs without such a citation are not drawn; other keys
+    are kept as they are."""
+    rng = random.Random(seed)
+    drawable = []
+    for given in inputs:
+        spots = [
+            m.span()
+            for m in _WORD_AND_BRACKET.finditer(given["context_str"])
+            # one citation in the bracket itself: not the year of "Christiano (2017)"
+            if len(extract_citations(m.group(1)).citations) == 1
+        ]
+        if spots:
+            drawable.append((given, spots))
+    if not drawable:
+        return []
+    variants = []
+    for given, spots in (rng.choice(drawable) for _ in range(count)):
+        start, end = rng.choice(spots)
+        text = given["context_str"]
+        wrapped = f"{rng.choice(_WRAP_OPENINGS)}{text[start:end]})"
+        variants.append({**given, "context_str": text[:start] + wrapped + text[end:]})
     return variants
 
 
