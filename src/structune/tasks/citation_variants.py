@@ -96,9 +96,8 @@ def long_list_variants(
     works drawn from `lengths` by new clauses after one of its single citations: ", GPT-3
     (Smith et al., 2019)" and so on, each a surname from the inputs' own cited ones with a
     year, a pair the input does not cite yet (surnames drawn as `citation_variants` draws
-    them). Inputs that cite `lengths[1]` works or more,
-    or hold no bracket with a single citation, are not drawn; other keys are kept as they
-    are."""
+    them). Inputs that cite `lengths[1]` works or more, or hold no bracket with a single
+    citation, are not drawn; other keys are kept as they are."""
     rng = random.Random(seed)
     found = [extract_citations(i["context_str"]).citations for i in inputs]
     surnames = _surname_pool([c for f in found for c in f], names)
@@ -172,8 +171,9 @@ def nested_variants(
 
 def _surname_pool(cited: Sequence[Citation], names: Sequence[str]) -> list[str]:
     """The one-word surnames of `cited` and `names`, sorted, once each. (Students tuned on
-    variants of InstructGPT's 81 cited names alone still wrote names of their own on lora,
-    "Siegel" for "Gliwa et al. (2019)"; `names` widens the pool they must copy from.)"""
+    variants of InstructGPT's 81 cited names wrote names of their own on lora, "Siegel" for
+    "Gliwa et al. (2019)"; a pool widened by its bibliography's 401 left that as it was:
+    docs/citation-student.md, "A wider pool of surnames".)"""
     found = {c.author for c in cited} | set(names)
     return sorted(name for name in found if _PLAIN_SURNAME.fullmatch(name))
 
