@@ -254,7 +254,7 @@ def main() -> None:
         "--bibliography-names",
         action="store_true",
         help="variants also draw surnames from the training paper's bibliography "
-        "(bibliography_surnames: 401 names for instructgpt, not only the 81 it cites)",
+        "(bibliography_surnames; the run prints how many)",
     )
     parser.add_argument(
         "--long-lists",
@@ -365,6 +365,8 @@ def main() -> None:
         if args.bibliography_names
         else []
     )
+    if names:
+        print(f"variants also draw from {len(names)} surnames of {args.train_paper}'s bibliography")
     train += citation_variants(
         train, per_input=args.variants, two_authors=args.two_authors, names=names
     ) + long_list_variants(
