@@ -1,6 +1,6 @@
 """Where a citation student's authors go wrong: the first token of the name.
 
-    .venv/bin/python benchmarks/author_tokens.py RUN.json [--set lora] [--adapter ID]
+    .venv/bin/python benchmarks/author_tokens.py RUN.json [--set other] [--adapter ID]
 
 Reads a `rag_citations.py --json` run (its adapter, test contexts and the teacher's
 answers) and, teacher-forced on each teacher answer up to a citation's `"author":"`, prints
@@ -31,19 +31,23 @@ from structune.models.chat import chat_token_ids, render_chat_contents
 from structune.program import canonical_json
 from structune.tasks.citations import SURNAME_PATTERN, sourced_program
 
-SETS = {"lora": "lora (the other paper)", "held-out": "held-out stretches of instructgpt"}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a rag_citations.py --json file")
-    parser.add_argument("--set", choices=SETS, default="lora")
+    parser.add_argument("--set", choices=("other", "held-out"), default="other")
     parser.add_argument("--adapter", help="another adapter than the run's")
     parser.add_argument("--top", type=int, default=4)
     args = parser.parse_args()
 
     run = json.loads(args.run.read_text())
-    found = run[SETS[args.set]]
+    # the run's test sets, named as rag_citations.py names them
+    papers = run["args"]
+    set_name = {
+        "other": f"{papers['test_paper']} (the other paper)",
+        "held-out": f"held-out stretches of {papers['train_paper']}",
+    }[args.set]
+    found = run[set_name]
     answers = found["comparison"]["answers"]["teacher (rules)"]
     missed = {
         (row["context"], a, y) for row in found["misses"]["student"] for a, y in row["missed"]
@@ -87,7 +91,7 @@ def main() -> None:
             print(f"context {i}, {citation['author']} {citation['year']} ({spelled}): {likely}")
     mean = sum(first_token_probabilities) / len(first_token_probabilities)
     print(
-        f"\n{args.set}: the student's mean P(the author's first token) over "
+        f"\n{set_name}: the student's mean P(the author's first token) over "
         f"{len(first_token_probabilities)} teacher citations: {mean:.2f}"
     )
 
