@@ -37,6 +37,7 @@ from structune import TrainConfig, UserError, finetune
 from test_train import conversations
 
 base, examples, config = sys.argv[1], int(sys.argv[2]), TrainConfig(**json.loads(sys.argv[3]))
+reports = sys.argv[4]
 resumed = finetune(conversations(examples), base=base, config=config, progress=False, resume=True)
 try:
     exploding = TrainConfig(max_steps=20, batch_size=2, learning_rate=1e30, lora_r=4)
@@ -45,7 +46,8 @@ try:
 except UserError as exc:
     stopped = str(exc)
 report = {"rank": os.environ["RANK"], "adapter": resumed.id, "losses": resumed.loss_history}
-print("RESULT " + json.dumps({**report, "stopped": stopped}))
+with open(os.path.join(reports, f"rank-{os.environ['RANK']}.json"), "w") as file:
+    json.dump({**report, "stopped": stopped}, file)
 """
 
 
@@ -57,9 +59,13 @@ def test_each_rank_takes_every_other_example_of_a_batch():
 
 
 def run_two_ranks(script: Path, home: Path, base: Path) -> list[dict]:
+    # each rank writes its report to a file of its own: the ranks share torchrun's stdout,
+    # where their lines can interleave (CI once got one line holding both reports)
+    reports = script.parent / "reports"
+    reports.mkdir()
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        str(script), str(base), str(EXAMPLES), json.dumps(asdict(CONFIG)),
+        str(script), str(base), str(EXAMPLES), json.dumps(asdict(CONFIG)), str(reports),
     ]  # fmt: skip
     env = {
         **os.environ,
@@ -73,15 +79,12 @@ def run_two_ranks(script: Path, home: Path, base: Path) -> list[dict]:
         start_new_session=True,
     )  # fmt: skip
     try:
-        stdout, stderr = launcher.communicate(timeout=240)
+        _, stderr = launcher.communicate(timeout=240)
     except subprocess.TimeoutExpired:
         os.killpg(launcher.pid, signal.SIGKILL)
         raise
     assert launcher.returncode == 0, stderr[-3000:]
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    return sorted(
-        (json.loads(line.removeprefix("RESULT ")) for line in lines), key=lambda r: r["rank"]
-    )
+    return [json.loads((reports / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
 
 
 @pytest.mark.slow
