@@ -300,6 +300,12 @@ def main() -> None:
         help="loss weight of the tokens that open, continue or close the list (TrainConfig)",
     )
     parser.add_argument(
+        "--aligned-copies",
+        action="store_true",
+        help="answer strings copied from the context tokenized as the context tokenizes them "
+        "(TrainConfig, structune.train.copies)",
+    )
+    parser.add_argument(
         "--gradient-checkpointing",
         action="store_true",
         help="less memory for ~8%% more time, the same weights (TrainConfig)",
@@ -424,6 +430,7 @@ def main() -> None:
             group_by_length=not args.random_batches,
             gradient_checkpointing=args.gradient_checkpointing,
             decision_weight=args.decision_weight,
+            aligned_copies=args.aligned_copies,
             seed=args.seed,
         )
         adapter = finetune(

@@ -299,6 +299,12 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
         help="weigh the answer tokens that open, continue or close a JSON list W times in the "
         "loss (for a student that stops lists early or repeats items)",
     )
+    parser.add_argument(
+        "--aligned-copies",
+        action="store_true",
+        help="tokenize answer strings copied from the prompt as the prompt tokenizes them "
+        "(for a student that misspells the names it copies)",
+    )
 
 
 def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -331,6 +337,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         gradient_checkpointing=args.gradient_checkpointing,
         group_by_length=args.group_by_length,
         decision_weight=args.decision_weight,
+        aligned_copies=args.aligned_copies,
     )
 
 

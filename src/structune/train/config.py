@@ -22,7 +22,9 @@ class TrainConfig:
     together: less padding, faster steps, a higher loss on small datasets (see
     `structune.train.data.training_batches`). `decision_weight` multiplies the loss of the
     answer tokens that open, continue or close a JSON list (`structune.train.decisions`);
-    the loss a run reports is then that weighted one.
+    the loss a run reports is then that weighted one. `aligned_copies` tokenizes the answer's
+    string values that the prompt holds as the prompt tokenizes them
+    (`structune.train.copies`).
     """
 
     epochs: float = 3.0
@@ -41,6 +43,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     group_by_length: bool = False
     decision_weight: float = 1.0
+    aligned_copies: bool = False
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps is not None:
@@ -66,6 +69,9 @@ class TrainConfig:
             problems.append(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if not math.isfinite(self.learning_rate):
             problems.append(f"learning_rate must be finite, got {self.learning_rate}")
+        if self.aligned_copies and self.decision_weight != 1.0:
+            # decision weights find their tokens in the answer's usual tokenization
+            problems.append("decision_weight cannot be combined with aligned_copies")
         if self.checkpoint_every < 0:
             problems.append(
                 f"checkpoint_every must be 0 (off) or positive, got {self.checkpoint_every}"

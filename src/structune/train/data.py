@@ -19,7 +19,13 @@ from typing import Any
 
 from structune.errors import UserError
 from structune.llms.base import Message
-from structune.models.chat import chat_token_ids, render_chat, render_chat_contents
+from structune.models.chat import (
+    RenderedChat,
+    chat_token_ids,
+    render_chat,
+    render_chat_contents,
+)
+from structune.train.copies import copied_values, copy_token_ids
 from structune.train.decisions import list_decisions, token_weights
 
 IGNORE_INDEX = -100  # labels with this value carry no loss (PyTorch's cross-entropy default)
@@ -41,12 +47,19 @@ def dataset_hash(conversations: Sequence[Sequence[Message]]) -> str:
 
 
 def tokenize_conversation(
-    tokenizer: Any, messages: Sequence[Message], *, max_length: int, decision_weight: float = 1.0
+    tokenizer: Any,
+    messages: Sequence[Message],
+    *,
+    max_length: int,
+    decision_weight: float = 1.0,
+    aligned_copies: bool = False,
 ) -> TokenizedExample:
     """Token ids of a whole conversation; labels only on the final assistant answer.
 
     With `decision_weight` other than 1, the answer tokens that decide a JSON list's length
-    (`structune.train.decisions`) weigh that much in the loss.
+    (`structune.train.decisions`) weigh that much in the loss. With `aligned_copies`, the
+    answer's string values copied from the prompt are cut as the prompt cuts them
+    (`structune.train.copies`).
     """
     if not messages or messages[-1]["role"] != "assistant":
         raise UserError("a training conversation must end with an assistant message")
@@ -60,6 +73,10 @@ def tokenize_conversation(
     # The two parts are tokenized apart, the prompt exactly as inference tokenizes it.
     prompt_ids = chat_token_ids(tokenizer, full, end=len(prompt))
     answer_ids = chat_token_ids(tokenizer, full, start=len(prompt))
+    if aligned_copies:
+        answer_ids = _aligned_answer_ids(
+            tokenizer, full, len(prompt), messages[-1]["content"], answer_ids
+        )
     if tokenizer.eos_token_id in answer_ids:  # drop what the template writes after end-of-turn
         answer_ids = answer_ids[: answer_ids.index(tokenizer.eos_token_id) + 1]
     if len(prompt_ids) + len(answer_ids) > max_length:
@@ -83,6 +100,24 @@ def tokenize_conversation(
             "--decision-weight"
         )
     return TokenizedExample(prompt_ids + answer_ids, labels, [1.0] * len(prompt_ids) + weights)
+
+
+def _aligned_answer_ids(
+    tokenizer: Any, full: RenderedChat, prompt_end: int, content: str, canonical: list[int]
+) -> list[int]:
+    """The answer's token ids with its copied string values cut as the prompt cuts them;
+    `canonical` where the answer is not found as written or would decode otherwise."""
+    start = full.text.find(content, prompt_end)
+    if start < 0:
+        return canonical
+    ids: list[int] = []
+    cut = prompt_end
+    for a, b in copied_values(content, full.text[:prompt_end]):
+        ids += chat_token_ids(tokenizer, full, start=cut, end=start + a)
+        ids += copy_token_ids(tokenizer, content[a:b])
+        cut = start + b
+    ids += chat_token_ids(tokenizer, full, start=cut)
+    return ids if tokenizer.decode(ids) == tokenizer.decode(canonical) else canonical
 
 
 def _decision_weights(

@@ -131,7 +131,11 @@ def finetune(
     model, tokenizer = load_model(base, dtype="float32")
     examples = [
         tokenize_conversation(
-            tokenizer, c, max_length=config.max_length, decision_weight=config.decision_weight
+            tokenizer,
+            c,
+            max_length=config.max_length,
+            decision_weight=config.decision_weight,
+            aligned_copies=config.aligned_copies,
         )
         for c in conversations
     ]

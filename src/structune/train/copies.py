@@ -1,0 +1,48 @@
+"""Answer strings copied from the prompt, tokenized as the prompt tokenizes them.
+
+A byte-level BPE tokenizer cuts a word differently after a space and after a quote: the
+context's " Liang (2021)" is ' Li', 'ang', but the answer's `"author":"Liang"` is 'L',
+'iang'. So a student copying an author from its context does not copy tokens: it spells the
+name again in other pieces, and a 135M one spelled the names it had seen in training and
+went wrong on new ones, at the first piece most of all: 'L' then 'iang' for "Li & Liang"
+(its second author), 'S' then 'amm' for "SAMSum (Gliwa et al., 2019)"
+(`benchmarks/author_tokens.py`, docs/citation-student.md).
+
+`TrainConfig(aligned_copies=True)` trains on another tokenization of the same answer text:
+each JSON string value that stands in the prompt after a space is cut as the prompt cuts it
+(' Li', 'ang'), its first piece without the space ('Li', 'ang'). Copying is then one rule,
+the piece the prompt holds less its space, and token for token after that. The answer decodes
+to the same characters, so nothing changes for its reader, and decoding, plain or under a
+grammar (llguidance takes any tokenization of the text it allows), needs nothing new.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# A JSON string and the character after it (and spaces): a key where that is ':'.
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"\s*(:?)')
+
+
+def copied_values(answer: str, prompt: str) -> list[tuple[int, int]]:
+    """Character spans in `answer` (JSON text) of the string values, keys left out, that the
+    prompt holds after a space, written without escapes (so the JSON text is the value)."""
+    spans = []
+    for match in _JSON_STRING.finditer(answer):
+        value, is_key = match.group(1), match.group(2)
+        if value and not is_key and "\\" not in value and f" {value}" in prompt:
+            spans.append(match.span(1))
+    return spans
+
+
+def copy_token_ids(tokenizer: Any, value: str) -> list[int]:
+    """`value` cut as the tokenizer cuts it after a space, the first piece without the
+    space: the same characters in the tokens a copy from the prompt reads."""
+    after_space = tokenizer(f" {value}", add_special_tokens=False)["input_ids"]
+    first = tokenizer.decode(after_space[:1])
+    if not first.startswith(" "):  # a tokenizer that does not keep the space in the piece
+        ids: list[int] = tokenizer(value, add_special_tokens=False)["input_ids"]
+        return ids
+    head = tokenizer(first[1:], add_special_tokens=False)["input_ids"] if first[1:] else []
+    return head + after_space[1:]
