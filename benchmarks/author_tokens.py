@@ -15,6 +15,10 @@ name as another L-name ("Liang", "Lao"). Most other misses start with the first 
 the name heading the citing clause: 'S' for "SAMSum (Gliwa et al., 2019)", 'E' for "E2E
 NLG Challenge ... Novikova et al. (2017)" (docs/citation-student.md, "Two-author variants
 seen more often").
+
+The answer is teacher-forced in the tokenization the adapter was trained on: with
+`aligned_copies` in its manifest, authors copied after a space are cut as the context cuts
+them (`structune.train.copies`), so "Liang" is 'Li', 'ang' there and 'L', 'iang' otherwise.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from pathlib import Path
 import torch
 
 from structune.llms.local import LocalLLM
-from structune.models.chat import chat_token_ids, render_chat_contents
 from structune.program import canonical_json
 from structune.tasks.citations import SURNAME_PATTERN, sourced_program
+from structune.train.adapters import load_manifest
+from structune.train.data import IGNORE_INDEX, tokenize_conversation
 
 
 def main() -> None:
@@ -57,7 +62,9 @@ def main() -> None:
         desc_first=run["args"].get("desc_first", False),
     )
     order = program.output_cls.model_json_schema()["$defs"]["Citation"]["properties"]
-    student = LocalLLM.load(adapter=args.adapter or run["adapter"], batch_size=1)
+    adapter = args.adapter or run["adapter"]
+    aligned = load_manifest(adapter).config.get("aligned_copies", False)
+    student = LocalLLM.load(adapter=adapter, batch_size=1)
     tokenizer = student.tokenizer
 
     first_token_probabilities = []
@@ -65,21 +72,24 @@ def main() -> None:
         citations = [{k: c[k] for k in order} for c in json.loads(answer["text"])["citations"]]
         if not citations:
             continue
-        chat = render_chat_contents(
-            tokenizer, program.messages(answer["inputs"]), add_generation_prompt=True
-        )
-        prompt = chat_token_ids(tokenizer, chat)
         text = canonical_json({"citations": citations})
-        ids = tokenizer(text, add_special_tokens=False).input_ids
+        conversation = [
+            *program.messages(answer["inputs"]),
+            {"role": "assistant", "content": text},
+        ]
+        example = tokenize_conversation(
+            tokenizer, conversation, max_length=1 << 20, aligned_copies=aligned
+        )
+        start = next(k for k, label in enumerate(example.labels) if label != IGNORE_INDEX)
+        ids = example.input_ids[start:]
         with torch.no_grad():  # one pass over the whole answer, read at each author
-            logits = student.model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 :]
-        opened = [m.end() for m in re.finditer(re.escape('"author":"'), text)]
-        for citation, at in zip(citations, opened, strict=True):
-            head = tokenizer(text[:at], add_special_tokens=False).input_ids
-            assert head == ids[: len(head)], "the answer's tokens split at an author"
-            probabilities = logits[len(head)].softmax(-1)
-            name = tokenizer(citation["author"], add_special_tokens=False).input_ids
-            first_token_probabilities.append(float(probabilities[name[0]]))
+            logits = student.model(torch.tensor([example.input_ids])).logits[0, start - 1 :]
+        # characters of the answer before each of its tokens
+        before = [len(tokenizer.decode(ids[:k])) for k in range(len(ids) + 1)]
+        for citation, match in zip(citations, re.finditer('"author":"', text), strict=True):
+            at, end = before.index(match.end()), before.index(match.end() + len(citation["author"]))
+            probabilities = logits[at].softmax(-1)
+            first_token_probabilities.append(float(probabilities[ids[at]]))
             if (i, citation["author"].lower(), citation["year"]) not in missed:
                 continue
             top = probabilities.topk(args.top)
@@ -87,7 +97,7 @@ def main() -> None:
                 f"{tokenizer.decode([t])!r} {float(p):.2f}"
                 for p, t in zip(top.values, top.indices, strict=True)
             )
-            spelled = " ".join(repr(t) for t in tokenizer.convert_ids_to_tokens(name))
+            spelled = " ".join(repr(tokenizer.decode([t])) for t in ids[at:end])
             print(f"context {i}, {citation['author']} {citation['year']} ({spelled}): {likely}")
     mean = sum(first_token_probabilities) / len(first_token_probabilities)
     print(
