@@ -288,6 +288,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed: LoRA init, batch order")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
+        "--lora-r", type=int, default=16, help="LoRA rank (alpha twice that, as the CLI sets it)"
+    )
+    parser.add_argument(
         "--random-batches",
         action="store_true",
         help="batches drawn at random instead of by similar length (the README's recipes "
@@ -425,6 +428,8 @@ def main() -> None:
         config = TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,
+            lora_r=args.lora_r,
+            lora_alpha=2 * args.lora_r,
             # a cap over the longest example (2,411 tokens when desc was a sentence; one-off count)
             max_length=4096,
             group_by_length=not args.random_batches,
