@@ -1,19 +1,22 @@
 """Answer strings copied from the prompt, tokenized as the prompt tokenizes them.
 
-A byte-level BPE tokenizer cuts a word differently after a space and after a quote: the
+A byte-level BPE tokenizer may cut a word differently after a space and after a quote: the
 context's " Liang (2021)" is ' Li', 'ang', but the answer's `"author":"Liang"` is 'L',
-'iang'. So a student copying an author from its context does not copy tokens: it spells the
-name again in other pieces, and a 135M one spelled the names it had seen in training and
-went wrong on new ones, at the first piece most of all: 'L' then 'iang' for "Li & Liang"
-(its second author), 'S' then 'amm' for "SAMSum (Gliwa et al., 2019)"
-(`benchmarks/author_tokens.py`, docs/citation-student.md).
+'iang'. A student copying such an author does not copy tokens, it spells the name again in
+other pieces, and a 135M citation student spelled the names it had seen in training and
+went wrong on new ones at the first piece: 'L' for the "Li" of "Li & Liang (2021)", then
+another L-name (`benchmarks/author_tokens.py`, docs/citation-student.md).
 
 `TrainConfig(aligned_copies=True)` trains on another tokenization of the same answer text:
 each JSON string value that stands in the prompt after a space is cut as the prompt cuts it
-(' Li', 'ang'), its first piece without the space ('Li', 'ang'). Copying is then one rule,
-the piece the prompt holds less its space, and token for token after that. The answer decodes
-to the same characters, so nothing changes for its reader, and decoding, plain or under a
-grammar (llguidance takes any tokenization of the text it allows), needs nothing new.
+(' Li', 'ang'), its first piece without the space ('Li', 'ang'), so that a copy is the
+prompt's pieces, the first without its space. The answer decodes to the same characters, so
+nothing changes for its reader, and decoding, plain or under a grammar (llguidance takes any
+tokenization of the text it allows), needs nothing new. With SmolLM2's tokenizer the two
+cuts seldom differ: the first piece without its space is mostly cut as the answer cuts it
+anyway, and a name after a bracket, "(Gliwa", is cut alike in both (44 of the 1,555 cited
+authors of the citation student's training contexts are cut anew: "Kenton", "Christiano",
+"Liang"; 8 authors open with the piece 'L' instead of 16).
 """
 
 from __future__ import annotations
