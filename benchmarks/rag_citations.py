@@ -24,7 +24,9 @@ citations as two authors (lora's style), `--long-lists` adds windows made to lis
 works (`long_list_variants`), `--nested` wraps citations in a bracket of their own
 (`nested_variants`), `--short-windows` adds contexts cut to their first 20-60 words
 (`cut_short`), `--asked-elsewhere` gives a share of all of them the question of
-another window, as a retriever that misses does (`asked_elsewhere`). Curated: answers citing
+another window, as a retriever that misses does (`asked_elsewhere`); `--aligned-copies`
+trains on answers whose copied strings are cut as the context cuts them
+(`structune.train.copies`), `--lora-r` sets the adapter's rank. Curated: answers citing
 1 to `--max-citations` works, plus at most `--empty-share` that cite nothing. The defaults
 are the README's recipe (`citations-8f71e51d`: up to 16 works, long lists, two-author
 variants, 3 epochs in length-grouped batches); docs/citation-student.md says which flags
