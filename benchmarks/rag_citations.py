@@ -95,6 +95,7 @@ from structune.tasks.citations import (
 )
 from structune.tasks.references import HEADINGS, bibliography_surnames, reference_entries
 from structune.train.config import TrainConfig
+from structune.train.copies import copied_values, copy_token_ids
 from structune.train.lora import finetune
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
@@ -199,14 +200,33 @@ def close_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float
     return tuple(sum(v) / len(v) if v else float("nan") for v in (after[True], after[False]))
 
 
-def answer_tokens(answers: list[str]) -> list[int]:
-    """The length of each answer in the student's tokens (what a training step learns)."""
+def student_tokenizer():
     from transformers import AutoTokenizer
 
     from structune.models.loading import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    return AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+
+
+def answer_tokens(tokenizer, answers: list[str]) -> list[int]:
+    """The length of each answer in the student's tokens (what a training step learns)."""
     return [len(tokenizer(a, add_special_tokens=False).input_ids) for a in answers]
+
+
+def recut_authors(tokenizer, conversations) -> tuple[int, int]:
+    """How many of the training answers' authors `--aligned-copies` cuts into other tokens
+    than the answer's own, of how many (`structune.train.copies`)."""
+    recut = authors = 0
+    for conversation in conversations:
+        answer = conversation[-1]["content"]
+        prompt = "".join(m["content"] for m in conversation[:-1])
+        copied = {answer[a:b] for a, b in copied_values(answer, prompt)}
+        for citation in json.loads(answer)["citations"]:
+            author = citation["author"]
+            authors += 1
+            usual = tokenizer(author, add_special_tokens=False).input_ids
+            recut += author in copied and copy_token_ids(tokenizer, author) != usual
+    return recut, authors
 
 
 def recall_ceiling(tokenizer, teacher_answers, max_tokens: int) -> float:
@@ -411,7 +431,8 @@ def main() -> None:
         random.Random(0).shuffle(empty)
         keep = round(len(cited) * args.empty_share / (1 - args.empty_share))
         conversations = [e.training_conversation() for e in cited + empty[:keep]]
-        lengths = answer_tokens([c[-1]["content"] for c in conversations])
+        tokenizer = student_tokenizer()
+        lengths = answer_tokens(tokenizer, [c[-1]["content"] for c in conversations])
         report |= {
             "teacher_invalid": summary.invalid,
             "cited": len(cited),
@@ -426,6 +447,10 @@ def main() -> None:
             f"{keep} of {len(empty)} that cite none; answers of {sum(lengths) / len(lengths):.0f} "
             f"tokens on average, the longest {max(lengths)}"
         )
+        if args.aligned_copies:
+            recut, authors = recut_authors(tokenizer, conversations)
+            report["aligned_copies_recut"] = {"authors": authors, "recut": recut}
+            print(f"aligned copies cut {recut} of the {authors} authors of the answers anew")
         started = time.perf_counter()
         config = TrainConfig(
             epochs=args.epochs,
