@@ -46,7 +46,8 @@ Scores: answers valid against the notebook's `Response` (schema-valid: the goal'
 and against the sourced program (valid), answers cut off by `--max-tokens`, authors/years not
 in the context, and precision / recall / F1 of (first author, year) pairs against the
 author-year citations the rules find in the retrieved context (answers read by the schema
-alone), then each student's misses per context (pairs missed, pairs not cited). The
+alone), then each student's misses per context (pairs missed, pairs not cited) and counted
+by kind (`citation_errors`; `benchmarks/citation_errors.py` sets saved runs side by side). The
 teacher is that rule set, so its F1 is 1.0 by construction: the row shows the ceiling. The
 answer budget (`--max-tokens`) has to fit the teacher's longest answer, or recall is capped
 below 1.0 for every model; each test set prints the recall the teacher's own answers reach
@@ -63,7 +64,14 @@ import random
 import time
 from pathlib import Path
 
-from structune.evaluate.citations import citation_misses, citation_scores, citation_table
+from structune.evaluate.citations import (
+    MISSED_KINDS,
+    WRONG_KINDS,
+    citation_errors,
+    citation_misses,
+    citation_scores,
+    citation_table,
+)
 from structune.evaluate.compare import compare
 from structune.llms.base import Constrained
 from structune.llms.callable import CallableLLM
@@ -529,6 +537,10 @@ def main() -> None:
                 missed = ", ".join(f"{a} {y}" for a, y in row["missed"]) or "-"
                 extra = ", ".join(f"{a} {y}" for a, y in row["not cited"]) or "-"
                 print(f"  {model}, context {row['context']}: missed {missed}; not cited {extra}")
+        for model, kinds in citation_errors(comparison, inputs).items():
+            if model != TEACHER:
+                counts = ", ".join(f"{kind} {kinds[kind]}" for kind in WRONG_KINDS + MISSED_KINDS)
+                print(f"  {model}'s wrong pairs, then missed ones, by kind: {counts}")
         report[name] = {
             "comparison": comparison.to_dict(),  # with every answer, to read the misses
             "citations": {m: vars(s) for m, s in scores.items()},

@@ -630,6 +630,45 @@ def test_schema_valid_valid_and_misses_read_the_same_answers_as_scored():
     }
 
 
+def test_errors_are_counted_by_kind_and_read_back_from_a_saved_comparison():
+    from structune.evaluate.citations import citation_errors
+    from structune.evaluate.compare import Comparison, compare
+
+    context = (
+        "Prefix tuning (Li & Liang, 2021) and adapters (Rebuffi et al., 2017; Houlsby et "
+        "al., 2019) fit E2E (Novikova et al., 2017), as Gliwa et al. (2019) found."
+    )
+    inputs = [{"context_str": context, "query_str": "?"}]
+    answers = {
+        "student": response(
+            ("Li", 2021),
+            ("Liang", 2021),  # the second author of a cited work
+            ("Rebbuffi", 2017),  # a near copy of a missed author: one mistake, not two
+            ("Houlsby", 2020),  # a cited author with another year
+            ("E2E", 2017),  # another word of the context, where Novikova stands
+            ("Siegel", 2019),  # a name the context does not hold, where Gliwa stands
+        ).model_dump_json(),
+        "broken": '{"citations":[{"author":"Li"',
+    }
+    models = {name: CallableLLM(lambda _, text=text: text) for name, text in answers.items()}
+    comparison = compare(citation_program, models, inputs)
+    expected = {
+        "student": {
+            "co-author": 1,
+            "misspelled": 1,
+            "wrong year": 1,
+            "other word": 1,
+            "invented": 1,
+            "dropped": 3,  # Houlsby 2019, Novikova, Gliwa
+        },
+        "broken": {"unparseable": 5},
+    }
+    assert citation_errors(comparison, inputs) == expected
+    saved = Comparison.from_dict(json.loads(json.dumps(comparison.to_dict())))
+    assert saved == comparison
+    assert citation_errors(saved, inputs) == expected
+
+
 def test_long_list_variants_add_clauses_the_teacher_reads_in_order():
     from structune.tasks.citation_variants import long_list_variants
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,18 @@ class Comparison:
             ],
             "answers": {m: [asdict(a) for a in answers] for m, answers in self.answers.items()},
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        """The comparison `to_dict` wrote, its answers and scores as they were."""
+        names = {f.name for f in fields(ModelScore)}
+        return cls(
+            task=data["task"],
+            scores=[
+                ModelScore(**{k: v for k, v in s.items() if k in names}) for s in data["scores"]
+            ],
+            answers={m: [Answer(**a) for a in answers] for m, answers in data["answers"].items()},
+        )
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
