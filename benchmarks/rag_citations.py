@@ -22,7 +22,8 @@ and `[]` to every unseen chunk. `--bibliography-names` draws the swapped surname
 training paper's bibliography too. `--two-authors` writes a share of the variants' "et al."
 citations as two authors (lora's style), `--long-lists` adds windows made to list 9 or more
 works (`long_list_variants`), `--nested` wraps citations in a bracket of their own
-(`nested_variants`), `--short-windows` adds contexts cut to their first 20-60 words
+(`nested_variants`), `--inserted` puts citations at sentence ends where the text had
+none (`inserted_variants`), `--short-windows` adds contexts cut to their first 20-60 words
 (`cut_short`), `--asked-elsewhere` gives a share of all of them the question of
 another window, as a retriever that misses does (`asked_elsewhere`); `--aligned-copies`
 trains on answers whose copied strings are cut as the context cuts them
@@ -89,6 +90,7 @@ from structune.rag.dataset import (
 from structune.record import DatasetStore, record
 from structune.tasks.citation_variants import (
     citation_variants,
+    inserted_variants,
     long_list_variants,
     nested_variants,
 )
@@ -301,6 +303,13 @@ def main() -> None:
         "its own: a desc ending in '))' (nested_variants)",
     )
     parser.add_argument(
+        "--inserted",
+        type=int,
+        default=0,
+        help="variants of windows with one or two citations inserted at sentence ends, in "
+        "lora's shapes among others (inserted_variants)",
+    )
+    parser.add_argument(
         "--asked-elsewhere",
         type=float,
         default=0.0,
@@ -412,6 +421,7 @@ def main() -> None:
         train, count=args.long_lists, lengths=(9, args.max_citations), names=names
     )
     train += nested_variants(train, count=args.nested)
+    train += inserted_variants(train, count=args.inserted, names=names)
     train += cut_short(train, count=args.short_windows)
     train = asked_elsewhere(train, share=args.asked_elsewhere)
     rng = random.Random(1)

@@ -669,6 +669,33 @@ def test_errors_are_counted_by_kind_and_read_back_from_a_saved_comparison():
     assert citation_errors(saved, inputs) == expected
 
 
+def test_inserted_variants_cite_where_the_text_did_not_and_the_teacher_reads_them():
+    from structune.tasks.citation_variants import inserted_variants
+
+    plain = "We train a model. It works well (see Table 2). The end of the paragraph."
+    cited = "Prior work (Smith et al., 2019) and Jones & Lee (2020) did so."
+    inputs = [{"query_str": "q", "context_str": plain}, {"query_str": "q", "context_str": cited}]
+    variants = inserted_variants(inputs, count=40, names=["Brown", "Gliwa"], seed=3)
+    assert len(variants) == 40 and variants == inserted_variants(
+        inputs, count=40, names=["Brown", "Gliwa"], seed=3
+    )
+    for variant in variants:
+        text = variant["context_str"]
+        given = plain if text.startswith("We") else cited
+        before = {(c.author, c.year) for c in extract_citations(given).citations}
+        added = {(c.author, c.year) for c in extract_citations(text).citations} - before
+        assert 1 <= len(added) <= 4  # one or two insertions of one or two works
+        assert {a for a, _ in added} <= {"Smith", "Jones", "Brown", "Gliwa"}
+        assert "(see Table 2)" in text or given == cited  # never inside a bracket
+        assert text.endswith(".")
+    # lora's shape among them: a narrative two-author citation ending the window
+    assert any(
+        re.search(r"observations in [A-Z][a-z]+ & [A-Z][a-z]+ \(\d{4}\)\.$", v["context_str"])
+        for v in variants
+    )
+    assert inserted_variants(inputs[:1], count=3) == []  # no surnames to draw
+
+
 def test_long_list_variants_add_clauses_the_teacher_reads_in_order():
     from structune.tasks.citation_variants import long_list_variants
 

@@ -18,6 +18,9 @@ works, each in its own clause ("RealToxicityPrompts (Gehman et al., 2020), Truth
 et al., 2021), ..."). Plainly decoded, the best student lost its place in such a list and
 looped (Gehman, Lin, Gehman, Lin, ...), and a paper's windows hold only a handful of them.
 
+`inserted_variants` puts citations where the paper has none, in the shapes of
+`INSERTED_SHAPES`, lora's narrative "Li & Liang (2021)" ending a paragraph among them.
+
 `nested_variants` wraps a citation in a bracket of its own, "(both part of Super-GLUE (Wang
 et al., 2019))": a `desc` ending in two closing brackets, where students closed the string
 after the first.
@@ -167,6 +170,72 @@ def nested_variants(
         wrapped = f"{rng.choice(_WRAP_OPENINGS)}{text[start:end]})"
         variants.append({**given, "context_str": text[:start] + wrapped + text[end:]})
     return variants
+
+
+# Where a sentence ends, outside brackets: a citation goes in right before its period.
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9])\.(?=\s+[A-Z]|\s*$)")
+# The shapes a citation is inserted in, "{a}" "{b}" "{c}" surnames and "{y}" "{z}" years:
+# lora's narrative two-author citations at a paragraph's end ("This corroborates similar
+# observations in Li & Liang (2021)."), which InstructGPT's windows hardly hold, among the
+# forms both papers write.
+INSERTED_SHAPES = (
+    " ({a} et al., {y})",
+    " ({a} & {b}, {y})",
+    " ({a} and {b}, {y})",
+    " ({a} et al., {y}; {c} et al., {z})",
+    " ({a} & {b}, {y}; {c} et al., {z})",
+    ", as in {a} et al. ({y})",
+    ", following the setup of {a} & {b} ({y})",
+    ", as {a} and {b} ({y}) do",
+    ". This corroborates similar observations in {a} & {b} ({y})",
+    ". See {a} et al. ({y}) for details",
+)
+
+
+def inserted_variants(
+    inputs: Sequence[dict[str, str]],
+    *,
+    count: int,
+    names: Sequence[str] = (),
+    seed: int = 0,
+) -> list[dict[str, str]]:
+    """`count` variants of inputs drawn at random, each with one or two citations inserted
+    at the ends of its sentences, in shapes drawn from `INSERTED_SHAPES`, with surnames
+    from the inputs' cited ones and `names` and years drawn as `citation_variants` draws
+    them: citations where the paper put none, often at the end of a window. (Variants of
+    citing windows keep where the paper's citations stand and how it writes them, and a
+    student tuned on them missed lora's "Li & Liang (2021)" ending a long paragraph.)
+    Inputs without a sentence end outside brackets are not drawn; other keys are kept."""
+    rng = random.Random(seed)
+    pool = _surname_pool(
+        [c for i in inputs for c in extract_citations(i["context_str"]).citations], names
+    )
+    drawable = []
+    for given in inputs:
+        text = given["context_str"]
+        ends = [
+            m.start() for m in _SENTENCE_END.finditer(text) if _outside_brackets(text, m.start())
+        ]
+        if ends:
+            drawable.append((given, ends))
+    if not drawable or len(pool) < 3:
+        return []
+    variants = []
+    for given, ends in (rng.choice(drawable) for _ in range(count)):
+        text = given["context_str"]
+        for at in sorted(rng.sample(ends, min(len(ends), rng.randint(1, 2))), reverse=True):
+            a, b, c = rng.sample(pool, 3)
+            y, z = (rng.randint(*YEARS) for _ in range(2))
+            text = (
+                text[:at] + rng.choice(INSERTED_SHAPES).format(a=a, b=b, c=c, y=y, z=z) + text[at:]
+            )
+        variants.append({**given, "context_str": text})
+    return variants
+
+
+def _outside_brackets(text: str, at: int) -> bool:
+    before = text[:at]
+    return before.count("(") <= before.count(")") and before.count("[") <= before.count("]")
 
 
 def _surname_pool(cited: Sequence[Citation], names: Sequence[str]) -> list[str]:
