@@ -175,9 +175,9 @@ def nested_variants(
 # Where a sentence ends, outside brackets: a citation goes in right before its period.
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9])\.(?=\s+[A-Z]|\s*$)")
 # The shapes a citation is inserted in, "{a}" "{b}" "{c}" surnames and "{y}" "{z}" years:
-# lora's narrative two-author citations at a paragraph's end ("This corroborates similar
-# observations in Li & Liang (2021)."), which InstructGPT's windows hardly hold, among the
-# forms both papers write.
+# the forms both papers write, narrative two-author citations ending a sentence among them
+# (lora's "Li & Liang (2021)", which InstructGPT's windows hardly hold). Worded in phrases
+# of neither test set: a shape copied from lora's sentences would score the copy.
 INSERTED_SHAPES = (
     " ({a} et al., {y})",
     " ({a} & {b}, {y})",
@@ -185,9 +185,9 @@ INSERTED_SHAPES = (
     " ({a} et al., {y}; {c} et al., {z})",
     " ({a} & {b}, {y}; {c} et al., {z})",
     ", as in {a} et al. ({y})",
-    ", following the setup of {a} & {b} ({y})",
     ", as {a} and {b} ({y}) do",
-    ". This corroborates similar observations in {a} & {b} ({y})",
+    ", building on {a} & {b} ({y})",
+    ". The same holds in {a} & {b} ({y})",
     ". See {a} et al. ({y}) for details",
 )
 
