@@ -306,8 +306,8 @@ def main() -> None:
         "--inserted",
         type=int,
         default=0,
-        help="variants of windows with one or two citations inserted at sentence ends, in "
-        "lora's shapes among others (inserted_variants)",
+        help="variants of windows with one or two citations inserted at sentence ends, "
+        "narrative two-author ones among them (inserted_variants)",
     )
     parser.add_argument(
         "--asked-elsewhere",
