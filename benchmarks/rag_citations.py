@@ -40,8 +40,9 @@ order their authors appear there, so "valid" also means nothing invented. The st
 answers four ways (issue 10's modes): plain decoding, under the JSON grammar, under the
 extractive grammar (authors and years copied from the context) and under the extractive
 grammar that also keeps the context's order. `--surname-pattern` also holds each author
-to the teacher's surname shape (`SURNAME_PATTERN`); `--desc-first` has each citation's `desc`
-written before its author and year.
+to the teacher's surname shape (`SURNAME_PATTERN`); `--authors 'as cited'` has the teacher
+write the authors as the citation does ("Li & Liang"), not the first surname;
+`--desc-first` has each citation's `desc` written before its author and year.
 
 Scores: answers valid against the notebook's `Response` (schema-valid: the goal's measure)
 and against the sourced program (valid), answers cut off by `--max-tokens`, authors/years not
@@ -63,6 +64,7 @@ import json
 import math
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 from structune.evaluate.citations import (
@@ -95,6 +97,7 @@ from structune.tasks.citation_variants import (
     nested_variants,
 )
 from structune.tasks.citations import (
+    AUTHOR_STYLES,
     SURNAME_PATTERN,
     Response,
     citation_pairs,
@@ -171,8 +174,8 @@ def cite_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float,
     return tuple(sum(v) / len(v) if v else float("nan") for v in (means[True], means[False]))
 
 
-def close_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float, float]:
-    """The other half of `cite_probability`: teacher-forced on the teacher's answers over
+def close_probability(llm: LocalLLM, program, inputs: list[dict], teacher) -> tuple[float, float]:
+    """The other half of `cite_probability`: teacher-forced on `teacher`'s answers over
     the inputs whose context cites, the student's mean probability of closing the list
     (`]}`) rather than opening another citation (`,{"`) after the last citation, and after
     each other one. A student that stops its lists early closes after the others; one that
@@ -193,8 +196,7 @@ def close_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float
     for inputs_ in inputs:
         messages = program.messages(inputs_)
         citations = [
-            {name: c[name] for name in order}
-            for c in json.loads(citation_teacher(messages))["citations"]
+            {name: c[name] for name in order} for c in json.loads(teacher(messages))["citations"]
         ]
         chat = render_chat_contents(llm.tokenizer, messages, add_generation_prompt=True)
         prompt = chat_token_ids(llm.tokenizer, chat)
@@ -380,6 +382,13 @@ def main() -> None:
         help="each citation's desc before its author and year (sourced_program(desc_first=True))",
     )
     parser.add_argument(
+        "--authors",
+        choices=AUTHOR_STYLES,
+        default="first",
+        help="the teacher's author: the first author's surname ('Li'), or the authors as "
+        "cited ('Li & Liang', 'Ouyang et al.'); scored alike (author_key)",
+    )
+    parser.add_argument(
         "--probes-only",
         action="store_true",
         help="print the student's open and close probabilities and stop (minutes, not an hour)",
@@ -396,6 +405,10 @@ def main() -> None:
         parser.error(f"unknown --modes {sorted(unknown)}: use {', '.join(MODES)}")
     if args.long_lists and args.max_citations < 9:
         parser.error("--long-lists makes answers citing 9 works or more: raise --max-citations")
+    if args.surname_pattern and args.authors == "as cited":
+        parser.error(
+            "--surname-pattern holds authors to one surname: not with --authors 'as cited'"
+        )
     if args.adapter and args.parent:
         parser.error("--adapter evaluates a trained adapter; --parent trains one: give one")
 
@@ -434,7 +447,10 @@ def main() -> None:
     program = sourced_program(
         SURNAME_PATTERN if args.surname_pattern else None, desc_first=args.desc_first
     )
-    teacher = CallableLLM(citation_teacher, model_id="rules:citations")
+    answer = partial(citation_teacher, authors=args.authors)
+    teacher = CallableLLM(
+        answer, model_id="rules:citations" + ("" if args.authors == "first" else " (as cited)")
+    )
     adapter = args.adapter
     report: dict = {"windows": len(train), "args": vars(args) | {"json": str(args.json)}}
     if adapter is None:
@@ -499,7 +515,7 @@ def main() -> None:
             f"student's P(a first citation) on {name} chunks: {citing:.2f} where the context "
             f"cites, {plain:.2f} where it does not"
         )
-        last, earlier = close_probability(student, program, inputs)
+        last, earlier = close_probability(student, program, inputs, answer)
         report[f"p_close {name}"] = {"after the last": last, "after another": earlier}
         print(
             f"student's P(closing the list) on {name} chunks: {last:.2f} after the last "

@@ -22,6 +22,7 @@ from structune.tasks.citations import (
     citation_pairs,
     citation_program,
     citation_teacher,
+    clean_text,
     context_of,
     extract_citations,
     pairs_in_context,
@@ -265,6 +266,24 @@ def test_every_author_the_teacher_reads_has_the_surname_shape(pages):
     assert [a for a in authors if not re.fullmatch(SURNAME_PATTERN, a)] == []
 
 
+def test_authors_as_cited_are_copied_whole_and_scored_as_the_first_surname(pages):
+    """On every page of the papers, `authors="as cited"` names the same works as the
+    first surname does, each author a span of the repaired page text."""
+    spans = 0
+    for paper in pages.values():
+        for text in paper:
+            first = extract_citations(text).citations
+            cited = extract_citations(text, authors="as cited").citations
+            assert [(c.year, c.desc) for c in cited] == [(c.year, c.desc) for c in first]
+            assert [author_key(c.author) for c in cited] == [author_key(c.author) for c in first]
+            assert all(c.author in clean_text(text) for c in cited)
+            spans += sum(c.author != f.author for c, f in zip(cited, first, strict=True))
+    assert spans >= 250  # "et al." and two or more authors (one-off count: 279)
+    lora = " ".join(pages["lora"])
+    authors = {c.author for c in extract_citations(lora, authors="as cited").citations}
+    assert {"Li & Liang", "Houlsby et al.", "Ham & Lee"} <= authors
+
+
 def test_reference_lists_yield_no_citations(pages):
     references = [
         text
@@ -411,6 +430,21 @@ def test_teacher_runs_as_a_program_teacher():
 def test_teacher_needs_a_user_message():
     with pytest.raises(UserError, match="user message"):
         citation_teacher([{"role": "system", "content": "hi"}])
+
+
+def test_the_teacher_writes_the_authors_as_cited_where_asked():
+    messages = citation_program.messages({"context_str": CONTEXT, "query_str": "q"})
+    answer = Response.model_validate_json(citation_teacher(messages, authors="as cited"))
+    assert [c.author for c in answer.citations] == [
+        "Rocktäschel et al.",
+        "Hu et al.",
+        "Aghajanyan et al.",
+    ]
+    assert citation_pairs(answer) == citation_pairs(
+        Response.model_validate_json(citation_teacher(messages))
+    )
+    with pytest.raises(UserError, match="as cited"):
+        extract_citations(CONTEXT, authors="all")  # type: ignore[arg-type]
 
 
 # --- scoring ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import pydantic
 from pydantic import Field
@@ -71,6 +71,13 @@ MAX_DESC_CHARS = 300
 """A citing clause longer than this (PDF text without full stops) is cut around the
 citation, so one answer stays a few hundred tokens."""
 
+AuthorStyle = Literal["first", "as cited"]
+"""How the teacher writes a citation's `author`: the first author's surname ("Li"), the
+notebook's "Inferred first author (usually last name", or the authors as the citation
+writes them ("Li & Liang"): one span to copy, where a student given the surname alone
+also named the co-author as a work of its own (docs/citation-student.md)."""
+AUTHOR_STYLES: tuple[str, ...] = get_args(AuthorStyle)
+
 YEARS = (1800, 2099)
 """The years the teacher reads as years (`_YEAR`): a citation's year lies between them."""
 
@@ -118,8 +125,8 @@ _PARTICLE = r"(?i:van|von|der|den|de|del|della|di|da|dos|das|du|le|la|ter|ten)\s
 _SURNAME = rf"(?<![\w{_APOSTROPHES}-])(?:{_PARTICLE}){{0,3}}{_NAME}"
 _ET_AL = r"\s+et\s*al\b\.?"
 _AUTHORS = (
-    rf"(?P<first>{_SURNAME})"
-    rf"(?:{_ET_AL}|(?:\s*,\s*{_SURNAME}){{0,5}}\s*,?\s+(?:and|&)\s+{_SURNAME})?"
+    rf"(?P<authors>(?P<first>{_SURNAME})"
+    rf"(?:{_ET_AL}|(?:\s*,\s*{_SURNAME}){{0,5}}\s*,?\s+(?:and|&)\s+{_SURNAME})?)"
 )
 _YEAR = r"(?:1[89]|20)\d\d[a-z]?(?!\w)"
 _YEARS = rf"(?P<years>{_YEAR}(?:\s*,\s*(?:{_YEAR}|[a-z]\b))*)"
@@ -130,7 +137,7 @@ _GROUP = re.compile(r"\(([^()]{1,2000})\)|\[([^\[\]]{1,2000})\]")
 # "Christiano et al. (2017)", "Li & Liang [2021; see also ...]".
 _NARRATIVE = re.compile(rf"{_AUTHORS}\s*[(\[]\s*{_YEARS}\s*(?:[;,][^()\[\]]*)?[)\]]")
 # "Wu et al., 2021" with no parenthesis around it in this text.
-_BARE = re.compile(rf"(?P<first>{_SURNAME}){_ET_AL},?\s+{_YEARS}")
+_BARE = re.compile(rf"(?P<authors>(?P<first>{_SURNAME}){_ET_AL}),?\s+{_YEARS}")
 
 _NOT_SURNAMES = frozenset({
     "january", "february", "march", "april", "may", "june", "july", "august", "september",
@@ -171,6 +178,7 @@ class _Found:
     end: int
     author: str
     year: int
+    cited_as: str  # the authors as the citation writes them: "Li & Liang", "Ouyang et al."
 
 
 def _matches(pattern: re.Pattern[str], text: str, offset: int = 0) -> Iterator[_Found]:
@@ -184,7 +192,9 @@ def _matches(pattern: re.Pattern[str], text: str, offset: int = 0) -> Iterator[_
             position = match.end("first")
             continue
         for year in dict.fromkeys(int(y) for y in re.findall(r"\d{4}", match.group("years"))):
-            yield _Found(offset + match.start(), offset + match.end(), author, year)
+            yield _Found(
+                offset + match.start(), offset + match.end(), author, year, match.group("authors")
+            )
         position = match.end()
 
 
@@ -262,13 +272,20 @@ def _cut(text: str, begin: int, end: int, found: _Found, group: tuple[int, int] 
     return window.strip().rstrip(",;")
 
 
-def extract_citations(text: str) -> Response:
+def extract_citations(text: str, *, authors: AuthorStyle = "first") -> Response:
     """The author-year citations in `text`, in order of first appearance.
 
-    `author` is the first author's surname as written (after PDF repairs), `year` drops any
-    "a"/"b" suffix, `desc` is the citing clause (`_clause`). The same first author and year cited
-    again (in any form) is kept once, at its first occurrence.
+    `author` is the first author's surname as written (after PDF repairs), or with
+    `authors="as cited"` the authors as the citation writes them ("Li & Liang", "Ouyang et
+    al."; `author_key` reads both as "li", "ouyang"). `year` drops any "a"/"b" suffix,
+    `desc` is the citing clause (`_clause`). The same first author and year cited again (in
+    any form) is kept once, at its first occurrence.
+
+    Raises:
+        UserError: `authors` is neither "first" nor "as cited".
     """
+    if authors not in AUTHOR_STYLES:
+        raise UserError(f"authors must be one of {AUTHOR_STYLES}, got {authors!r}")
     text = clean_text(text)
     starts = [0, *(m.end() for m in _SENTENCE_END.finditer(text))]
     citations: dict[tuple[str, int], Citation] = {}
@@ -276,7 +293,8 @@ def extract_citations(text: str) -> Response:
         key = (author_key(found.author), found.year)
         if key not in citations:
             desc = _clause(text, starts, found)
-            citations[key] = Citation(author=found.author, year=found.year, desc=desc)
+            author = found.cited_as if authors == "as cited" else found.author
+            citations[key] = Citation(author=author, year=found.year, desc=desc)
     return Response(citations=list(citations.values()))
 
 
@@ -389,8 +407,9 @@ def context_of(prompt: str) -> str:
     return _METADATA_HEADER.sub("", context)
 
 
-def citation_teacher(messages: Sequence[Message]) -> str:
-    """Answer `citation_program` as the GPT-4 teacher would, from the rules above.
+def citation_teacher(messages: Sequence[Message], *, authors: AuthorStyle = "first") -> str:
+    """Answer `citation_program` as the GPT-4 teacher would, from the rules above, each
+    `author` written as `authors` says (`extract_citations`).
 
     Wrap it to record examples: `CallableLLM(citation_teacher, model_id="rules:citations")`.
     The answer is compact UTF-8 JSON (no \\u escapes), the form constrained decoding writes.
@@ -404,7 +423,7 @@ def citation_teacher(messages: Sequence[Message]) -> str:
             "the citation teacher needs a user message holding the context; "
             "build the messages with citation_program.messages(...)"
         )
-    return extract_citations(context_of(prompts[-1])).model_dump_json()
+    return extract_citations(context_of(prompts[-1]), authors=authors).model_dump_json()
 
 
 # --- scoring ----------------------------------------------------------------------------
