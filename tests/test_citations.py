@@ -451,7 +451,17 @@ def test_the_teacher_writes_the_authors_as_cited_where_asked():
 
 
 @pytest.mark.parametrize(
-    "spelling", ["Ouyang", "ouyang", "Ouyang et al.", "L. Ouyang", "Long Ouyang", "Ouyang, L."]
+    "spelling",
+    [
+        "Ouyang",
+        "ouyang",
+        "Ouyang et al.",
+        "Ouyang etal",
+        "Ouyang et",
+        "L. Ouyang",
+        "Long Ouyang",
+        "Ouyang, L.",
+    ],
 )
 def test_author_key_forgives_spelling(spelling):
     assert author_key(spelling) == "ouyang"

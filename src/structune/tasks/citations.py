@@ -428,7 +428,8 @@ def citation_teacher(messages: Sequence[Message], *, authors: AuthorStyle = "fir
 
 # --- scoring ----------------------------------------------------------------------------
 
-_FIRST_AUTHOR_END = re.compile(r"\s+et\s*al\b.*|\s+(?:and|&)\s+.*|[,;].*", re.IGNORECASE)
+# "et" alone is an "et al." cut short, as a student copying "Rudinger et al." may write it.
+_FIRST_AUTHOR_END = re.compile(r"\s+et(?:\s*al)?\b.*|\s+(?:and|&)\s+.*|[,;].*", re.IGNORECASE)
 
 CitationPair = tuple[str, int]
 
