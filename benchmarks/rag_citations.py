@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import random
 import time
@@ -400,6 +401,9 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    # the trainer's progress lines, where its bar cannot show (output to a log file)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("structune.train").setLevel(logging.INFO)
     unknown = set(args.modes.split(",")) - set(MODES)
     if unknown:
         parser.error(f"unknown --modes {sorted(unknown)}: use {', '.join(MODES)}")

@@ -1,6 +1,9 @@
 """Training on a tiny Llama built from a config, with the real tokenizer and template."""
 
+import io
 import json
+import logging
+import sys
 
 import pytest
 import torch
@@ -212,6 +215,17 @@ def test_non_finite_loss_stops_and_saves_nothing(tiny_model_dir):
     with pytest.raises(StructuneError, match="loss is"):
         finetune(conversations(), base=str(tiny_model_dir), config=config, progress=False)
     assert {m.id for m in list_adapters()} == before
+
+
+def test_training_logs_its_progress_where_no_bar_can_show(tiny_model_dir, caplog, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # no terminal, as under nohup
+    config = TrainConfig(max_steps=3, batch_size=2, lora_r=4)
+    with caplog.at_level(logging.INFO, logger="structune.train.lora"):
+        finetune(conversations(2), base=str(tiny_model_dir), config=config)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training")]
+    assert [line.split(",")[0] for line in lines] == [f"training step {n}/3" for n in (1, 2, 3)]
+    assert lines[-1].endswith("about 0.0 min left")
+    assert "training" not in sys.stderr.getvalue()  # and no bar written to the log
 
 
 def test_unknown_adapter_lists_the_known_ones(tiny_model_dir):

@@ -101,7 +101,8 @@ def finetune(
         task: the program the examples answer, recorded in the manifest: evaluation refuses
             to score the adapter against another program's schema. None when unknown.
         name: the adapter id's prefix (default: the task).
-        progress: show a progress bar with the running loss.
+        progress: show a progress bar with the running loss; where stderr is no terminal,
+            log (INFO) a line each twentieth of the steps instead.
         resume: continue from the newest complete checkpoint of this same run (same base,
             parent, data and config), if there is one.
 
@@ -328,6 +329,10 @@ def _train_loop(
         unit="step",
         disable=None if progress and ranks.is_main else True,
     )
+    # tqdm hides its bar where stderr is no terminal (a log file under nohup); an hour's
+    # run then logs a line each twentieth of its steps instead, so its progress shows.
+    log_every = max(1, total // 20) if progress and ranks.is_main and bar.disable else 0
+    first_step, first_seconds = state.step, state.seconds
     for step in bar:
         batch = next(batches)
         lr = learning_rate_at(
@@ -350,6 +355,8 @@ def _train_loop(
         state.tokens += sum(len(e.input_ids) for e in batch)
         state.seconds = time.perf_counter() - started
         bar.set_postfix(loss=f"{state.losses[-1]:.3f}")
+        if log_every and (state.step % log_every == 0 or state.step == total):
+            _log_progress(state, total, since=(first_step, first_seconds), window=log_every)
         if (
             ranks.is_main
             and config.checkpoint_every
@@ -359,6 +366,25 @@ def _train_loop(
             run.save(model, optimizer, state)
     model.eval()
     return state
+
+
+def _log_progress(state: TrainState, total: int, *, since: tuple[int, float], window: int) -> None:
+    """Log the step, the mean loss of the last `window` steps, and the time left.
+
+    The time left is extrapolated from this process's own steps (`since`: the step and
+    seconds it started from), not from a resumed run's earlier ones.
+    """
+    steps, seconds = state.step - since[0], state.seconds - since[1]
+    left = (total - state.step) * seconds / steps
+    recent = state.losses[-window:]
+    log.info(
+        "training step %d/%d, loss %.3f, %.1f min so far, about %.1f min left",
+        state.step,
+        total,
+        sum(recent) / len(recent),
+        state.seconds / 60,
+        left / 60,
+    )
 
 
 def _train_step(
