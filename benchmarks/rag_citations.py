@@ -175,12 +175,16 @@ def cite_probability(llm: LocalLLM, program, inputs: list[dict]) -> tuple[float,
     return tuple(sum(v) / len(v) if v else float("nan") for v in (means[True], means[False]))
 
 
-def close_probability(llm: LocalLLM, program, inputs: list[dict], teacher) -> tuple[float, float]:
+def close_probability(
+    llm: LocalLLM, program, inputs: list[dict], teacher
+) -> tuple[float, float, float]:
     """The other half of `cite_probability`: teacher-forced on `teacher`'s answers over
     the inputs whose context cites, the student's mean probability of closing the list
     (`]}`) rather than opening another citation (`,{"`) after the last citation, and after
     each other one. A student that stops its lists early closes after the others; one that
-    repeats (or runs on) stays open after the last."""
+    repeats (or runs on) stays open after the last. Third, the probability after the last
+    citation of the longest list alone: the held-out F1 rides on that one answer (13 of
+    its 20 pairs), and the mean over the lists does not tell whether it closes."""
     import torch
 
     from structune.models.chat import chat_token_ids, render_chat_contents
@@ -193,7 +197,8 @@ def close_probability(llm: LocalLLM, program, inputs: list[dict], teacher) -> tu
 
     # the teacher's answers, each citation's fields in the program's order (`--desc-first`)
     order = program.output_cls.model_json_schema()["$defs"]["Citation"]["properties"]
-    after = {True: [], False: []}
+    after: dict[bool, list[float]] = {True: [], False: []}
+    longest = (0, float("nan"))  # (citations, P(close) after its last)
     for inputs_ in inputs:
         messages = program.messages(inputs_)
         citations = [
@@ -210,7 +215,10 @@ def close_probability(llm: LocalLLM, program, inputs: list[dict], teacher) -> tu
             common = next(i for i, (a, b) in enumerate(zip(close, more, strict=False)) if a != b)
             odds = log_probability(more, common) - log_probability(close, common)
             after[k == len(citations)].append(1 / (1 + math.exp(odds)))
-    return tuple(sum(v) / len(v) if v else float("nan") for v in (after[True], after[False]))
+        if len(citations) > longest[0]:
+            longest = (len(citations), after[True][-1])
+    last, earlier = (sum(v) / len(v) if v else float("nan") for v in (after[True], after[False]))
+    return last, earlier, longest[1]
 
 
 def student_tokenizer():
@@ -519,11 +527,15 @@ def main() -> None:
             f"student's P(a first citation) on {name} chunks: {citing:.2f} where the context "
             f"cites, {plain:.2f} where it does not"
         )
-        last, earlier = close_probability(student, program, inputs, answer)
-        report[f"p_close {name}"] = {"after the last": last, "after another": earlier}
+        last, earlier, longest = close_probability(student, program, inputs, answer)
+        report[f"p_close {name}"] = {
+            "after the last": last,
+            "after another": earlier,
+            "after the longest list's last": longest,
+        }
         print(
             f"student's P(closing the list) on {name} chunks: {last:.2f} after the last "
-            f"citation, {earlier:.2f} after another"
+            f"citation, {earlier:.2f} after another, {longest:.2f} after the longest list's last"
         )
     if args.probes_only:
         if args.json:
