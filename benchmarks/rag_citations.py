@@ -25,7 +25,9 @@ works (`long_list_variants`), `--nested` wraps citations in a bracket of their o
 (`nested_variants`), `--inserted` puts citations at sentence ends where the text had
 none (`inserted_variants`), `--short-windows` adds contexts cut to their first 20-60 words
 (`cut_short`), `--asked-elsewhere` gives a share of all of them the question of
-another window, as a retriever that misses does (`asked_elsewhere`); `--aligned-copies`
+another window, as a retriever that misses does (`asked_elsewhere`); `--recovery` adds
+answers that go on after a mistake in their list, given and not learned
+(`recovery_conversations`); `--aligned-copies`
 trains on answers whose copied strings are cut as the context cuts them
 (`structune.train.copies`), `--lora-r` sets the adapter's rank. Curated: answers citing
 1 to `--max-citations` works, plus at most `--empty-share` that cite nothing. The defaults
@@ -111,6 +113,7 @@ from structune.tasks.references import HEADINGS, bibliography_surnames, referenc
 from structune.train.config import TrainConfig
 from structune.train.copies import copied_values, copy_token_ids
 from structune.train.lora import finetune
+from structune.train.recovery import recovery_conversations
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
 TEACHER = "teacher (rules)"  # its row's name
@@ -334,6 +337,14 @@ def main() -> None:
         help="training contexts cut to their first 20-60 words, as short as a splitter's last "
         "chunk of a document (cut_short)",
     )
+    parser.add_argument(
+        "--recovery",
+        type=int,
+        default=0,
+        help="training answers whose list prefix, given with a mistake in it (a work left out, "
+        "written twice or moved), is followed by the rest of the teacher's list and the close "
+        "(recovery_conversations)",
+    )
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0, help="training seed: LoRA init, batch order")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -477,6 +488,8 @@ def main() -> None:
         random.Random(0).shuffle(empty)
         keep = round(len(cited) * args.empty_share / (1 - args.empty_share))
         conversations = [e.training_conversation() for e in cited + empty[:keep]]
+        recovering = recovery_conversations(conversations, count=args.recovery)
+        conversations += recovering
         tokenizer = student_tokenizer()
         lengths = answer_tokens(tokenizer, [c[-1]["content"] for c in conversations])
         report |= {
@@ -485,12 +498,14 @@ def main() -> None:
             "empty": keep,
             "answer_tokens": {"mean": sum(lengths) / len(lengths), "max": max(lengths)},
             "citing_9_or_more": sum(n >= 9 for n in count if n <= args.max_citations),
+            "recovery": len(recovering),
         }
         print(
             f"recorded {summary.recorded} teacher answers over {len(train)} windows "
             f"({summary.invalid} invalid, left out); training on {len(cited)} that cite 1-"
             f"{args.max_citations} works ({report['citing_9_or_more']} of them 9 or more) and "
-            f"{keep} of {len(empty)} that cite none; answers of {sum(lengths) / len(lengths):.0f} "
+            f"{keep} of {len(empty)} that cite none and {len(recovering)} that recover from a "
+            f"mistake in their list; answers of {sum(lengths) / len(lengths):.0f} "
             f"tokens on average, the longest {max(lengths)}"
         )
         if args.aligned_copies:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from structune.constrain.extractive import Extraction, with_extraction
 from structune.errors import UserError
@@ -25,6 +25,9 @@ from structune.errors import UserError
 class Message(TypedDict):
     role: str
     content: str
+    # Training only, on a conversation's final answer: its characters before this offset
+    # are given, not learned (`structune.train.recovery`).
+    learn_from: NotRequired[int]
 
 
 FinishReason = Literal["stop", "length"]

@@ -56,6 +56,8 @@ def tokenize_conversation(
 ) -> TokenizedExample:
     """Token ids of a whole conversation; labels only on the final assistant answer.
 
+    Where the answer message has `learn_from`, the answer tokens that lie wholly before that
+    character carry no loss either: a prefix given, not learned (`structune.train.recovery`).
     With `decision_weight` other than 1, the answer tokens that decide a JSON list's length
     (`structune.train.decisions`) weigh that much in the loss. With `aligned_copies`, the
     answer's string values copied from the prompt are cut as the prompt cuts them
@@ -87,6 +89,14 @@ def tokenize_conversation(
             "shorten the prompt"
         )
     labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    if "learn_from" in messages[-1]:
+        if aligned_copies:
+            raise UserError("a given answer prefix (learn_from) cannot train with aligned_copies")
+        answer = messages[-1]
+        given = _given_tokens(
+            tokenizer, full.text[len(prompt) :], answer_ids, answer, answer["learn_from"]
+        )
+        labels[len(prompt_ids) : len(prompt_ids) + given] = [IGNORE_INDEX] * given
     if decision_weight == 1.0:
         return TokenizedExample(prompt_ids + answer_ids, labels)
     answer_text = full.text[len(prompt) :]
@@ -118,6 +128,29 @@ def _aligned_answer_ids(
         cut = start + b
     ids += chat_token_ids(tokenizer, full, start=cut)
     return ids if tokenizer.decode(ids) == tokenizer.decode(canonical) else canonical
+
+
+def _given_tokens(
+    tokenizer: Any, answer_text: str, answer_ids: list[int], answer: Message, learn_from: int
+) -> int:
+    """How many of the answer's tokens end at or before its character `learn_from`: the
+    token that holds that character is learned, so the answer is cut where the model's own
+    tokens would cut it ('"}]}' as one token, not '"}' given and ']}' learned)."""
+    content = answer["content"]
+    start = answer_text.find(content)
+    if not 0 < learn_from <= len(content) or start < 0 or not getattr(tokenizer, "is_fast", False):
+        raise UserError(
+            f"a given answer prefix (learn_from={learn_from}) needs a fast tokenizer, a chat "
+            f"template that writes the answer as it is and an offset within its "
+            f"{len(content)} characters"
+        )
+    encoded = tokenizer(answer_text, add_special_tokens=False, return_offsets_mapping=True)
+    if encoded["input_ids"][: len(answer_ids)] != answer_ids:
+        raise UserError(
+            "a given answer prefix (learn_from) needs an answer without control-token text"
+        )
+    offsets = encoded["offset_mapping"][: len(answer_ids)]
+    return sum(1 for _, end in offsets if end <= start + learn_from)
 
 
 def _decision_weights(

@@ -1,0 +1,100 @@
+"""Training answers that go on well after a list gone wrong: a cure for exposure bias.
+
+Trained on the teacher's answers alone, a student only ever continues a perfect list. Yet
+decoding freely, every citation student wrote its own imperfect version of a 13-item list
+(a work left out, written twice or moved), and some then looped to the token budget
+instead of closing, although teacher-forced each closed the teacher's list with
+probability 0.87-0.98 (docs/citation-student.md, "The held-out F1 is one answer's").
+
+A recovery example answers a recorded conversation anew: a prefix of its JSON list with
+one such mistake written in, then the rest of the teacher's list from the item after the
+prefix's last, and the close. The prefix is given, not learned (the final message's
+`learn_from`, `structune.train.data`): the student learns what to write after a mistake,
+not to make it. This is DAgger's idea with the mistakes drawn by hand rather than sampled
+from the student, so that no decoding pass over the training set is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from structune.llms.base import Message
+from structune.program import canonical_json
+
+MISTAKES = ("left out", "written twice", "moved")
+_MARK = "structune: the given items end here"
+
+
+def recovery_conversations(
+    conversations: Sequence[Sequence[Message]],
+    *,
+    count: int,
+    min_items: int = 4,
+    seed: int = 0,
+) -> list[list[Message]]:
+    """`count` conversations drawn at random from those whose answer is a JSON object with a
+    list of at least `min_items` items, each answered anew: a prefix of the list ending at
+    one of its items, with a mistake of `MISTAKES` before that item (given: its final
+    message's `learn_from` lies after it), then the list's items after that one and the
+    close (learned). Half the prefixes end at the list's last item, so that what is learned
+    is the close itself, where students looped; the others anywhere from the second.
+    Answers without such a list are not drawn."""
+    rng = random.Random(seed)
+    drawable = [
+        (list(c[:-1]), answer, key)
+        for c in conversations
+        if (answer := _json_object(c[-1]["content"])) is not None
+        and (key := _longest_list(answer, min_items)) is not None
+    ]
+    if not drawable:
+        return []
+    made = []
+    for prompt, answer, key in (rng.choice(drawable) for _ in range(count)):
+        items = answer[key]
+        end = len(items) if rng.random() < 0.5 else rng.randint(2, len(items) - 1)
+        given = _with_a_mistake(items[:end], rng)
+        recovered: Message = {
+            "role": "assistant",
+            "content": canonical_json({**answer, key: given + items[end:]}),
+            "learn_from": _given_end(answer, key, given),
+        }
+        made.append([*prompt, recovered])
+    return made
+
+
+def _with_a_mistake(items: list[Any], rng: random.Random) -> list[Any]:
+    """`items` with one mistake before their last item, which stays last."""
+    *before, last = items
+    mistake = rng.choice(MISTAKES if len(before) >= 2 else MISTAKES[:2])
+    at = rng.randrange(len(before))
+    if mistake == "left out":
+        del before[at]
+    elif mistake == "written twice":
+        before.insert(rng.randint(at + 1, len(before)), before[at])
+    else:  # moved: after the item that follows it
+        at = min(at, len(before) - 2)
+        before[at], before[at + 1] = before[at + 1], before[at]
+    return [*before, last]
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _longest_list(answer: dict[str, Any], min_items: int) -> str | None:
+    lists = [(len(v), k) for k, v in answer.items() if isinstance(v, list) and len(v) >= min_items]
+    return max(lists)[1] if lists else None
+
+
+def _given_end(answer: dict[str, Any], key: str, given: list[Any]) -> int:
+    """Where the answer's text leaves the given items: the end of the last one, before the
+    comma or bracket that follows it (the student's decision: go on or close)."""
+    marked = canonical_json({**answer, key: [*given, _MARK]})
+    return marked.index("," + json.dumps(_MARK))
