@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from structune import UserError
+from structune import UserError, list_adapters
 from structune.program import canonical_json
 from structune.tasks.citations import citation_program
 from structune.train.data import IGNORE_INDEX, tokenize_conversation
@@ -14,8 +14,8 @@ ITEMS = [
 ]
 
 
-def conversation(citations):
-    inputs = {"query_str": "Which citations?", "context_str": "Text (Smith et al., 2020)."}
+def conversation(citations, context="Text (Smith et al., 2020)."):
+    inputs = {"query_str": "Which citations?", "context_str": context}
     answer = canonical_json({"citations": citations})
     return [*citation_program.messages(inputs), {"role": "assistant", "content": answer}]
 
@@ -99,3 +99,24 @@ def test_a_given_prefix_outside_the_answer_is_refused(tokenizer):
     made[-1]["learn_from"] = 10
     with pytest.raises(UserError, match="aligned_copies"):
         tokenize_conversation(tokenizer, made, max_length=4096, aligned_copies=True)
+
+
+def test_train_adds_recovery_answers_and_says_when_it_has_none(tiny_model_dir, tmp_path, capsys):
+    from structune.cli import main
+
+    def train(answers, *flags):
+        jsonl = tmp_path / "cites.jsonl"
+        # each its own context: an import keeps one answer per prompt
+        lines = [
+            json.dumps({"messages": conversation(a, f"Text {n}.")}) + "\n"
+            for n, a in enumerate(answers)
+        ]
+        jsonl.write_text("".join(lines))
+        argv = ["train", "--jsonl", str(jsonl), "--base", str(tiny_model_dir)]
+        return main([*argv, "--max-steps", "1", "--lora-r", "4", *flags])
+
+    assert train([ITEMS, ITEMS[:2]], "--recovery", "3") == 0
+    assert "adapter cites-" in capsys.readouterr().out
+    assert list_adapters()[-1].dataset_size == 5  # oldest first
+    assert train([ITEMS[:3], ITEMS[:2]], "--recovery", "3") == 1
+    assert "JSON list of 4 items or more" in capsys.readouterr().err

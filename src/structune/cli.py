@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         "adapter records the program so that `structune eval` can check it fits",
     )
     train.add_argument("--parent", help="continue training this adapter id")
+    train.add_argument(
+        "--recovery",
+        type=_positive,
+        metavar="N",
+        help="add N answers whose JSON list is given with a mistake in it (an item left out, "
+        "written twice or moved) and learned from there on (for a student that loops after "
+        "its own imperfect list)",
+    )
     _db_flag(train)
     _train_flags(train)
     _checkpoint_flags(train)
@@ -478,6 +486,16 @@ def _train(args: argparse.Namespace) -> None:
         with _store(args) as store:
             conversations, task = conversations_from_store(store, args.task), args.task
         name = task
+    if args.recovery:
+        from structune.train.recovery import recovery_conversations
+
+        recovering = recovery_conversations(conversations, count=args.recovery)
+        if not recovering:
+            raise UserError(
+                "--recovery draws from answers holding a JSON list of 4 items or more, and "
+                "this dataset has none: train without it"
+            )
+        conversations = [*conversations, *recovering]
     config = replace(_train_config(args), checkpoint_every=args.checkpoint_every)
     m = finetune(
         conversations,
