@@ -32,13 +32,6 @@ def test_copied_values_are_string_values_the_prompt_holds_after_a_space():
     assert copied_values(answer, "no names here") == []
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 def answer_pieces(tokenizer, example):
     return [
         tokenizer.decode([t])

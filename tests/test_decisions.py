@@ -52,13 +52,6 @@ CITES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 def test_weighted_tokens_are_the_answers_decisions_and_nothing_else(tokenizer):
     conversation = citation_conversation(CITES)
     plain = tokenize_conversation(tokenizer, conversation, max_length=2048)

@@ -195,13 +195,6 @@ def test_remote_backends_get_the_schema_without_markers_or_sources():
 # --- enforced while decoding ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 def accepts(grammar, tokenizer, text: str) -> bool:
     matcher = grammar.matcher()
     tokens = tokenizer.encode(text, add_special_tokens=False)

@@ -66,13 +66,6 @@ def test_answers_without_a_long_enough_list_are_not_drawn():
     )
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 def test_the_given_prefix_carries_no_loss_and_the_token_deciding_after_it_does(tokenizer):
     whole = conversation(ITEMS)
     plain = tokenize_conversation(tokenizer, whole, max_length=4096)

@@ -28,13 +28,6 @@ def conversations(n=6):
     ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 def test_loss_falls_only_on_the_answer_and_matches_inference_tokens(tokenizer):
     conversation = conversations(1)[0]
     example = tokenize_conversation(tokenizer, conversation, max_length=2048)
