@@ -23,8 +23,9 @@ training paper's bibliography too. `--two-authors` writes a share of the variant
 citations as two authors (lora's style), `--long-lists` adds windows made to list 9 or more
 works (`long_list_variants`), `--nested` wraps citations in a bracket of their own
 (`nested_variants`), `--inserted` puts citations at sentence ends where the text had
-none (`inserted_variants`), `--short-windows` adds contexts cut to their first 20-60 words
-(`cut_short`), `--asked-elsewhere` gives a share of all of them the question of
+none (`inserted_variants`), `--yearless` writes a cited year as a letter, which the
+teacher leaves out (`yearless_variants`), `--short-windows` adds contexts cut to their
+first 20-60 words (`cut_short`), `--asked-elsewhere` gives a share of all of them the question of
 another window, as a retriever that misses does (`asked_elsewhere`); `--recovery` adds
 answers that go on after a mistake in their list, given and not learned
 (`recovery_conversations`); `--aligned-copies`
@@ -98,6 +99,7 @@ from structune.tasks.citation_variants import (
     inserted_variants,
     long_list_variants,
     nested_variants,
+    yearless_variants,
 )
 from structune.tasks.citations import (
     AUTHOR_STYLES,
@@ -324,6 +326,14 @@ def main() -> None:
         "narrative two-author ones among them (inserted_variants)",
     )
     parser.add_argument(
+        "--yearless",
+        type=int,
+        default=0,
+        help="variants of citing windows with one cited year written as a letter, '(Radford et "
+        "al., b)' as lora writes its year-less references, which the teacher leaves out "
+        "(yearless_variants)",
+    )
+    parser.add_argument(
         "--asked-elsewhere",
         type=float,
         default=0.0,
@@ -458,6 +468,7 @@ def main() -> None:
     )
     train += nested_variants(train, count=args.nested)
     train += inserted_variants(train, count=args.inserted, names=names)
+    train += yearless_variants(train, count=args.yearless)
     train += cut_short(train, count=args.short_windows)
     train = asked_elsewhere(train, share=args.asked_elsewhere)
     rng = random.Random(1)

@@ -606,6 +606,33 @@ def test_nested_variants_end_a_citing_clause_in_two_brackets_and_keep_its_citati
     assert nested_variants(inputs, count=5) == nested_variants(inputs, count=5)
 
 
+def test_yearless_variants_write_one_year_as_a_letter_and_the_teacher_leaves_it_out():
+    from structune.tasks.citation_variants import yearless_variants
+
+    cited = (
+        "GPT-2 (Radford et al., 2019b) and BERT (Devlin et al., 2019), as Smith and Jones (2020)."
+    )
+    inputs = [
+        {"query_str": "q", "context_str": cited},
+        {"query_str": "q", "context_str": "No citation in 2019 at all."},
+    ]
+    pairs = {(c.author, c.year) for c in extract_citations(cited).citations}
+    assert pairs == {("Radford", 2019), ("Devlin", 2019), ("Smith", 2020)}
+    variants = yearless_variants(inputs, count=30, seed=2)
+    assert len(variants) == 30 and all(v["query_str"] == "q" for v in variants)
+    left_out = set()
+    for variant in variants:
+        text = variant["context_str"]
+        found = {(c.author, c.year) for c in extract_citations(text).citations}
+        (gone,) = pairs - found
+        assert found < pairs
+        left_out.add(gone)
+        assert any(shape in text for shape in ("et al., a)", "et al., b)", "(a)", "(b)"))
+    assert left_out == pairs  # each of the three drawn
+    assert yearless_variants(inputs[1:], count=5) == []
+    assert yearless_variants(inputs, count=5) == yearless_variants(inputs, count=5)
+
+
 def test_the_table_shows_answers_closed_early_only_where_a_grammar_closed_one():
     import dataclasses
 

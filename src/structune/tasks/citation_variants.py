@@ -24,12 +24,18 @@ looped (Gehman, Lin, Gehman, Lin, ...), and a paper's windows hold only a handfu
 `nested_variants` wraps a citation in a bracket of its own, "(both part of Super-GLUE (Wang
 et al., 2019))": a `desc` ending in two closing brackets, where students closed the string
 after the first.
+
+`yearless_variants` writes a letter for one cited year, "(Radford et al., b)", as lora's text
+does for the seven citations of its year-less references. The rules teacher, needing a
+year, leaves such a citation out; a student that never saw one copied the letter as the
+year, `"year":b`, and its answer was no longer JSON.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 from structune.tasks.citations import Citation, extract_citations
@@ -170,6 +176,48 @@ def nested_variants(
         wrapped = f"{rng.choice(_WRAP_OPENINGS)}{text[start:end]})"
         variants.append({**given, "context_str": text[:start] + wrapped + text[end:]})
     return variants
+
+
+# A cited year, with the letter that tells a year's works apart ("2019b").
+_CITED_YEAR = re.compile(r"(?<![\w-])(?:1[89]|20)\d\d[a-z]?(?![\w-])")
+
+
+def yearless_variants(
+    inputs: Sequence[dict[str, str]], *, count: int, seed: int = 0
+) -> list[dict[str, str]]:
+    """`count` variants of citing inputs drawn at random, each with one cited year written
+    as a letter, "(Smith et al., a)" or "Smith et al. (b)": a citation the teacher no longer
+    answers, one fewer in the variant's answer. A year is drawn only where writing it so
+    drops exactly its own citation; inputs without such a year are not drawn, and other keys
+    are kept as they are."""
+    rng = random.Random(seed)
+    drawable = []
+    for given in inputs:
+        text = given["context_str"]
+        found = _pairs(text)
+        spots = [
+            m.span()
+            for m in _CITED_YEAR.finditer(text)
+            if len(found - _pairs(_with(text, m.span(), "a"))) == 1
+            and len(_pairs(_with(text, m.span(), "a")) - found) == 0
+        ]
+        if spots:
+            drawable.append((given, spots))
+    if not drawable:
+        return []
+    variants = []
+    for given, spots in (rng.choice(drawable) for _ in range(count)):
+        text = _with(given["context_str"], rng.choice(spots), rng.choice("ab"))
+        variants.append({**given, "context_str": text})
+    return variants
+
+
+def _pairs(text: str) -> Counter[tuple[str, int]]:
+    return Counter((c.author, c.year) for c in extract_citations(text).citations)
+
+
+def _with(text: str, span: tuple[int, int], new: str) -> str:
+    return text[: span[0]] + new + text[span[1] :]
 
 
 # Where a sentence ends, outside brackets: a citation goes in right before its period.
