@@ -198,8 +198,7 @@ def yearless_variants(
         spots = [
             m.span()
             for m in _CITED_YEAR.finditer(text)
-            if len(found - _pairs(_with(text, m.span(), "a"))) == 1
-            and len(_pairs(_with(text, m.span(), "a")) - found) == 0
+            if _drops_one(found, _pairs(_with(text, m.span(), "a")))
         ]
         if spots:
             drawable.append((given, spots))
@@ -210,6 +209,10 @@ def yearless_variants(
         text = _with(given["context_str"], rng.choice(spots), rng.choice("ab"))
         variants.append({**given, "context_str": text})
     return variants
+
+
+def _drops_one(before: Counter[tuple[str, int]], after: Counter[tuple[str, int]]) -> bool:
+    return sum((before - after).values()) == 1 and not after - before
 
 
 def _pairs(text: str) -> Counter[tuple[str, int]]:

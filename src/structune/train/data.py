@@ -92,10 +92,7 @@ def tokenize_conversation(
     if "learn_from" in messages[-1]:
         if aligned_copies:
             raise UserError("a given answer prefix (learn_from) cannot train with aligned_copies")
-        answer = messages[-1]
-        given = _given_tokens(
-            tokenizer, full.text[len(prompt) :], answer_ids, answer, answer["learn_from"]
-        )
+        given = _given_tokens(tokenizer, full.text[len(prompt) :], answer_ids, messages[-1])
         labels[len(prompt_ids) : len(prompt_ids) + given] = [IGNORE_INDEX] * given
     if decision_weight == 1.0:
         return TokenizedExample(prompt_ids + answer_ids, labels)
@@ -130,13 +127,11 @@ def _aligned_answer_ids(
     return ids if tokenizer.decode(ids) == tokenizer.decode(canonical) else canonical
 
 
-def _given_tokens(
-    tokenizer: Any, answer_text: str, answer_ids: list[int], answer: Message, learn_from: int
-) -> int:
+def _given_tokens(tokenizer: Any, answer_text: str, answer_ids: list[int], answer: Message) -> int:
     """How many of the answer's tokens end at or before its character `learn_from`: the
     token that holds that character is learned, so the answer is cut where the model's own
     tokens would cut it ('"}]}' as one token, not '"}' given and ']}' learned)."""
-    content = answer["content"]
+    content, learn_from = answer["content"], answer.get("learn_from", 0)
     start = answer_text.find(content)
     if not 0 < learn_from <= len(content) or start < 0 or not getattr(tokenizer, "is_fast", False):
         raise UserError(

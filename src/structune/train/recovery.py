@@ -11,7 +11,9 @@ one such mistake written in, then the rest of the teacher's list from the item a
 prefix's last, and the close. The prefix is given, not learned (the final message's
 `learn_from`, `structune.train.data`): the student learns what to write after a mistake,
 not to make it. This is DAgger's idea with the mistakes drawn by hand rather than sampled
-from the student, so that no decoding pass over the training set is needed.
+from the student, so that no decoding pass over the training set is needed. Measured on
+the citation student (docs/citation-student.md, "Recovery answers"), 48 of them made the
+13-item answer parse and close on both seeds, where before it did in half the runs.
 """
 
 from __future__ import annotations
