@@ -36,7 +36,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from structune.tasks.citations import Citation, extract_citations
 
@@ -157,21 +157,17 @@ def nested_variants(
     ('(Wang et al., 2019)")}'). Inputs without such a citation are not drawn; other keys
     are kept as they are."""
     rng = random.Random(seed)
-    drawable = []
-    for given in inputs:
-        spots = [
+
+    def spots(text: str) -> list[tuple[int, int]]:
+        return [
             m.span()
-            for m in _WORD_AND_BRACKET.finditer(given["context_str"])
+            for m in _WORD_AND_BRACKET.finditer(text)
             # one citation in the bracket itself: not the year of "Christiano (2017)"
             if len(extract_citations(m.group(1)).citations) == 1
         ]
-        if spots:
-            drawable.append((given, spots))
-    if not drawable:
-        return []
+
     variants = []
-    for given, spots in (rng.choice(drawable) for _ in range(count)):
-        start, end = rng.choice(spots)
+    for given, (start, end) in _drawn_spots(inputs, spots, count=count, rng=rng):
         text = given["context_str"]
         wrapped = f"{rng.choice(_WRAP_OPENINGS)}{text[start:end]})"
         variants.append({**given, "context_str": text[:start] + wrapped + text[end:]})
@@ -191,24 +187,34 @@ def yearless_variants(
     drops exactly its own citation; inputs without such a year are not drawn, and other keys
     are kept as they are."""
     rng = random.Random(seed)
-    drawable = []
-    for given in inputs:
-        text = given["context_str"]
+
+    def spots(text: str) -> list[tuple[int, int]]:
         found = _pairs(text)
-        spots = [
+        return [
             m.span()
             for m in _CITED_YEAR.finditer(text)
             if _drops_one(found, _pairs(_with(text, m.span(), "a")))
         ]
-        if spots:
-            drawable.append((given, spots))
-    if not drawable:
-        return []
+
     variants = []
-    for given, spots in (rng.choice(drawable) for _ in range(count)):
-        text = _with(given["context_str"], rng.choice(spots), rng.choice("ab"))
+    for given, spot in _drawn_spots(inputs, spots, count=count, rng=rng):
+        text = _with(given["context_str"], spot, rng.choice("ab"))
         variants.append({**given, "context_str": text})
     return variants
+
+
+def _drawn_spots(
+    inputs: Sequence[dict[str, str]],
+    spots: Callable[[str], list[tuple[int, int]]],
+    *,
+    count: int,
+    rng: random.Random,
+) -> Iterator[tuple[dict[str, str], tuple[int, int]]]:
+    """`count` draws of an input at random among those whose context has `spots`, each with
+    one of its spots; lazily, so that a caller's own draws between them come in turn."""
+    drawable = [(given, found) for given in inputs if (found := spots(given["context_str"]))]
+    for given, found in (rng.choice(drawable) for _ in range(count if drawable else 0)):
+        yield given, rng.choice(found)
 
 
 def _drops_one(before: Counter[tuple[str, int]], after: Counter[tuple[str, int]]) -> bool:
