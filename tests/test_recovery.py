@@ -1,10 +1,12 @@
 import json
+import re
 
 import pytest
 
-from structune import UserError, list_adapters
+from structune import UserError
 from structune.program import canonical_json
 from structune.tasks.citations import citation_program
+from structune.train.adapters import load_manifest
 from structune.train.data import IGNORE_INDEX, tokenize_conversation
 from structune.train.recovery import recovery_conversations
 
@@ -109,7 +111,7 @@ def test_train_adds_recovery_answers_and_says_when_it_has_none(tiny_model_dir, t
         return main([*argv, "--max-steps", "1", "--lora-r", "4", *flags])
 
     assert train([ITEMS, ITEMS[:2]], "--recovery", "3") == 0
-    assert "adapter cites-" in capsys.readouterr().out
-    assert list_adapters()[-1].dataset_size == 5  # oldest first
+    adapter = re.search(r"adapter (cites-\w+)", capsys.readouterr().out).group(1)
+    assert load_manifest(adapter).dataset_size == 5
     assert train([ITEMS[:3], ITEMS[:2]], "--recovery", "3") == 1
     assert "JSON list of 4 items or more" in capsys.readouterr().err
