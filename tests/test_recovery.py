@@ -57,21 +57,22 @@ def test_recovery_answers_give_a_list_with_one_mistake_and_learn_the_rest():
 
 
 def test_answers_without_a_long_enough_list_are_not_drawn():
-    short = conversation(ITEMS[:3])
+    short, long = conversation(ITEMS[:3], "Short."), conversation(ITEMS, "Long.")
     assert recovery_conversations([short, conversation([])], count=5, min_items=4) == []
-    assert all(
-        made[:-1] == short[:-1]
-        for made in recovery_conversations(
-            [short, conversation(ITEMS)], count=20, min_items=3, seed=1
-        )
-        if json.loads(made[-1]["content"])["citations"][-1] == ITEMS[2]
-    )
+    prompts = {
+        made[1]["content"]
+        for made in recovery_conversations([short, long], count=40, min_items=4, seed=1)
+    }
+    assert prompts == {long[1]["content"]}
+    prompts = {
+        made[1]["content"]
+        for made in recovery_conversations([short, long], count=40, min_items=3, seed=1)
+    }
+    assert prompts == {short[1]["content"], long[1]["content"]}
 
 
 def test_the_given_prefix_carries_no_loss_and_the_token_deciding_after_it_does(tokenizer):
-    whole = conversation(ITEMS)
-    plain = tokenize_conversation(tokenizer, whole, max_length=4096)
-    for recovered in recovery_conversations([whole], count=30, seed=5):
+    for recovered in recovery_conversations([conversation(ITEMS)], count=30, seed=5):
         example = tokenize_conversation(tokenizer, recovered, max_length=4096)
         given, learned = given_and_learned(recovered)
         learned_ids = [t for t in example.labels if t != IGNORE_INDEX]
@@ -82,8 +83,6 @@ def test_the_given_prefix_carries_no_loss_and_the_token_deciding_after_it_does(t
         # what reaches back into the prefix is the token holding the first learned character
         reaching_back = text[: -len(learned + "<|im_end|>")]
         assert given.endswith(reaching_back) and len(reaching_back) < 4
-    untouched = [t for t in plain.labels if t != IGNORE_INDEX]
-    assert len(untouched) > len(learned_ids)
 
 
 def test_a_given_prefix_outside_the_answer_is_refused(tokenizer):
