@@ -24,11 +24,12 @@ citations as two authors (lora's style), `--long-lists` adds windows made to lis
 works (`long_list_variants`), `--nested` wraps citations in a bracket of their own
 (`nested_variants`), `--inserted` puts citations at sentence ends where the text had
 none (`inserted_variants`), `--yearless` writes a cited year as a letter, which the
-teacher leaves out (`yearless_variants`), `--short-windows` adds contexts cut to their
-first 20-60 words (`cut_short`), `--asked-elsewhere` gives a share of all of them the question of
-another window, as a retriever that misses does (`asked_elsewhere`); `--recovery` adds
-answers that go on after a mistake in their list, given and not learned
-(`recovery_conversations`); `--aligned-copies`
+teacher leaves out (`yearless_variants`), `--narrative` writes bracketed citations
+narratively, "Smith et al. (2020)" (`narrative_variants`), `--short-windows` adds
+contexts cut to their first 20-60 words (`cut_short`), `--asked-elsewhere` gives a share of
+all of them the question of another window, as a retriever that misses does
+(`asked_elsewhere`); `--recovery` adds answers that go on after a mistake in their list,
+given and not learned (`recovery_conversations`); `--aligned-copies`
 trains on answers whose copied strings are cut as the context cuts them
 (`structune.train.copies`), `--lora-r` sets the adapter's rank. Curated: answers citing
 1 to `--max-citations` works, plus at most `--empty-share` that cite nothing. The defaults
@@ -98,6 +99,7 @@ from structune.tasks.citation_variants import (
     citation_variants,
     inserted_variants,
     long_list_variants,
+    narrative_variants,
     nested_variants,
     yearless_variants,
 )
@@ -334,6 +336,13 @@ def main() -> None:
         "(yearless_variants)",
     )
     parser.add_argument(
+        "--narrative",
+        type=int,
+        default=0,
+        help="variants of citing windows with bracketed citations written narratively, "
+        "'Smith et al. (2020)', as lora cites three times in four (narrative_variants)",
+    )
+    parser.add_argument(
         "--asked-elsewhere",
         type=float,
         default=0.0,
@@ -469,6 +478,7 @@ def main() -> None:
     train += nested_variants(train, count=args.nested)
     train += inserted_variants(train, count=args.inserted, names=names)
     train += yearless_variants(train, count=args.yearless)
+    train += narrative_variants(train, count=args.narrative)
     train += cut_short(train, count=args.short_windows)
     train = asked_elsewhere(train, share=args.asked_elsewhere)
     rng = random.Random(1)

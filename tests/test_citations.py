@@ -633,6 +633,42 @@ def test_yearless_variants_write_one_year_as_a_letter_and_the_teacher_leaves_it_
     assert yearless_variants(inputs, count=5) == yearless_variants(inputs, count=5)
 
 
+def test_narrative_variants_write_bracketed_citations_narratively_and_cite_the_same_works():
+    from structune.tasks.citation_variants import narrative_variants
+
+    cited = (
+        "We train with PPO (Schulman et al., 2017; Lee & Kim, 2019a), as Christiano (2017) "
+        "did. The data (e.g., Ouyang et al., 2022) is new (Smith and Jones, 2020)."
+    )
+    inputs = [
+        {"query_str": "q", "context_str": cited},
+        {"query_str": "q", "context_str": "No citation (in 2019) at all."},
+    ]
+    answer = extract_citations(cited).citations
+    variants = narrative_variants(inputs, count=30, seed=4)
+    assert len(variants) == 30 and all(v["query_str"] == "q" for v in variants)
+    written = set()
+    for variant in variants:
+        text = variant["context_str"]
+        assert [(c.author, c.year) for c in extract_citations(text).citations] == [
+            (c.author, c.year) for c in answer
+        ]
+        # "(e.g., ...)" holds more than citations: it stays as it is
+        assert "The data (e.g., Ouyang et al., 2022) is new" in text
+        written |= {
+            shape
+            for shape in (
+                "PPO Schulman et al. (2017); Lee & Kim (2019a), as",
+                "new Smith and Jones (2020).",
+            )
+            if shape in text
+        }
+        assert text != cited
+    assert len(written) == 2  # each bracket written narratively in some variant
+    assert narrative_variants(inputs[1:], count=5) == []
+    assert narrative_variants(inputs, count=5) == narrative_variants(inputs, count=5)
+
+
 def test_the_table_shows_answers_closed_early_only_where_a_grammar_closed_one():
     import dataclasses
 

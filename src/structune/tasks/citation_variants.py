@@ -25,6 +25,9 @@ looped (Gehman, Lin, Gehman, Lin, ...), and a paper's windows hold only a handfu
 et al., 2019))": a `desc` ending in two closing brackets, where students closed the string
 after the first.
 
+`narrative_variants` writes bracketed citations narratively, "Smith et al. (2020)", the
+shape lora cites in three times as often as in brackets.
+
 `yearless_variants` writes a letter for one cited year, "(Radford et al., b)", as lora's text
 does for the seven citations of its year-less references. The rules teacher, needing a
 year, leaves such a citation out; a student that never saw one copied the letter as the
@@ -201,6 +204,54 @@ def yearless_variants(
         text = _with(given["context_str"], spot, rng.choice("ab"))
         variants.append({**given, "context_str": text})
     return variants
+
+
+# A bracket of author-year citations and nothing else, "(Smith et al., 2020; Lee & Kim,
+# 2019a)", and one of its citations: authors without a comma, then the year.
+_CITING_BRACKET = re.compile(r"\(([^()]{1,400})\)")
+_PARENTHETICAL = re.compile(r"(?P<authors>[A-Z][^,;()\d]*?),\s+(?P<year>(?:1[89]|20)\d\d[a-z]?)")
+
+
+def narrative_variants(
+    inputs: Sequence[dict[str, str]], *, count: int, seed: int = 0
+) -> list[dict[str, str]]:
+    """`count` variants of citing inputs drawn at random, with some of their bracketed
+    citations, each with probability 1/2 and at least one, written narratively: "(Smith et
+    al., 2020; Lee & Kim, 2019)" becomes "Smith et al. (2020); Lee & Kim (2019)", the
+    teacher's answer citing the same works. InstructGPT's text cites in brackets as often as
+    narratively (28 and 28 times), lora narratively three times as often (46 and 13), and
+    students tuned on the first wrote lora's narrative sentences whole as the author ("E2E
+    NLG Challenge was first introduced in Novikova et al. (2017)"). Inputs without such a
+    bracket are not drawn; other keys are kept as they are."""
+    rng = random.Random(seed)
+    drawable = []
+    for given in inputs:
+        text, found = given["context_str"], _pairs(given["context_str"])
+        spots = [
+            (m.span(), narrative)
+            for m in _CITING_BRACKET.finditer(text)
+            if (narrative := _narrative(m.group(1))) is not None
+            and _pairs(_with(text, m.span(), narrative)) == found
+        ]
+        if spots:
+            drawable.append((given, spots))
+    variants = []
+    for given, spots in (rng.choice(drawable) for _ in range(count if drawable else 0)):
+        chosen = [spot for spot in spots if rng.random() < 0.5] or [rng.choice(spots)]
+        text = given["context_str"]
+        for span, narrative in reversed(chosen):  # from the end: earlier spans stay put
+            text = _with(text, span, narrative)
+        variants.append({**given, "context_str": text})
+    return variants
+
+
+def _narrative(bracketed: str) -> str | None:
+    """ "Smith et al., 2020; Lee & Kim, 2019" as "Smith et al. (2020); Lee & Kim (2019)", or
+    None where a part of it is not one author-year citation."""
+    parts = [_PARENTHETICAL.fullmatch(part.strip()) for part in bracketed.split(";")]
+    if not all(parts):
+        return None
+    return "; ".join(f"{m['authors']} ({m['year']})" for m in parts if m)
 
 
 def _drawn_spots(
