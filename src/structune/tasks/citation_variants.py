@@ -25,8 +25,8 @@ looped (Gehman, Lin, Gehman, Lin, ...), and a paper's windows hold only a handfu
 et al., 2019))": a `desc` ending in two closing brackets, where students closed the string
 after the first.
 
-`narrative_variants` writes bracketed citations narratively, "Smith et al. (2020)", the
-shape lora cites in three times as often as in brackets.
+`narrative_variants` writes bracketed citations narratively, "Smith et al. (2020)", as lora
+writes three citations in four.
 
 `yearless_variants` writes a letter for one cited year, "(Radford et al., b)", as lora's text
 does for the seven citations of its year-less references. The rules teacher, needing a
