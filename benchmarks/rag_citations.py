@@ -340,7 +340,7 @@ def main() -> None:
         type=int,
         default=0,
         help="variants of citing windows with bracketed citations written narratively, "
-        "'Smith et al. (2020)', as lora cites three times in four (narrative_variants)",
+        "'Smith et al. (2020)', as lora cites nearly half the time (narrative_variants)",
     )
     parser.add_argument(
         "--asked-elsewhere",

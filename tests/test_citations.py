@@ -633,6 +633,22 @@ def test_yearless_variants_write_one_year_as_a_letter_and_the_teacher_leaves_it_
     assert yearless_variants(inputs, count=5) == yearless_variants(inputs, count=5)
 
 
+def test_lora_cites_narratively_more_often_than_instructgpt(pages):
+    """The gap `narrative_variants` is for: "Li & Liang (2021)" against "(Li & Liang, 2021;
+    ...)", counted page by page."""
+    year = r"(?:1[89]|20)\d\d[a-z]?"
+    narrative = re.compile(rf"[A-Z][\w-]+(?: et al\.| (?:&|and) [A-Z][\w-]+)? \({year}\)")
+    bracket = re.compile(rf"\([A-Z][^()\d]*?,\s+{year}(?:;\s*[A-Z][^()\d]*?,\s+{year})*\)")
+    counts = {
+        name: tuple(
+            sum(len(shape.findall(clean_text(text))) for text in pages[name])
+            for shape in (narrative, bracket)
+        )
+        for name in ("instructgpt", "lora")
+    }
+    assert counts == {"instructgpt": (28, 97), "lora": (46, 55)}
+
+
 def test_narrative_variants_write_bracketed_citations_narratively_and_cite_the_same_works():
     from structune.tasks.citation_variants import narrative_variants
 

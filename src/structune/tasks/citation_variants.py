@@ -25,8 +25,8 @@ looped (Gehman, Lin, Gehman, Lin, ...), and a paper's windows hold only a handfu
 et al., 2019))": a `desc` ending in two closing brackets, where students closed the string
 after the first.
 
-`narrative_variants` writes bracketed citations narratively, "Smith et al. (2020)", as lora
-writes three citations in four.
+`narrative_variants` writes bracketed citations narratively, "Smith et al. (2020)", a shape
+lora writes about as often as a bracket and InstructGPT's windows hold a quarter as often.
 
 `yearless_variants` writes a letter for one cited year, "(Radford et al., b)", as lora's text
 does for the seven citations of its year-less references. The rules teacher, needing a
@@ -218,8 +218,8 @@ def narrative_variants(
     """`count` variants of citing inputs drawn at random, with some of their bracketed
     citations, each with probability 1/2 and at least one, written narratively: "(Smith et
     al., 2020; Lee & Kim, 2019)" becomes "Smith et al. (2020); Lee & Kim (2019)", the
-    teacher's answer citing the same works. InstructGPT's text cites in brackets as often as
-    narratively (28 and 28 times), lora narratively three times as often (46 and 13), and
+    teacher's answer citing the same works. Page by page, InstructGPT writes 28 narrative
+    citations against 97 brackets, lora 46 against 55 (`tests/test_citations.py`), and
     students tuned on the first wrote lora's narrative sentences whole as the author ("E2E
     NLG Challenge was first introduced in Novikova et al. (2017)"). Inputs without such a
     bracket are not drawn; other keys are kept as they are."""
