@@ -290,6 +290,12 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--lora-r", type=_positive, default=defaults.lora_r)
     parser.add_argument(
+        "--lora-dropout",
+        type=float,
+        default=defaults.lora_dropout,
+        help="dropout on the adapter's input during training, in [0, 1)",
+    )
+    parser.add_argument(
         "--gradient-checkpointing",
         action="store_true",
         help="recompute activations in the backward pass: less memory, slower steps",
@@ -342,6 +348,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         learning_rate=args.learning_rate,
         lora_r=args.lora_r,
         lora_alpha=2 * args.lora_r,
+        lora_dropout=args.lora_dropout,
         gradient_checkpointing=args.gradient_checkpointing,
         group_by_length=args.group_by_length,
         decision_weight=args.decision_weight,

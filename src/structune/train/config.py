@@ -67,6 +67,8 @@ class TrainConfig:
             problems.append(f"max_steps must be positive, got {self.max_steps}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             problems.append(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if not math.isfinite(self.learning_rate):
             problems.append(f"learning_rate must be finite, got {self.learning_rate}")
         if self.aligned_copies and self.decision_weight != 1.0:
