@@ -197,6 +197,25 @@ def test_a_non_positive_max_grad_norm_is_refused():
         TrainConfig(max_grad_norm=0.0).validate()
 
 
+def test_lora_dropout_reaches_the_saved_adapter_and_an_out_of_range_one_is_refused(
+    tiny_model_dir, tmp_path, capsys
+):
+    from structune.cli import main
+
+    jsonl = tmp_path / "dropped.jsonl"
+    jsonl.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations(2)))
+    argv = ["-q", "train", "--jsonl", str(jsonl), "--base", str(tiny_model_dir)]
+    argv += ["--max-steps", "1", "--lora-r", "4"]
+    assert main([*argv, "--lora-dropout", "0.2"]) == 0
+    (manifest,) = [m for m in list_adapters() if m.id.startswith("dropped-")]
+    assert manifest.config["lora_dropout"] == 0.2
+    peft_config = json.loads((manifest.path / "adapter_config.json").read_text())
+    assert peft_config["lora_dropout"] == 0.2
+
+    assert main([*argv, "--lora-dropout", "1"]) == 1
+    assert "lora_dropout must be in [0, 1), got 1.0" in capsys.readouterr().err
+
+
 def test_training_on_no_examples_is_refused():
     with pytest.raises(UserError, match="no training examples"):
         finetune([], progress=False)
