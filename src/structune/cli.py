@@ -293,7 +293,8 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
         "--lora-dropout",
         type=float,
         default=defaults.lora_dropout,
-        help="dropout on the adapter's input during training, in [0, 1)",
+        help="dropout on the adapter's input during training, in [0, 1); a run continued "
+        "from --parent keeps the parent's, as it keeps its rank",
     )
     parser.add_argument(
         "--gradient-checkpointing",
