@@ -19,7 +19,8 @@ contexts, and a student tuned on those answered `[]` to everything. Each citing 
 also gives `--variants` copies with its cited surnames and years swapped for others
 (`citation_variants`): tuned on windows alone, the student answered their citations back
 and `[]` to every unseen chunk. `--bibliography-names` draws the swapped surnames from the
-training paper's bibliography too. `--two-authors` writes a share of the variants' "et al."
+training paper's bibliography too, `--made-up-names` from names no model has met.
+`--two-authors` writes a share of the variants' "et al."
 citations as two authors (lora's style), `--long-lists` adds windows made to list 9 or more
 works (`long_list_variants`), `--nested` wraps citations in a bracket of their own
 (`nested_variants`), `--inserted` puts citations at sentence ends where the text had
@@ -99,6 +100,7 @@ from structune.tasks.citation_variants import (
     citation_variants,
     inserted_variants,
     long_list_variants,
+    made_up_surnames,
     narrative_variants,
     nested_variants,
     yearless_variants,
@@ -307,6 +309,13 @@ def main() -> None:
         "(bibliography_surnames; the run prints how many)",
     )
     parser.add_argument(
+        "--made-up-names",
+        type=int,
+        default=0,
+        help="variants also draw from this many made-up surnames (made_up_surnames): "
+        "names a student can only copy, never recall",
+    )
+    parser.add_argument(
         "--long-lists",
         type=int,
         default=32,
@@ -478,6 +487,9 @@ def main() -> None:
     )
     if names:
         print(f"variants also draw from {len(names)} surnames of {args.train_paper}'s bibliography")
+    if args.made_up_names:
+        names += made_up_surnames(args.made_up_names)
+        print(f"variants also draw from {args.made_up_names} made-up surnames")
     train += citation_variants(
         train, per_input=args.variants, two_authors=args.two_authors, names=names
     ) + long_list_variants(

@@ -32,6 +32,10 @@ lora writes about as often as a bracket and InstructGPT's windows hold a quarter
 does for the seven citations of its year-less references. The rules teacher, needing a
 year, leaves such a citation out; a student that never saw one copied the letter as the
 year, `"year":b`, and its answer was no longer JSON.
+
+`made_up_surnames` are names no pretrained model has met, "Li"-short to four syllables long,
+for the variants to swap in: a student can answer one only by copying it from its context,
+where a real surname can be recalled from its first letter ("Laura" for "Li & Liang").
 """
 
 from __future__ import annotations
@@ -344,6 +348,33 @@ def inserted_variants(
 def _outside_brackets(text: str, at: int) -> bool:
     before = text[:at]
     return before.count("(") <= before.count(")") and before.count("[") <= before.count("]")
+
+
+# Syllables of made-up names: an onset, a vowel and sometimes a closing consonant, so that
+# names range from "Li" and "Wu" to "Brandokel"; the tokenizer cuts them into unusual pieces.
+_ONSETS: tuple[str, ...] = ("b", "ch", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r")
+_ONSETS += ("s", "sh", "t", "v", "w", "x", "y", "z", "br", "kr", "st", "tr", "zh")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ao", "ei", "ia", "ou", "ua", "ue")
+_CODAS = ("", "", "", "n", "ng", "r", "l", "s", "k", "m", "t")
+# Words the rules read as a particle of a surname ("van der Berg"), not as one.
+_PARTICLES = {"van", "von", "der", "den", "de", "del", "della", "di", "da", "dos", "das"}
+_PARTICLES |= {"du", "le", "la", "ter", "ten"}
+
+
+def made_up_surnames(count: int, *, seed: int = 0) -> list[str]:
+    """`count` distinct made-up one-word surnames, sorted: one to four syllables, a fifth
+    of them a single short one ("Li", "Wu", "Shao") as lora's Chinese surnames are. For
+    `citation_variants`' `names`."""
+    rng = random.Random(seed)
+    names: set[str] = set()
+    while len(names) < count:
+        syllables = 1 if rng.random() < 0.2 else rng.randint(2, 4)
+        word = "".join(
+            rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)
+        )
+        if 2 <= len(word) <= 12 and word not in _PARTICLES:
+            names.add(word.capitalize())
+    return sorted(names)
 
 
 def _surname_pool(cited: Sequence[Citation], names: Sequence[str]) -> list[str]:
