@@ -581,6 +581,26 @@ def test_variants_draw_surnames_from_the_names_given_too():
     )
 
 
+def test_made_up_surnames_are_new_one_word_names_the_rules_read_as_authors():
+    from structune.tasks.citation_variants import citation_variants, made_up_surnames
+
+    names = made_up_surnames(300, seed=3)
+    assert len(names) == len(set(names)) == 300 and names == sorted(names)
+    assert names == made_up_surnames(300, seed=3) != made_up_surnames(300, seed=4)
+    assert all(re.fullmatch(r"[A-Z][a-z]{1,11}", name) for name in names)
+    assert sum(len(name) <= 4 for name in names) >= 30  # short ones, as "Li" or "Wu"
+    # swapped into a context, the rules read each of them back as the cited author
+    inputs = [
+        {"query_str": "q", "context_str": "RLHF (Christiano et al., 2017) and Ouyang (2022)."}
+    ]
+    drawn = {
+        c.author
+        for v in citation_variants(inputs, per_input=60, names=names)
+        for c in extract_citations(v["context_str"]).citations
+    }
+    assert len(drawn - {"Christiano", "Ouyang"}) > 50 and drawn <= {"Christiano", "Ouyang", *names}
+
+
 def test_nested_variants_end_a_citing_clause_in_two_brackets_and_keep_its_citations():
     from structune.tasks.citation_variants import nested_variants
 
