@@ -377,6 +377,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed: LoRA init, batch order")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=TrainConfig().learning_rate,
+        help="peak learning rate (every recipe in docs/citation-student.md used 1e-3)",
+    )
+    parser.add_argument(
         "--lora-r", type=int, default=16, help="LoRA rank (alpha twice that, as the CLI sets it)"
     )
     parser.add_argument(
@@ -557,6 +563,7 @@ def main() -> None:
         config = TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
             lora_r=args.lora_r,
             lora_alpha=2 * args.lora_r,
             lora_dropout=args.lora_dropout,
