@@ -589,7 +589,7 @@ def test_made_up_surnames_are_new_one_word_names_the_rules_read_as_authors():
     assert names == made_up_surnames(300, seed=3) != made_up_surnames(300, seed=4)
     assert all(re.fullmatch(r"[A-Z][a-z]{1,11}", name) for name in names)
     assert sum(len(name) <= 4 for name in names) >= 30  # short ones, as "Li" or "Wu"
-    # swapped into a context, the rules read each of them back as the cited author
+    # swapped into a context, the rules read them back as the cited authors
     inputs = [
         {"query_str": "q", "context_str": "RLHF (Christiano et al., 2017) and Ouyang (2022)."}
     ]

@@ -36,6 +36,8 @@ year, `"year":b`, and its answer was no longer JSON.
 `made_up_surnames` are names no pretrained model has met, "Li"-short to four syllables long,
 for the variants to swap in: a student can answer one only by copying it from its context,
 where a real surname can be recalled from its first letter ("Laura" for "Li & Liang").
+Measured, the student learned instead that an author can be any capitalized run of words
+(docs/citation-student.md, "Made-up surnames").
 """
 
 from __future__ import annotations
