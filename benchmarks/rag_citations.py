@@ -30,7 +30,9 @@ narratively, "Smith et al. (2020)" (`narrative_variants`), `--short-windows` add
 contexts cut to their first 20-60 words (`cut_short`), `--asked-elsewhere` gives a share of
 all of them the question of another window, as a retriever that misses does
 (`asked_elsewhere`); `--recovery` adds answers that go on after a mistake in their list,
-given and not learned (`recovery_conversations`); `--aligned-copies`
+given and not learned (`recovery_conversations`); `--corrections` (with `--parent`) decodes
+that adapter on fresh contexts and adds the teacher's answers written on from its first
+mistake in each, DAgger's step (`student_corrections`); `--aligned-copies`
 trains on answers whose copied strings are cut as the context cuts them
 (`structune.train.copies`), `--lora-r` sets the adapter's rank. Curated: answers citing
 1 to `--max-citations` works, plus at most `--empty-share` that cite nothing. The defaults
@@ -119,11 +121,14 @@ from structune.tasks.references import HEADINGS, bibliography_surnames, referenc
 from structune.train.config import TrainConfig
 from structune.train.copies import copied_values, copy_token_ids
 from structune.train.lora import finetune
-from structune.train.recovery import recovery_conversations
+from structune.train.recovery import Correction, corrected_conversation, recovery_conversations
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
 TEACHER = "teacher (rules)"  # its row's name
 MODES = ("plain", "json", "extractive", "ordered")  # how the student decodes (issue 10)
+# The fresh contexts `--corrections` decodes: windows of another size than the recipe's, so
+# that they start and end elsewhere, and lie outside the held-out stretches as its do.
+CORRECTION_WINDOWS = (192, 96)
 
 
 def chunked(paper: str, size: int, overlap: int, *, retrieve: bool) -> DocumentInputs:
@@ -228,6 +233,28 @@ def close_probability(
             longest = (len(citations), after[True][-1])
     last, earlier = (sum(v) / len(v) if v else float("nan") for v in (after[True], after[False]))
     return last, earlier, longest[1]
+
+
+def student_corrections(
+    adapter: str, conversations: list[list], max_tokens: int
+) -> tuple[list[Correction], dict[str, int]]:
+    """DAgger's step: `adapter` answers the prompts of the teacher's `conversations` (plain
+    decoding, as the goal is measured), and each answer that is not the teacher's is
+    written on by the teacher from its first mistake (`corrected_conversation`). Returns
+    the corrections and how many answers were right or made each kind of mistake."""
+    from structune.train.recovery import STUDENT_MISTAKES
+
+    student = LocalLLM.load(adapter=adapter, batch_size=10)
+    answers = student.complete_many([c[:-1] for c in conversations], max_tokens=max_tokens)
+    corrections = [
+        c
+        for conversation, answer in zip(conversations, answers, strict=True)
+        if (c := corrected_conversation(conversation, answer.text)) is not None
+    ]
+    counts = {"right": len(conversations) - len(corrections)} | {
+        kind: sum(c.mistake == kind for c in corrections) for kind in STUDENT_MISTAKES
+    }
+    return corrections, counts
 
 
 def student_tokenizer():
@@ -373,6 +400,14 @@ def main() -> None:
         "written twice or moved), is followed by the rest of the teacher's list and the close "
         "(recovery_conversations)",
     )
+    parser.add_argument(
+        "--corrections",
+        type=int,
+        default=0,
+        help="with --parent: that adapter answers this many fresh citing contexts (variants "
+        "of other windows, with other names and years), and the teacher's answers written on "
+        "from its first mistake in each join the training answers (student_corrections)",
+    )
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0, help="training seed: LoRA init, batch order")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -476,6 +511,8 @@ def main() -> None:
         )
     if args.adapter and args.parent:
         parser.error("--adapter evaluates a trained adapter; --parent trains one: give one")
+    if args.corrections and not args.parent:
+        parser.error("--corrections decodes the adapter to train on from: give --parent")
 
     windows = [tuple(map(int, w.split(":"))) for w in args.windows.split(",")]
     own = [chunked(args.train_paper, size, overlap, retrieve=False) for size, overlap in windows]
@@ -484,6 +521,14 @@ def main() -> None:
     if args.extra_paper:
         for size, overlap in windows:
             train += chunked(args.extra_paper, size, overlap, retrieve=False).inputs
+    if args.corrections:  # read now: the ingest prints its lines with the others
+        size, overlap = CORRECTION_WINDOWS
+        fresh = chunked(args.train_paper, size, overlap, retrieve=False)
+        fresh_windows, _ = split_by_region(
+            [fresh], asked, held_out=held_out_stretches(asked.length)
+        )
+        if args.extra_paper:
+            fresh_windows += chunked(args.extra_paper, size, overlap, retrieve=False).inputs
     names = (
         bibliography_surnames(
             reference_entries(PAPERS / f"{args.train_paper}.pdf", HEADINGS[args.train_paper])
@@ -537,6 +582,38 @@ def main() -> None:
         conversations = [e.training_conversation() for e in cited + empty[:keep]]
         recovering = recovery_conversations(conversations, count=args.recovery)
         conversations += recovering
+        if args.corrections:
+            # fresh names, years and windows: a seed of their own, not the recipe's
+            seed = 1000 + args.seed
+            fresh = citation_variants(
+                fresh_windows,
+                per_input=1,
+                two_authors=args.two_authors,
+                names=names,
+                seed=seed,
+            ) + long_list_variants(
+                fresh_windows,
+                count=args.long_lists,
+                lengths=(9, args.max_citations),
+                names=names,
+                seed=seed,
+            )
+            fresh += nested_variants(fresh, count=args.nested, seed=seed)
+            with DatasetStore(":memory:") as store:
+                record(program, teacher, fresh, store=store, progress=False)
+                citing = [
+                    e.training_conversation()
+                    for e in store.examples(valid=True)
+                    if e.parsed and 0 < len(e.parsed["citations"]) <= args.max_citations
+                ]
+            asked_fresh = random.Random(seed).sample(citing, min(args.corrections, len(citing)))
+            corrections, counts = student_corrections(args.parent, asked_fresh, args.max_tokens)
+            conversations += [c.conversation for c in corrections]
+            report["corrections"] = counts
+            print(
+                f"{args.parent} answered {len(asked_fresh)} fresh citing contexts: "
+                + ", ".join(f"{kind} {n}" for kind, n in counts.items())
+            )
         tokenizer = student_tokenizer()
         lengths = answer_tokens(tokenizer, [c[-1]["content"] for c in conversations])
         report |= {

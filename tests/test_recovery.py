@@ -8,7 +8,7 @@ from structune.program import canonical_json
 from structune.tasks.citations import citation_program
 from structune.train.adapters import load_manifest
 from structune.train.data import IGNORE_INDEX, tokenize_conversation
-from structune.train.recovery import recovery_conversations
+from structune.train.recovery import corrected_conversation, recovery_conversations
 
 ITEMS = [
     {"author": name, "year": 2000 + i, "desc": f"{name} did it."}
@@ -93,6 +93,70 @@ def test_a_given_prefix_outside_the_answer_is_refused(tokenizer):
     made[-1]["learn_from"] = 10
     with pytest.raises(UserError, match="aligned_copies"):
         tokenize_conversation(tokenizer, made, max_length=4096, aligned_copies=True)
+
+
+def student(items, end="]}"):
+    """A student's answer text: its items in canonical JSON, then `end`."""
+    return canonical_json({"citations": items})[: -len("]}")] + end
+
+
+def test_a_student_answer_with_the_teachers_works_needs_no_correction():
+    reworded = [{**item, "desc": "Said otherwise."} for item in ITEMS]
+    assert corrected_conversation(conversation(ITEMS), student(reworded)) is None
+    assert corrected_conversation(conversation([]), student([])) is None
+    # a teacher's answer without a list: nothing to go on from
+    plain = [*conversation([])[:-1], {"role": "assistant", "content": "no JSON"}]
+    assert corrected_conversation(plain, student(ITEMS)) is None
+
+
+INVENTED = {"author": "Laura", "year": 2021, "desc": "Laura did it."}
+
+
+@pytest.mark.parametrize(
+    ("written", "mistake", "given", "rest"),
+    [
+        # the teacher's list goes on with the work the student should have written
+        ([*ITEMS[:2], INVENTED], "not in the list", [*ITEMS[:2], INVENTED], ITEMS[2:]),
+        ([{**ITEMS[0], "year": 1999}], "not in the list", [{**ITEMS[0], "year": 1999}], ITEMS),
+        ([*ITEMS[:2], ITEMS[0]], "written twice", [*ITEMS[:2], ITEMS[0]], ITEMS[2:]),
+        # after the one skipped to, not again from the one left out
+        ([ITEMS[0], ITEMS[3]], "left out", [ITEMS[0], ITEMS[3]], ITEMS[4:]),
+        ([*ITEMS, ITEMS[-1]], "written twice", [*ITEMS, ITEMS[-1]], []),
+    ],
+)
+def test_a_student_answer_is_written_on_from_its_first_wrong_item(written, mistake, given, rest):
+    for end in ("]}", ',{"author":"Lau', ',{"author" "Laura"}'):  # closed, cut off, broken
+        correction = corrected_conversation(conversation(ITEMS), student(written, end))
+        assert correction.mistake == mistake
+        assert correction.conversation[:-1] == conversation(ITEMS)[:-1]
+        given_text, learned = given_and_learned(correction.conversation)
+        assert json.loads(given_text + "]}")["citations"] == given
+        assert json.loads(given_text + learned)["citations"] == given + rest
+
+
+def test_a_list_closed_early_or_broken_gives_the_right_items_and_learns_the_rest():
+    for end, mistake in [("]}", "closed early"), (',{"author":"Lee","ye', "broken")]:
+        correction = corrected_conversation(conversation(ITEMS), student(ITEMS[:3], end))
+        assert correction.mistake == mistake
+        given_text, learned = given_and_learned(correction.conversation)
+        assert json.loads(given_text + "]}")["citations"] == ITEMS[:3]
+        assert learned.startswith(",") and json.loads(given_text + learned)["citations"] == ITEMS
+    # no right item before the mistake: the teacher's whole answer is learned
+    for text in ("[]", student([]), '{"citations":[{"author":', "Sure! Here are"):
+        correction = corrected_conversation(conversation(ITEMS), text)
+        assert correction.mistake in {"closed early", "broken"}
+        assert correction.conversation == conversation(ITEMS)
+    # a list the teacher leaves empty: the student's invented work given, the close learned
+    correction = corrected_conversation(conversation([]), student([INVENTED]))
+    assert given_and_learned(correction.conversation)[1] == "]}"
+
+
+def test_a_corrections_given_items_carry_no_loss(tokenizer):
+    correction = corrected_conversation(conversation(ITEMS), student([*ITEMS[:2], INVENTED]))
+    example = tokenize_conversation(tokenizer, correction.conversation, max_length=4096)
+    learned = tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX])
+    assert "Laura" not in learned and learned.endswith('Wang did it."}]}<|im_end|>')
+    assert learned.count('"author"') == len(ITEMS) - 2
 
 
 def test_train_adds_recovery_answers_and_says_when_it_has_none(tiny_model_dir, tmp_path, capsys):

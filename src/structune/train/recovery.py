@@ -15,6 +15,9 @@ from the student, so that no decoding pass over the training set is needed. Meas
 the citation student (docs/citation-student.md, "Recovery answers"), 48 of them made the
 13-item answer parse and close in three of the four runs that used them, where before
 it did in five of ten.
+
+`corrected_conversation` is the other half of DAgger: the mistake is the student's own, read
+from its answer to a context it never trained on, and the teacher's list goes on from it.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from structune.llms.base import Message
 from structune.program import canonical_json
 
 MISTAKES = ("left out", "written twice", "moved")
+# What a student's first mistake in a list is, as `corrected_conversation` reads it: an item
+# the teacher's list does not hold, one the teacher writes further on (those before it left
+# out), one it wrote already, the close before the teacher's list ends, or text that stops
+# parsing as the list (malformed, or cut off by the token budget).
+STUDENT_MISTAKES = ("not in the list", "left out", "written twice", "closed early", "broken")
 _MARK = "structune: the given items end here"
 
 
@@ -66,6 +75,98 @@ def recovery_conversations(
         }
         made.append([*prompt, recovered])
     return made
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A teacher's answer written on from a student's first mistake: `conversation` to train
+    on, and what the mistake was (one of `STUDENT_MISTAKES`)."""
+
+    conversation: list[Message]
+    mistake: str
+
+
+def corrected_conversation(conversation: Sequence[Message], student: str) -> Correction | None:
+    """The teacher's recorded `conversation` answered anew from the student's first mistake
+    in its answer `student` to the same prompt, or None where the student wrote the
+    teacher's list (items told apart by all their fields but `desc`, the one a student may
+    word otherwise) or the teacher's answer holds no list.
+
+    The student's items up to and with its mistaken one are given (`learn_from`), then the
+    teacher's list goes on as `recovery_conversations` does: from the item the student left
+    out where its item is not in the list or written already, from after the student's item
+    where it skipped ahead to it. Where the student closed early or its text broke, its
+    right items are given and the teacher's others learned: the mistake lies in text that
+    no item holds. Where no item of the student's is right before that, the teacher's whole
+    answer is learned."""
+    answer = _json_object(conversation[-1]["content"])
+    key = next((k for k, v in (answer or {}).items() if isinstance(v, list)), None)
+    if answer is None or key is None:
+        return None
+    teacher = answer[key]
+    written, closed = _items_written(student, key)
+    at = 0  # the teacher's next item
+    for n, item in enumerate(written):
+        if at < len(teacher) and _same(item, teacher[at]):
+            at += 1
+            continue
+        later = next((j for j in range(at + 1, len(teacher)) if _same(item, teacher[j])), None)
+        if later is not None:
+            mistake, at = "left out", later + 1
+        elif any(_same(item, t) for t in teacher[:at]):
+            mistake = "written twice"
+        else:
+            mistake = "not in the list"
+        return _written_on(conversation, answer, key, written[: n + 1], teacher[at:], mistake)
+    if closed and at == len(teacher):
+        return None
+    mistake = "closed early" if closed else "broken"
+    return _written_on(conversation, answer, key, written, teacher[at:], mistake)
+
+
+def _written_on(
+    conversation: Sequence[Message],
+    answer: dict[str, Any],
+    key: str,
+    given: list[Any],
+    rest: list[Any],
+    mistake: str,
+) -> Correction:
+    corrected: Message = {
+        "role": "assistant",
+        "content": canonical_json({**answer, key: given + rest}),
+    }
+    if given:
+        corrected["learn_from"] = _given_end(answer, key, given)
+    return Correction([*conversation[:-1], corrected], mistake)
+
+
+def _items_written(text: str, key: str) -> tuple[list[Any], bool]:
+    """The items of the list under `key` in a student's JSON `text` as far as they parse,
+    and whether the list closed after them. The student learned canonical JSON, so the list
+    is looked for where canonical JSON opens it."""
+    at = len(head := canonical_json({key: []})[:-2])
+    if not text.startswith(head):
+        return [], False
+    decoder = json.JSONDecoder()
+    items: list[Any] = []
+    while not text.startswith("]", at):
+        try:
+            item, at = decoder.raw_decode(text, at)
+        except ValueError:
+            return items, False
+        items.append(item)
+        if not text.startswith(",", at):
+            return items, text.startswith("]", at)
+        at += 1
+    return items, not items  # "[]" closes; "[...,]" does not parse
+
+
+def _same(written: Any, teacher: Any) -> bool:
+    if not (isinstance(written, dict) and isinstance(teacher, dict)):
+        return bool(written == teacher)
+    fields = (teacher.keys() | written.keys()) - {"desc"}
+    return all(str(written.get(f)) == str(teacher.get(f)) for f in fields)
 
 
 def _with_a_mistake(items: list[Any], rng: random.Random) -> list[Any]:
