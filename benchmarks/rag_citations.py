@@ -30,9 +30,9 @@ narratively, "Smith et al. (2020)" (`narrative_variants`), `--short-windows` add
 contexts cut to their first 20-60 words (`cut_short`), `--asked-elsewhere` gives a share of
 all of them the question of another window, as a retriever that misses does
 (`asked_elsewhere`); `--recovery` adds answers that go on after a mistake in their list,
-given and not learned (`recovery_conversations`); `--corrections` (with `--parent`) decodes
-that adapter on fresh contexts and adds the teacher's answers written on from its first
-mistake in each, DAgger's step (`student_corrections`); `--aligned-copies`
+given and not learned (`recovery_conversations`); `--corrections` decodes a trained adapter
+(`--corrected`, or `--parent`) on fresh contexts and adds the teacher's answers written on
+from its first mistake in each, DAgger's step (`student_corrections`); `--aligned-copies`
 trains on answers whose copied strings are cut as the context cuts them
 (`structune.train.copies`), `--lora-r` sets the adapter's rank. Curated: answers citing
 1 to `--max-citations` works, plus at most `--empty-share` that cite nothing. The defaults
@@ -404,9 +404,14 @@ def main() -> None:
         "--corrections",
         type=int,
         default=0,
-        help="with --parent: that adapter answers this many fresh citing contexts (variants "
-        "of other windows, with other names and years), and the teacher's answers written on "
+        help="the --corrected adapter answers this many fresh citing contexts (variants of "
+        "other windows, with other names and years), and the teacher's answers written on "
         "from its first mistake in each join the training answers (student_corrections)",
+    )
+    parser.add_argument(
+        "--corrected",
+        help="the adapter whose answers --corrections corrects (default: --parent; without "
+        "--parent the corrected answers join a recipe trained anew, DAgger's aggregate)",
     )
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0, help="training seed: LoRA init, batch order")
@@ -511,8 +516,9 @@ def main() -> None:
         )
     if args.adapter and args.parent:
         parser.error("--adapter evaluates a trained adapter; --parent trains one: give one")
-    if args.corrections and not args.parent:
-        parser.error("--corrections decodes the adapter to train on from: give --parent")
+    args.corrected = args.corrected or args.parent
+    if args.corrections and not args.corrected:
+        parser.error("--corrections decodes a trained adapter: give --corrected or --parent")
 
     windows = [tuple(map(int, w.split(":"))) for w in args.windows.split(",")]
     own = [chunked(args.train_paper, size, overlap, retrieve=False) for size, overlap in windows]
@@ -607,11 +613,11 @@ def main() -> None:
                     if e.parsed and 0 < len(e.parsed["citations"]) <= args.max_citations
                 ]
             asked_fresh = random.Random(seed).sample(citing, min(args.corrections, len(citing)))
-            corrections, counts = student_corrections(args.parent, asked_fresh, args.max_tokens)
+            corrections, counts = student_corrections(args.corrected, asked_fresh, args.max_tokens)
             conversations += [c.conversation for c in corrections]
             report["corrections"] = counts
             print(
-                f"{args.parent} answered {len(asked_fresh)} fresh citing contexts: "
+                f"{args.corrected} answered {len(asked_fresh)} fresh citing contexts: "
                 + ", ".join(f"{kind} {n}" for kind, n in counts.items())
             )
         tokenizer = student_tokenizer()
