@@ -613,11 +613,14 @@ def main() -> None:
                     if e.parsed and 0 < len(e.parsed["citations"]) <= args.max_citations
                 ]
             asked_fresh = random.Random(seed).sample(citing, min(args.corrections, len(citing)))
+            decoding = time.perf_counter()
             corrections, counts = student_corrections(args.corrected, asked_fresh, args.max_tokens)
             conversations += [c.conversation for c in corrections]
             report["corrections"] = counts
+            report["corrections_s"] = time.perf_counter() - decoding
             print(
-                f"{args.corrected} answered {len(asked_fresh)} fresh citing contexts: "
+                f"{args.corrected} answered {len(asked_fresh)} fresh citing contexts in "
+                f"{report['corrections_s'] / 60:.1f} min: "
                 + ", ".join(f"{kind} {n}" for kind, n in counts.items())
             )
         tokenizer = student_tokenizer()
