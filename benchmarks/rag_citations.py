@@ -121,7 +121,12 @@ from structune.tasks.references import HEADINGS, bibliography_surnames, referenc
 from structune.train.config import TrainConfig
 from structune.train.copies import copied_values, copy_token_ids
 from structune.train.lora import finetune
-from structune.train.recovery import Correction, corrected_conversation, recovery_conversations
+from structune.train.recovery import (
+    STUDENT_MISTAKES,
+    Correction,
+    corrected_conversation,
+    recovery_conversations,
+)
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
 TEACHER = "teacher (rules)"  # its row's name
@@ -242,8 +247,6 @@ def student_corrections(
     decoding, as the goal is measured), and each answer that is not the teacher's is
     written on by the teacher from its first mistake (`corrected_conversation`). Returns
     the corrections and how many answers were right or made each kind of mistake."""
-    from structune.train.recovery import STUDENT_MISTAKES
-
     student = LocalLLM.load(adapter=adapter, batch_size=10)
     answers = student.complete_many([c[:-1] for c in conversations], max_tokens=max_tokens)
     corrections = [
