@@ -103,6 +103,8 @@ def student(items, end="]}"):
 def test_a_student_answer_with_the_teachers_works_needs_no_correction():
     reworded = [{**item, "desc": "Said otherwise."} for item in ITEMS]
     assert corrected_conversation(conversation(ITEMS), student(reworded)) is None
+    mistake = corrected_conversation(conversation(ITEMS), student(reworded), worded=()).mistake
+    assert mistake == "not in the list"
     assert corrected_conversation(conversation([]), student([])) is None
     # a teacher's answer without a list: nothing to go on from
     plain = [*conversation([])[:-1], {"role": "assistant", "content": "no JSON"}]

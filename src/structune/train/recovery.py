@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from structune.llms.base import Message
@@ -86,11 +87,13 @@ class Correction:
     mistake: str
 
 
-def corrected_conversation(conversation: Sequence[Message], student: str) -> Correction | None:
+def corrected_conversation(
+    conversation: Sequence[Message], student: str, *, worded: Collection[str] = ("desc",)
+) -> Correction | None:
     """The teacher's recorded `conversation` answered anew from the student's first mistake
     in its answer `student` to the same prompt, or None where the student wrote the
-    teacher's list (items told apart by all their fields but `desc`, the one a student may
-    word otherwise) or the teacher's answer holds no list.
+    teacher's list (items told apart by all their fields but the `worded` ones, which a
+    student may word otherwise: a citation's `desc`) or the teacher's answer holds no list.
 
     The student's items up to and with its mistaken one are given (`learn_from`), then the
     teacher's list goes on as `recovery_conversations` does: from the item the student left
@@ -105,15 +108,16 @@ def corrected_conversation(conversation: Sequence[Message], student: str) -> Cor
         return None
     teacher = answer[key]
     written, closed = _items_written(student, key)
+    same = partial(_same, worded=worded)
     at = 0  # the teacher's next item
     for n, item in enumerate(written):
-        if at < len(teacher) and _same(item, teacher[at]):
+        if at < len(teacher) and same(item, teacher[at]):
             at += 1
             continue
-        later = next((j for j in range(at + 1, len(teacher)) if _same(item, teacher[j])), None)
+        later = next((j for j in range(at + 1, len(teacher)) if same(item, teacher[j])), None)
         if later is not None:
             mistake, at = "left out", later + 1
-        elif any(_same(item, t) for t in teacher[:at]):
+        elif any(same(item, t) for t in teacher[:at]):
             mistake = "written twice"
         else:
             mistake = "not in the list"
@@ -162,10 +166,12 @@ def _items_written(text: str, key: str) -> tuple[list[Any], bool]:
     return items, not items  # "[]" closes; "[...,]" does not parse
 
 
-def _same(written: Any, teacher: Any) -> bool:
+def _same(written: Any, teacher: Any, *, worded: Collection[str]) -> bool:
+    """Whether a student's item is the teacher's: equal, objects in all but `worded` fields
+    (as strings: a year written "2020" is the year 2020)."""
     if not (isinstance(written, dict) and isinstance(teacher, dict)):
         return bool(written == teacher)
-    fields = (teacher.keys() | written.keys()) - {"desc"}
+    fields = (teacher.keys() | written.keys()) - set(worded)
     return all(str(written.get(f)) == str(teacher.get(f)) for f in fields)
 
 
