@@ -532,9 +532,10 @@ def main() -> None:
             train += chunked(args.extra_paper, size, overlap, retrieve=False).inputs
     if args.corrections:  # read now: the ingest prints its lines with the others
         size, overlap = CORRECTION_WINDOWS
-        fresh = chunked(args.train_paper, size, overlap, retrieve=False)
         fresh_windows, _ = split_by_region(
-            [fresh], asked, held_out=held_out_stretches(asked.length)
+            [chunked(args.train_paper, size, overlap, retrieve=False)],
+            asked,
+            held_out=held_out_stretches(asked.length),
         )
         if args.extra_paper:
             fresh_windows += chunked(args.extra_paper, size, overlap, retrieve=False).inputs

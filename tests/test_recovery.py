@@ -144,9 +144,14 @@ def test_a_list_closed_early_or_broken_gives_the_right_items_and_learns_the_rest
         assert json.loads(given_text + "]}")["citations"] == ITEMS[:3]
         assert learned.startswith(",") and json.loads(given_text + learned)["citations"] == ITEMS
     # no right item before the mistake: the teacher's whole answer is learned
-    for text in ("[]", student([]), '{"citations":[{"author":', "Sure! Here are"):
+    for text, mistake in [
+        (student([]), "closed early"),
+        ("[]", "broken"),
+        ('{"citations":[{"author":', "broken"),
+        ("Sure! Here are", "broken"),
+    ]:
         correction = corrected_conversation(conversation(ITEMS), text)
-        assert correction.mistake in {"closed early", "broken"}
+        assert correction.mistake == mistake
         assert correction.conversation == conversation(ITEMS)
     # a list the teacher leaves empty: the student's invented work given, the close learned
     correction = corrected_conversation(conversation([]), student([INVENTED]))

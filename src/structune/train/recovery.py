@@ -101,7 +101,8 @@ def corrected_conversation(
     where it skipped ahead to it. Where the student closed early or its text broke, its
     right items are given and the teacher's others learned: the mistake lies in text that
     no item holds. Where no item of the student's is right before that, the teacher's whole
-    answer is learned."""
+    answer is learned. The list is read where canonical JSON opens the teacher's first list
+    field (`{"citations":[`), so a field written before it reads as broken text."""
     answer = _json_object(conversation[-1]["content"])
     key = next((k for k, v in (answer or {}).items() if isinstance(v, list)), None)
     if answer is None or key is None:
