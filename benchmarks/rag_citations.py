@@ -240,6 +240,29 @@ def close_probability(
     return last, earlier, longest[1]
 
 
+def fresh_contexts(windows: list[dict], args: argparse.Namespace, names: list[str]) -> list:
+    """The contexts `--corrections` decodes: variants of `windows` with names, years and
+    windows of their own (a seed of their own, 1000 + `--seed`, not the recipe's), long
+    lists and nested brackets as the recipe makes them. With `--fresh-narrative` they cite
+    in the shapes lora writes more often than the training paper: the student's mistakes on
+    the recipe's shapes were list mistakes (works left out or written twice), its mistakes
+    on lora name and boundary ones ("Laura" for "Li & Liang (2021)", a narrative sentence as
+    the author)."""
+    seed = 1000 + args.seed
+    two_authors = 0.5 if args.fresh_narrative else args.two_authors
+    fresh = citation_variants(
+        windows, per_input=1, two_authors=two_authors, names=names, seed=seed
+    ) + long_list_variants(
+        windows, count=args.long_lists, lengths=(9, args.max_citations), names=names, seed=seed
+    )
+    fresh += nested_variants(fresh, count=args.nested, seed=seed)
+    if args.fresh_narrative:
+        fresh = narrative_variants(fresh, count=len(fresh), seed=seed) + inserted_variants(
+            fresh, count=len(fresh) // 2, names=names, seed=seed
+        )
+    return fresh
+
+
 def student_corrections(
     adapter: str, conversations: list[list], max_tokens: int
 ) -> tuple[list[Correction], dict[str, int]]:
@@ -410,6 +433,13 @@ def main() -> None:
         help="the --corrected adapter answers this many fresh citing contexts (variants of "
         "other windows, with other names and years), and the teacher's answers written on "
         "from its first mistake in each join the training answers (student_corrections)",
+    )
+    parser.add_argument(
+        "--fresh-narrative",
+        action="store_true",
+        help="--corrections' fresh contexts cite as lora does more often than InstructGPT: "
+        "half the 'et al.' as two authors, brackets written narratively, citations ending "
+        "sentences (fresh_contexts)",
     )
     parser.add_argument(
         "--corrected",
@@ -593,22 +623,7 @@ def main() -> None:
         recovering = recovery_conversations(conversations, count=args.recovery)
         conversations += recovering
         if args.corrections:
-            # fresh names, years and windows: a seed of their own, not the recipe's
-            seed = 1000 + args.seed
-            fresh = citation_variants(
-                fresh_windows,
-                per_input=1,
-                two_authors=args.two_authors,
-                names=names,
-                seed=seed,
-            ) + long_list_variants(
-                fresh_windows,
-                count=args.long_lists,
-                lengths=(9, args.max_citations),
-                names=names,
-                seed=seed,
-            )
-            fresh += nested_variants(fresh, count=args.nested, seed=seed)
+            fresh = fresh_contexts(fresh_windows, args, names)
             with DatasetStore(":memory:") as store:
                 record(program, teacher, fresh, store=store, progress=False)
                 citing = [
@@ -616,7 +631,9 @@ def main() -> None:
                     for e in store.examples(valid=True)
                     if e.parsed and 0 < len(e.parsed["citations"]) <= args.max_citations
                 ]
-            asked_fresh = random.Random(seed).sample(citing, min(args.corrections, len(citing)))
+            asked_fresh = random.Random(1000 + args.seed).sample(
+                citing, min(args.corrections, len(citing))
+            )
             decoding = time.perf_counter()
             corrections, counts = student_corrections(args.corrected, asked_fresh, args.max_tokens)
             conversations += [c.conversation for c in corrections]
