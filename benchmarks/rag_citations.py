@@ -32,7 +32,8 @@ all of them the question of another window, as a retriever that misses does
 (`asked_elsewhere`); `--recovery` adds answers that go on after a mistake in their list,
 given and not learned (`recovery_conversations`); `--corrections` decodes a trained adapter
 (`--corrected`, or `--parent`) on fresh contexts and adds the teacher's answers written on
-from its first mistake in each, DAgger's step (`student_corrections`); `--aligned-copies`
+from its first mistake in each, DAgger's step (`student_corrections`; `--fresh-narrative`
+cites in those contexts as lora does, `fresh_contexts`); `--aligned-copies`
 trains on answers whose copied strings are cut as the context cuts them
 (`structune.train.copies`), `--lora-r` sets the adapter's rank. Curated: answers citing
 1 to `--max-citations` works, plus at most `--empty-share` that cite nothing. The defaults
@@ -240,15 +241,15 @@ def close_probability(
     return last, earlier, longest[1]
 
 
-def fresh_contexts(windows: list[dict], args: argparse.Namespace, names: list[str]) -> list:
-    """The contexts `--corrections` decodes: variants of `windows` with names, years and
-    windows of their own (a seed of their own, 1000 + `--seed`, not the recipe's), long
-    lists and nested brackets as the recipe makes them. With `--fresh-narrative` they cite
-    in the shapes lora writes more often than the training paper: the student's mistakes on
-    the recipe's shapes were list mistakes (works left out or written twice), its mistakes
-    on lora name and boundary ones ("Laura" for "Li & Liang (2021)", a narrative sentence as
-    the author)."""
-    seed = 1000 + args.seed
+def fresh_contexts(
+    windows: list[dict], args: argparse.Namespace, names: list[str], *, seed: int
+) -> list:
+    """The contexts `--corrections` decodes: variants of `windows` with names and years
+    drawn with a `seed` of their own, long lists and nested brackets as the recipe makes
+    them. With `--fresh-narrative` they cite in the shapes lora writes more often than the
+    training paper: the student's mistakes on the recipe's shapes were list mistakes (works
+    left out or written twice), its mistakes on lora name and boundary ones ("Laura" for "Li
+    & Liang (2021)", a narrative sentence as the author)."""
     two_authors = 0.5 if args.fresh_narrative else args.two_authors
     fresh = citation_variants(
         windows, per_input=1, two_authors=two_authors, names=names, seed=seed
@@ -623,7 +624,8 @@ def main() -> None:
         recovering = recovery_conversations(conversations, count=args.recovery)
         conversations += recovering
         if args.corrections:
-            fresh = fresh_contexts(fresh_windows, args, names)
+            seed = 1000 + args.seed  # fresh names, years and draws: not the recipe's
+            fresh = fresh_contexts(fresh_windows, args, names, seed=seed)
             with DatasetStore(":memory:") as store:
                 record(program, teacher, fresh, store=store, progress=False)
                 citing = [
@@ -631,9 +633,7 @@ def main() -> None:
                     for e in store.examples(valid=True)
                     if e.parsed and 0 < len(e.parsed["citations"]) <= args.max_citations
                 ]
-            asked_fresh = random.Random(1000 + args.seed).sample(
-                citing, min(args.corrections, len(citing))
-            )
+            asked_fresh = random.Random(seed).sample(citing, min(args.corrections, len(citing)))
             decoding = time.perf_counter()
             corrections, counts = student_corrections(args.corrected, asked_fresh, args.max_tokens)
             conversations += [c.conversation for c in corrections]
