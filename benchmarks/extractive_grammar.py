@@ -1,11 +1,13 @@
 """What an extractive grammar costs per request, next to the JSON grammar alone.
 
     .venv/bin/python benchmarks/extractive_grammar.py [--words 1000] [--repeat 6] [--model DIR]
+        [--pdf PATH]
 
 Extracted fields copy from each request's own input, so their grammar is built per
 (schema, source text) and cannot be shared the way a plain schema grammar is. For a source
-of `--words` words from the LoRA paper (plain words if the PDF is missing) and the bundled
-model's tokenizer, three grammars side by side:
+of `--words` words from `--pdf` (the LoRA paper, e.g. `--pdf ../shared/data/papers/lora.pdf`
+where this workplace keeps it; plain words without it) and the bundled model's tokenizer,
+three grammars side by side:
 
 - JSON grammar: a citation schema without markers (what `constrained=True` costs anyway);
 - extractive: the same schema with `author` marked `Extracted()` (a span of the source);
@@ -39,8 +41,6 @@ from structune.constrain.grammar import _ll_tokenizer, schema_grammar
 from structune.errors import UserError
 from structune.models.loading import resolve_model
 from structune.tasks.citations import SURNAME_PATTERN
-
-PAPER = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers" / "lora.pdf"
 
 
 class PlainCitation(pydantic.BaseModel):
@@ -87,12 +87,12 @@ STEPS = ("schema_grammar", "start matcher", "first mask", "build + first mask")
 STEPS += ("first mask inside the string", "mask per copied token")
 
 
-def paper_words() -> list[str]:
-    if not PAPER.exists():
+def paper_words(pdf: Path | None) -> list[str]:
+    if pdf is None:
         return [f"word{i % 700}" for i in range(20_000)]
     import pymupdf
 
-    with pymupdf.open(PAPER) as doc:
+    with pymupdf.open(pdf) as doc:
         return " ".join(page.get_text() for page in doc).split()
 
 
@@ -101,7 +101,12 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=6)
     parser.add_argument("--model", default="smollm2-135m", help="whose tokenizer to use")
+    parser.add_argument(
+        "--pdf", type=Path, metavar="PATH", help="source words from this PDF (plain words without)"
+    )
     args = parser.parse_args()
+    if args.pdf is not None and not args.pdf.is_file():
+        parser.error(f"--pdf {args.pdf}: no such file")
 
     import llguidance
     from transformers import AutoTokenizer
@@ -111,7 +116,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
     ll_tokenizer = _ll_tokenizer(tokenizer)
     limits = llguidance.LLParserLimits(max_items_in_row=MAX_ITEMS_IN_ROW)
-    words = paper_words()
+    words = paper_words(args.pdf)
     times: dict[tuple[str, str], list[float]] = {}
 
     def timed(name: str, step: str, started: float) -> float:
@@ -160,7 +165,8 @@ def main() -> None:
             )
 
     shown = [name for name in GRAMMARS if name not in refused]
-    print(f"source: {args.words} words; ms, median of runs 2-{args.repeat} (first run)")
+    origin = args.pdf.name if args.pdf else "plain words"
+    print(f"source: {args.words} words of {origin}; ms, median of runs 2-{args.repeat} (first run)")
     print(f"  {'':<30}" + "".join(f"{name:>22}" for name in shown))
     for step in STEPS:
         row = f"  {step:<30}"

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/extractive_modes.py [--epochs 3] [--adapter ID] [--json F]
 
 A LoRA student is tuned on the 48 training entries of `structune.tasks.references` (gold
-answers checked by hand; entries read from ../shared/data/papers) and answers the 48 test
+answers checked by hand, entry texts in the repository's data) and answers the 48 test
 entries four ways: plain decoding, under the JSON grammar, under the extractive grammar
 (every author and the title copied from the entry, authors in any order) and under the
 extractive grammar with ordered authors (each after the previous one: no skipping back, no
@@ -28,12 +28,9 @@ from structune.tasks.references import reference_examples, reference_program
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
 
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--papers", type=Path, default=PAPERS)
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=256)
@@ -41,7 +38,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the comparison here")
     args = parser.parse_args()
 
-    examples = reference_examples(args.papers)
+    examples = reference_examples()
     train = [e for e in examples if e.split == "train"]
     test = [e for e in examples if e.split == "test"]
     print(f"{len(train)} training and {len(test)} test entries, gold checked by hand")

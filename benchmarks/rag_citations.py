@@ -1,6 +1,7 @@
 """Citation extraction through RAG: base vs fine-tuned student vs teacher, on unseen text.
 
-    .venv/bin/python benchmarks/rag_citations.py [--train-paper instructgpt] [--test-paper lora]
+    .venv/bin/python benchmarks/rag_citations.py --papers DIR [--train-paper instructgpt]
+        [--test-paper lora]
 
 The seed notebook's second half, offline and measured. Test questions: every chunk of a
 paper (`--chunk-size` tokens, embedded with the bundled all-MiniLM-L6-v2) gets one
@@ -62,7 +63,8 @@ teacher is that rule set, so its F1 is 1.0 by construction: the row shows the ce
 answer budget (`--max-tokens`) has to fit the teacher's longest answer, or recall is capped
 below 1.0 for every model; each test set prints the recall the teacher's own answers reach
 at the budget (`recall_ceiling`).
-Papers are read from ../shared/data/papers.
+Papers are read from `--papers DIR` as DIR/<name>.pdf (instructgpt.pdf, lora.pdf and
+llama2_excerpt.pdf at the defaults); this workplace keeps them in ../shared/data/papers.
 """
 
 from __future__ import annotations
@@ -129,7 +131,6 @@ from structune.train.recovery import (
     recovery_conversations,
 )
 
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
 TEACHER = "teacher (rules)"  # its row's name
 MODES = ("plain", "json", "extractive", "ordered")  # how the student decodes (issue 10)
 # The fresh contexts `--corrections` decodes: windows of another size than the recipe's, so
@@ -137,9 +138,9 @@ MODES = ("plain", "json", "extractive", "ordered")  # how the student decodes (i
 CORRECTION_WINDOWS = (192, 96)
 
 
-def chunked(paper: str, size: int, overlap: int, *, retrieve: bool) -> DocumentInputs:
+def chunked(papers: Path, paper: str, size: int, overlap: int, *, retrieve: bool) -> DocumentInputs:
     found = document_inputs(
-        PAPERS / f"{paper}.pdf",
+        papers / f"{paper}.pdf",
         home() / "rag" / f"{paper}-{size}-{overlap}",
         chunk_size=size,
         chunk_overlap=overlap,
@@ -335,6 +336,13 @@ def recall_ceiling(tokenizer, teacher_answers, max_tokens: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--papers",
+        type=Path,
+        metavar="DIR",
+        required=True,
+        help="the folder holding the papers, each as <name>.pdf",
+    )
     parser.add_argument("--train-paper", default="instructgpt")
     parser.add_argument("--extra-paper", default="llama2_excerpt", help="'' for none")
     parser.add_argument("--test-paper", default="lora")
@@ -553,26 +561,34 @@ def main() -> None:
     args.corrected = args.corrected or args.parent
     if args.corrections and not args.corrected:
         parser.error("--corrections decodes a trained adapter: give --corrected or --parent")
+    for paper in filter(None, (args.train_paper, args.extra_paper, args.test_paper)):
+        if not (args.papers / f"{paper}.pdf").is_file():
+            parser.error(f"--papers {args.papers}: no {paper}.pdf there")
 
     windows = [tuple(map(int, w.split(":"))) for w in args.windows.split(",")]
-    own = [chunked(args.train_paper, size, overlap, retrieve=False) for size, overlap in windows]
-    asked = chunked(args.train_paper, args.chunk_size, 0, retrieve=True)
+    own = [
+        chunked(args.papers, args.train_paper, size, overlap, retrieve=False)
+        for size, overlap in windows
+    ]
+    asked = chunked(args.papers, args.train_paper, args.chunk_size, 0, retrieve=True)
     train, heldout = split_by_region(own, asked, held_out=held_out_stretches(asked.length))
     if args.extra_paper:
         for size, overlap in windows:
-            train += chunked(args.extra_paper, size, overlap, retrieve=False).inputs
+            train += chunked(args.papers, args.extra_paper, size, overlap, retrieve=False).inputs
     if args.corrections:  # read now: the ingest prints its lines with the others
         size, overlap = CORRECTION_WINDOWS
         fresh_windows, _ = split_by_region(
-            [chunked(args.train_paper, size, overlap, retrieve=False)],
+            [chunked(args.papers, args.train_paper, size, overlap, retrieve=False)],
             asked,
             held_out=held_out_stretches(asked.length),
         )
         if args.extra_paper:
-            fresh_windows += chunked(args.extra_paper, size, overlap, retrieve=False).inputs
+            fresh_windows += chunked(
+                args.papers, args.extra_paper, size, overlap, retrieve=False
+            ).inputs
     names = (
         bibliography_surnames(
-            reference_entries(PAPERS / f"{args.train_paper}.pdf", HEADINGS[args.train_paper])
+            reference_entries(args.papers / f"{args.train_paper}.pdf", HEADINGS[args.train_paper])
         )
         if args.bibliography_names
         else []
@@ -596,7 +612,9 @@ def main() -> None:
     rng = random.Random(1)
     heldout = half_citing(heldout, args.test, rng)
     other = half_citing(
-        chunked(args.test_paper, args.chunk_size, 0, retrieve=True).inputs, args.test, rng
+        chunked(args.papers, args.test_paper, args.chunk_size, 0, retrieve=True).inputs,
+        args.test,
+        rng,
     )
 
     # Authors and years checked against the context.
@@ -608,7 +626,10 @@ def main() -> None:
         answer, model_id="rules:citations" + ("" if args.authors == "first" else " (as cited)")
     )
     adapter = args.adapter
-    report: dict = {"windows": len(train), "args": vars(args) | {"json": str(args.json)}}
+    report: dict = {
+        "windows": len(train),
+        "args": vars(args) | {"json": str(args.json), "papers": str(args.papers)},
+    }
     if adapter is None:
         with DatasetStore(":memory:") as store:
             # Answers whose author is not in the context (the rules repair PDF text) are

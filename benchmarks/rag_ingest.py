@@ -1,13 +1,14 @@
 """RAG ingest of real papers: pages, chunks and seconds per stage, then a second run that reuses.
 
-    .venv/bin/python benchmarks/rag_ingest.py [--chunk-size 1024] [PDF ...]
+    .venv/bin/python benchmarks/rag_ingest.py [--chunk-size 1024] (--papers DIR | PDF ...)
 
 Each ingest runs in a fresh Python process, as `structune ingest` would, so the first
 stages carry their imports: `read` imports PyMuPDF and LlamaIndex, `split` loads the
 tiktoken tokenizer, `model` imports sentence-transformers and loads all-MiniLM-L6-v2.
 `process` is what a user waits for, interpreter start included. The second run ingests the
 same PDF into the same folder: it should find the manifest and return without the model.
-Default papers: ../shared/data/papers/instructgpt.pdf (68 pages) and lora.pdf (26 pages).
+`--papers DIR` ingests DIR/instructgpt.pdf (68 pages) and DIR/lora.pdf (26 pages); this
+workplace keeps them in ../shared/data/papers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
+PAPERS = ("instructgpt.pdf", "lora.pdf")  # what --papers DIR ingests
 
 _CHILD = """
 import json, sys
@@ -60,11 +61,23 @@ def ingest_in_fresh_process(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pdfs", nargs="*", type=Path)
+    parser.add_argument("pdfs", nargs="*", type=Path, metavar="PDF")
+    parser.add_argument(
+        "--papers", type=Path, metavar="DIR", help=f"also ingest {' and '.join(PAPERS)} from DIR"
+    )
     parser.add_argument("--chunk-size", type=int, default=1024)
     parser.add_argument("--chunk-overlap", type=int, default=200)
     args = parser.parse_args()
-    pdfs = args.pdfs or [PAPERS / "instructgpt.pdf", PAPERS / "lora.pdf"]
+    if not args.pdfs and args.papers is None:
+        parser.error(f"give PDFs to ingest, or --papers DIR (a folder holding {', '.join(PAPERS)})")
+    for pdf in args.pdfs:
+        if not pdf.is_file():
+            parser.error(f"no PDF at {pdf}")
+    pdfs = list(args.pdfs)
+    if args.papers is not None:
+        pdfs += [args.papers / name for name in PAPERS]
+        if missing := [name for name in PAPERS if not (args.papers / name).is_file()]:
+            parser.error(f"--papers {args.papers}: no {missing[0]} there")
     print(f"chunk_size={args.chunk_size} chunk_overlap={args.chunk_overlap}")
 
     header = (

@@ -1,9 +1,11 @@
 """Training memory with and without gradient checkpointing, side by side in one run.
 
-    .venv/bin/python benchmarks/train_memory.py [--examples 8] [--steps 2] [--batch-size 4]
+    .venv/bin/python benchmarks/train_memory.py --papers DIR [--examples 8] [--steps 2]
+        [--batch-size 4]
 
 Trains SmolLM2-135M-Instruct with `finetune` on the longest of the citation benchmark's 40
-training answers (`trainer_vs_hf.citation_conversations`: instructgpt windows with the
+training answers (`trainer_vs_hf.citation_conversations`: windows of instructgpt.pdf in
+`--papers DIR`, e.g. `--papers ../shared/data/papers` where this workplace keeps it, with the
 offline teacher's answers, ~1,000-1,400 tokens each), once as `TrainConfig` defaults it and
 once with `gradient_checkpointing=True`, each in a fresh process so that its peak resident
 memory (`ru_maxrss`) is its own. A third process only loads the model, for what training
@@ -18,6 +20,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 ROWS = {  # row name: what its process does
     "model loaded, no training": "load",
@@ -26,7 +29,7 @@ ROWS = {  # row name: what its process does
 }
 
 
-def child(mode: str, examples: int, steps: int, batch_size: int) -> None:
+def child(mode: str, examples: int, steps: int, batch_size: int, papers: Path) -> None:
     """Run one row in this process and print its figures as JSON."""
     from structune import TrainConfig, finetune
     from structune.models.loading import load_model
@@ -37,7 +40,7 @@ def child(mode: str, examples: int, steps: int, batch_size: int) -> None:
     else:
         from trainer_vs_hf import citation_conversations
 
-        conversations = citation_conversations()
+        conversations = citation_conversations(papers)
         longest = sorted(conversations, key=lambda c: -sum(len(m["content"]) for m in c))
         config = TrainConfig(
             max_steps=steps,
@@ -64,17 +67,22 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=8, help="the longest N of the 40")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--papers", type=Path, metavar="DIR", required=True, help="a folder holding instructgpt.pdf"
+    )
     parser.add_argument("--child", choices=list(ROWS.values()), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not (args.papers / "instructgpt.pdf").is_file():
+        parser.error(f"--papers {args.papers}: no instructgpt.pdf there")
     if args.child:
-        child(args.child, args.examples, args.steps, args.batch_size)
+        child(args.child, args.examples, args.steps, args.batch_size, args.papers)
         return
 
     results = {}
     for name, mode in ROWS.items():
         command = [sys.executable, __file__, "--child", mode]
         command += ["--examples", str(args.examples), "--steps", str(args.steps)]
-        command += ["--batch-size", str(args.batch_size)]
+        command += ["--batch-size", str(args.batch_size), "--papers", str(args.papers)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")

@@ -1,8 +1,8 @@
 """structune's trainer against a plain transformers `Trainer` + peft, the same LoRA run side
 by side in one process: wall time, final answer loss, trained tokens/s and MFU.
 
-    .venv/bin/python benchmarks/trainer_vs_hf.py [--datasets albums,citations] [--steps 10]
-        [--batch-size 4] [--rounds 2] [--seed 0] [--precision auto|fp32]
+    .venv/bin/python benchmarks/trainer_vs_hf.py --papers DIR [--datasets albums,citations]
+        [--steps 10] [--batch-size 4] [--rounds 2] [--seed 0] [--precision auto|fp32]
 
 Both train SmolLM2-135M-Instruct on this CPU with the same LoRA (r=16, alpha 32,
 all linear layers, no dropout), fused AdamW (no weight decay) at the same peak learning
@@ -15,8 +15,9 @@ notebook's two tasks, each measured on its own:
 - albums: 40 curated album answers, 338-394 tokens each, 28% of them answer: the case
   where grouping by length and an answer-only loss have least to win.
 - citations: 40 answers of the citation program by the offline teacher over 256-token
-  windows of ../shared/data/papers/instructgpt.pdf (30 that cite, 10 that cite nothing;
-  the citation benchmark's training data), 541-1,361 tokens each, 77% of them prompt.
+  windows of instructgpt.pdf in `--papers DIR` (e.g. `--papers ../shared/data/papers`, where
+  this workplace keeps it; not needed for `--datasets albums`), 30 that cite, 10 that cite
+  nothing (the citation benchmark's training data), 541-1,361 tokens each, 77% of them prompt.
 
 The baseline is what a plain user writes: the examples tokenized exactly as structune
 tokenizes them, prompt labels masked to -100 so that both learn the answer only (the
@@ -89,13 +90,16 @@ from structune.train.lora import _with_lora, answer_loss, answer_token_count
 
 BASE = "smollm2-135m"
 MAX_LENGTH = 2048  # every example of both datasets fits
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
+CITATION_PAPER = "instructgpt.pdf"  # what the citations dataset reads from --papers
 
 
-def citation_conversations(n: int = 40, citing: int = 30) -> list[list[dict[str, str]]]:
-    """`n` teacher answers over instructgpt windows, `citing` of them with 1-8 citations."""
+def citation_conversations(
+    papers: Path, n: int = 40, citing: int = 30
+) -> list[list[dict[str, str]]]:
+    """`n` teacher answers over windows of instructgpt.pdf in `papers`, `citing` of them
+    with 1-8 citations."""
     found = document_inputs(
-        PAPERS / "instructgpt.pdf",
+        papers / CITATION_PAPER,
         home() / "rag" / "instructgpt-256-128",  # the citation benchmark's index, reused
         chunk_size=256,
         chunk_overlap=128,
@@ -114,7 +118,10 @@ def citation_conversations(n: int = 40, citing: int = 30) -> list[list[dict[str,
     return [e.training_conversation() for e in chosen]
 
 
-DATASETS = {"albums": album_conversations, "citations": citation_conversations}
+DATASETS = {  # name → its conversations, given the --papers folder
+    "albums": lambda papers: album_conversations(),
+    "citations": citation_conversations,
+}
 
 
 def peak_matmul_flops(*, bf16: bool, size: int = 4096, repeats: int = 3) -> float:
@@ -344,12 +351,26 @@ def main() -> None:
         default="auto",
         help="auto: each trainer's default (structune bf16 where native, the Trainer fp32)",
     )
+    parser.add_argument(
+        "--papers",
+        type=Path,
+        metavar="DIR",
+        help=f"a folder holding {CITATION_PAPER}, for the citations dataset",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     datasets = args.datasets.split(",")
     if unknown := set(datasets) - set(DATASETS):
         parser.error(f"unknown datasets {sorted(unknown)}; choose from {', '.join(DATASETS)}")
+    if "citations" in datasets:
+        if args.papers is None:
+            parser.error(
+                f"the citations dataset needs --papers DIR (a folder holding {CITATION_PAPER}); "
+                "or pass --datasets albums"
+            )
+        if not (args.papers / CITATION_PAPER).is_file():
+            parser.error(f"--papers {args.papers}: no {CITATION_PAPER} there")
     bf16 = args.precision == "auto" and fast_dtype() == "bfloat16"
     peaks = {False: peak_matmul_flops(bf16=False), True: peak_matmul_flops(bf16=True)}
     print(
@@ -359,7 +380,7 @@ def main() -> None:
 
     results = {}
     for dataset in datasets:
-        conversations = DATASETS[dataset]()
+        conversations = DATASETS[dataset](args.papers)
         print(f"\n{dataset}: {len(conversations)} examples")
         results[dataset] = compare_trainers(
             conversations,

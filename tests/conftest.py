@@ -70,3 +70,11 @@ def tokenizer(tiny_model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def test_paper_pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The suite's two-column test paper (`tests/papers.py`), written once per session."""
+    from papers import FILE_NAME, write_test_paper
+
+    return write_test_paper(tmp_path_factory.mktemp("papers") / FILE_NAME)

@@ -1,7 +1,8 @@
 """The citation task: rules that read author-year citations, the offline teacher, scoring.
 
-Real-text tests read the arXiv PDFs in ../shared/data/papers with pymupdf; the expected
-citations on those pages were checked by eye against the page text.
+Page-text tests read tests/data/citation_pages: pages written for these tests in the shape
+PDF text extraction gives them, each with the citations it holds written down beside it.
+The same checks on real papers, read by eye, are benchmarks/citation_rules.py.
 """
 
 import json
@@ -30,8 +31,6 @@ from structune.tasks.citations import (
     sourced_citation_program,
     sourced_program,
 )
-
-PAPERS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "papers"
 
 
 def found(text: str) -> list[tuple[str, int]]:
@@ -194,104 +193,110 @@ def test_no_citations_gives_an_empty_response():
     assert extract_citations("Plain prose with no references at all.").citations == []
 
 
-# --- real papers --------------------------------------------------------------------------
+# --- page text ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pages():
-    pymupdf = pytest.importorskip("pymupdf")
-    if not PAPERS.is_dir():
-        pytest.skip(f"papers not found at {PAPERS}")
-
-    def read(name: str) -> list[str]:
-        with pymupdf.open(PAPERS / f"{name}.pdf") as document:
-            return [page.get_text() for page in document]
-
-    return {name: read(name) for name in ("lora", "instructgpt", "llama2_excerpt")}
-
-
-# Every (first author, year) on these pages, read off the page text by eye.
-HAND_CHECKED = {
-    ("lora", 1): {
-        ("Houlsby", 2019), ("Rebuffi", 2017), ("Li", 2021), ("Lester", 2021),
-        ("Hambardzumyan", 2020), ("Liu", 2021), ("Li", 2018), ("Aghajanyan", 2020),
-        ("Vaswani", 2017), ("Brown", 2020), ("Loshchilov", 2019), ("Kingma", 2017),
+# What each page cites, every (first author, year), written down with the page.
+PAGE_CITATIONS = {
+    "adaptation": {
+        ("Li", 2021), ("Lester", 2021), ("Houlsby", 2019), ("Vaswani", 2017),
+        ("Rebuffi", 2017), ("Rücklé", 2021), ("Aghajanyan", 2020), ("Hu", 2021),
+        ("Smith", 2020), ("Stiennon", 2020), ("Pfeiffer", 2021), ("Allen-Zhu", 2020),
+        ("Brown", 2020), ("Schick", 2021), ("Liu", 2021), ("Wei", 2022), ("Kojima", 2022),
+        ("Denil", 2013), ("Jaderberg", 2014), ("Sainath", 2013),
     },
-    ("lora", 8): {
-        ("Brown", 2020), ("Devlin", 2019), ("Collobert", 2008), ("Houlsby", 2019),
-        ("Rebuffi", 2017), ("Lin", 2020), ("Mahabadi", 2021), ("Li", 2021), ("Lester", 2021),
-        ("Hambardzumyan", 2020), ("Liu", 2021), ("Li", 2016), ("Cai", 2010), ("Li", 2018),
-        ("Grasedyck", 2013), ("Oymak", 2019), ("Sainath", 2013), ("Povey", 2018),
-        ("Zhang", 2014), ("Jaderberg", 2014), ("Zhao", 2016), ("Khodak", 2021),
-        ("Denil", 2014), ("Allen-Zhu", 2019), ("Ghorbani", 2020), ("Allen-Zhu", 2020),
+    "alignment": {
+        ("Radford", 2019), ("Brown", 2020), ("Rae", 2021), ("Bender", 2021),
+        ("Bommasani", 2021), ("Weidinger", 2021), ("Leike", 2018), ("Kenton", 2021),
+        ("Askell", 2021), ("Christiano", 2017), ("Stiennon", 2020), ("Böhm", 2019),
+        ("Völske", 2017), ("Solaiman", 2021), ("Schulman", 2017), ("Nakano", 2021),
+        ("Cobbe", 2021), ("Ziegler", 2019), ("Jaques", 2019), ("Hancock", 2019), ("Lin", 2021),
+        ("Gehman", 2020), ("Rudinger", 2018), ("Nangia", 2020), ("Wei", 2021), ("Sanh", 2021),
     },
-    ("instructgpt", 1): {
-        ("Radford", 2019), ("Brown", 2020), ("Fedus", 2021), ("Rae", 2021),
-        ("Thoppilan", 2022), ("Leike", 2018), ("Askell", 2021), ("Christiano", 2017),
-        ("Stiennon", 2020), ("Schulman", 2017),
+    "pretraining": {
+        ("Wu", 2021), ("Touvron", 2023), ("Lee", 2022), ("Bai", 2022), ("Ganguli", 2022),
+        ("Perez", 2022), ("Broder", 1997), ("de Freitas", 2019), ("O\u2019Neil", 2016),
+        ("Loshchilov", 2019), ("Hoffmann", 2022), ("Xiong", 2020), ("Su", 2021),
+        ("Shazeer", 2020), ("Chowdhery", 2022), ("Zhang", 2022),
     },
-    ("llama2_excerpt", 2): {
-        ("Scao", 2022), ("Touvron", 2023), ("Penedo", 2023), ("Brown", 2020), ("Hoffmann", 2022),
-    },
+    "references": set(),  # a reference list: names and years, but no citation
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(("paper", "page"), sorted(HAND_CHECKED))
-def test_hand_checked_pages_are_read_exactly(pages, paper, page):
-    assert set(found(pages[paper][page])) == HAND_CHECKED[paper, page]
+@pytest.fixture(scope="module")
+def pages() -> dict[str, str]:
+    """Pages of papers written for these tests (tests/data/citation_pages) as pymupdf's
+    `get_text` gives a page: hard line breaks, words hyphenated across lines, ligatures,
+    accents spaced before their letter ("B\u00a8ohm"); headers and page numbers left in."""
+    folder = Path(__file__).parent / "data" / "citation_pages"
+    return {name: (folder / f"{name}.txt").read_text(encoding="utf-8") for name in PAGE_CITATIONS}
+
+
+@pytest.mark.parametrize("name", sorted(PAGE_CITATIONS))
+def test_each_page_is_read_exactly(pages, name):
+    assert set(found(pages[name])) == PAGE_CITATIONS[name]
 
 
 def test_known_citations_are_found_with_their_clause(pages):
-    by_key: dict[tuple[str, int], str] = {}  # the first citing clause of each
-    for text in pages["instructgpt"]:
-        for c in extract_citations(text).citations:
-            by_key.setdefault((c.author, c.year), c.desc)
-    assert "reinforcement learning from human feedback" in by_key["Stiennon", 2020]
-    assert by_key["Askell", 2021].startswith("Using the language of Askell et al. (2021)")
-    assert ("Böhm", 2019) in by_key and ("Völske", 2017) in by_key
-    assert ("Solaiman", 2021) in by_key  # "Solaiman and Dennison (2021)"
-    lora = {(c.author, c.year) for text in pages["lora"] for c in extract_citations(text).citations}
-    assert {("Rücklé", 2020), ("Ham", 2008), ("Dolan", 2005), ("Lepikhin", 2020)} <= lora
+    def clauses(name: str) -> dict[tuple[str, int], str]:
+        return {(c.author, c.year): c.desc for c in extract_citations(pages[name]).citations}
+
+    alignment, adaptation = clauses("alignment"), clauses("adaptation")
+    assert "reinforcement learning from human feedback" in alignment["Stiennon", 2020]
+    assert alignment["Askell", 2021] == "In the terms of Askell et al. (2021)"
+    assert alignment["Solaiman", 2021] == "as Solaiman and Dennison (2021) show."
+    assert alignment["Böhm", 2019] == (  # "B\u00a8ohm" on the page
+        "Rewards can also come from ratings instead of comparisons (Böhm et al., 2019)"
+    )
+    assert alignment["Cobbe", 2021] == (
+        "and a reward model of this kind can also rank samples at test time "
+        "(e.g., Nakano et al., 2021; Cobbe et al., 2021)."
+    )
+    # repaired: hyphenation undone, ligatures spelled out, one line
+    assert adaptation["Stiennon", 2020] == (
+        "a result that Stiennon et al. (2020a) also report for summarization"
+    )
+    assert adaptation["Rebuffi", 2017] == "as Rebuffi et al. (2017) did for vision"
+    assert adaptation["Allen-Zhu", 2020] == (
+        "The analysis of Allen-Zhu & Li (2020b) explains why a low-rank update can be enough."
+    )
 
 
 def test_every_author_the_teacher_reads_has_the_surname_shape(pages):
-    """`SURNAME_PATTERN` refuses no author the teacher answers."""
-    authors = {
-        c.author
-        for paper in pages.values()
-        for text in paper
-        for c in extract_citations(text).citations
-    }
-    assert len(authors) >= 130  # one-off count: 130
-    assert [a for a in authors if not re.fullmatch(SURNAME_PATTERN, a)] == []
+    """`SURNAME_PATTERN` refuses no author the teacher answers: particles, accents,
+    apostrophes, hyphens and two-letter surnames among them."""
+    authors = {c.author for text in pages.values() for c in extract_citations(text).citations}
+    assert authors == {author for pairs in PAGE_CITATIONS.values() for author, _ in pairs}
+    assert [a for a in sorted(authors) if not re.fullmatch(SURNAME_PATTERN, a)] == []
 
 
 def test_authors_as_cited_are_copied_whole_and_scored_as_the_first_surname(pages):
-    """On every page of the papers, `authors="as cited"` names the same works as the
-    first surname does, each author a span of the repaired page text."""
+    """On every page, `authors="as cited"` names the same works as the first surname does,
+    each author a span of the repaired page text."""
     spans = 0
-    for paper in pages.values():
-        for text in paper:
-            first = extract_citations(text).citations
-            cited = extract_citations(text, authors="as cited").citations
-            assert [(c.year, c.desc) for c in cited] == [(c.year, c.desc) for c in first]
-            assert [author_key(c.author) for c in cited] == [author_key(c.author) for c in first]
-            assert all(c.author in clean_text(text) for c in cited)
-            spans += sum(c.author != f.author for c, f in zip(cited, first, strict=True))
-    assert spans >= 250  # "et al." and two or more authors (one-off count: 279)
-    lora = " ".join(pages["lora"])
-    authors = {c.author for c in extract_citations(lora, authors="as cited").citations}
-    assert {"Li & Liang", "Houlsby et al.", "Ham & Lee"} <= authors
+    for text in pages.values():
+        first = extract_citations(text).citations
+        cited = extract_citations(text, authors="as cited").citations
+        assert [(c.year, c.desc) for c in cited] == [(c.year, c.desc) for c in first]
+        assert [author_key(c.author) for c in cited] == [author_key(c.author) for c in first]
+        assert all(c.author in clean_text(text) for c in cited)
+        spans += sum(c.author != f.author for c, f in zip(cited, first, strict=True))
+    assert spans == 59  # all but Broder, O'Neil and Shazeer, cited alone
+    cited = extract_citations(pages["adaptation"], authors="as cited").citations
+    assert [c.author for c in cited] == [
+        "Li & Liang", "Lester et al.", "Houlsby et al.", "Vaswani et al.", "Rebuffi et al.",
+        "Rücklé et al.", "Aghajanyan et al.", "Hu et al.", "Smith and Jones", "Stiennon et al.",
+        "Pfeiffer et al.", "Allen-Zhu & Li", "Brown et al.", "Schick and Schütze", "Liu et al.",
+        "Wei et al.", "Kojima et al.", "Denil et al.", "Jaderberg et al.", "Sainath et al.",
+    ]  # fmt: skip
 
 
 def test_reference_lists_yield_no_citations(pages):
-    references = [
-        text
-        for text in pages["instructgpt"]
-        if text.count(", et al. (") + text.count("., and ") > 5
-    ]
-    assert len(references) >= 4
-    assert all(found(text) == [] for text in references)
+    """InstructGPT's style: "Achiam, J., ..., and Abbeel, P. (2017). Title. In ...": every
+    entry names its authors and year, and none of them is a citation."""
+    text = pages["references"]
+    assert len(re.findall(r"\((?:19|20)\d\d[a-z]?\)\.", text)) == 14  # one year per entry
+    assert found(text) == []
 
 
 # --- program and teacher ----------------------------------------------------------------
@@ -653,20 +658,18 @@ def test_yearless_variants_write_one_year_as_a_letter_and_the_teacher_leaves_it_
     assert yearless_variants(inputs, count=5) == yearless_variants(inputs, count=5)
 
 
-def test_lora_cites_narratively_more_often_than_instructgpt(pages):
-    """The gap `narrative_variants` is for: "Li & Liang (2021)" against "(Li & Liang, 2021;
-    ...)", counted page by page."""
+def test_a_narrative_page_cites_narratively_more_often_than_a_parenthetical_one(pages):
+    """The gap `narrative_variants` is for: lora writes "Li & Liang (2021)" where
+    instructgpt writes "(Li & Liang, 2021; ...)". Two pages written in the two styles,
+    counted as benchmarks/citation_rules.py counts the papers."""
     year = r"(?:1[89]|20)\d\d[a-z]?"
     narrative = re.compile(rf"[A-Z][\w-]+(?: et al\.| (?:&|and) [A-Z][\w-]+)? \({year}\)")
     bracket = re.compile(rf"\([A-Z][^()\d]*?,\s+{year}(?:;\s*[A-Z][^()\d]*?,\s+{year})*\)")
     counts = {
-        name: tuple(
-            sum(len(shape.findall(clean_text(text))) for text in pages[name])
-            for shape in (narrative, bracket)
-        )
-        for name in ("instructgpt", "lora")
+        name: tuple(len(shape.findall(clean_text(pages[name]))) for shape in (narrative, bracket))
+        for name in ("alignment", "adaptation")
     }
-    assert counts == {"instructgpt": (28, 97), "lora": (46, 55)}
+    assert counts == {"alignment": (2, 15), "adaptation": (16, 3)}
 
 
 def test_narrative_variants_write_bracketed_citations_narratively_and_cite_the_same_works():

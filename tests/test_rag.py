@@ -1,16 +1,17 @@
-"""Structured RAG over a real paper: questions, retrieval into program inputs, recording
-through RAG, answers with their sources, the notebook's query engine, and the CLI."""
+"""Structured RAG over a typeset PDF (the suite's test paper, `tests/papers.py`): questions,
+retrieval into program inputs, recording through RAG, answers with their sources, the
+notebook's query engine, and the CLI."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from llama_index.core import Settings
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import TextNode
 
+from papers import FILE_NAME, SECTIONS
 from structune import UserError
 from structune.cli import main
 from structune.integrations.llama_index import StructuneFinetuningHandler, StructuneLLM
@@ -18,6 +19,7 @@ from structune.llms.callable import CallableLLM
 from structune.rag.answer import ask, retrieved_inputs
 from structune.rag.ingest import ingest, load_index
 from structune.rag.questions import (
+    HEADING_QUESTION,
     Question,
     generate_questions,
     heading_questions,
@@ -34,16 +36,13 @@ from structune.tasks.citations import (
     sourced_citation_program,
 )
 
-LLAMA2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers" / "llama2_excerpt.pdf"
 teacher = CallableLLM(citation_teacher, model_id="rules:citations")
 
 
 @pytest.fixture(scope="module")
-def index_dir(tmp_path_factory):
-    if not LLAMA2.is_file():
-        pytest.skip(f"{LLAMA2} is missing (the papers live outside the repository)")
-    folder = tmp_path_factory.mktemp("rag") / "llama2"
-    ingest(LLAMA2, folder, chunk_size=256, chunk_overlap=20, progress=False)
+def index_dir(test_paper_pdf, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rag") / "paper"
+    ingest(test_paper_pdf, folder, chunk_size=256, chunk_overlap=20, progress=False)
     return folder
 
 
@@ -71,10 +70,11 @@ def test_heading_questions_follow_numbered_sections_only():
         heading_questions([TextNode(text="plain prose without sections")])
 
 
-def test_heading_questions_over_the_llama2_paper(nodes):
+def test_heading_questions_over_the_test_paper(nodes):
     questions = heading_questions(nodes)
     texts = [q.question for q in questions]
-    assert "Which citations are mentioned in the section about Introduction?" in texts
+    headings = [h.partition(" ")[2] for h, _ in SECTIONS if h[0].isdigit()]
+    assert texts == [HEADING_QUESTION.format(heading=h) for h in headings]
     assert {q.node_id for q in questions} <= {n.node_id for n in nodes}
 
 
@@ -172,12 +172,12 @@ def test_the_notebooks_query_engine_with_output_cls_records_context_and_structur
     assert context in event["messages"][-1].content  # the student will learn context → JSON
 
 
-def test_the_cli_runs_the_whole_path(index_dir, tmp_path, capsys):
+def test_the_cli_runs_the_whole_path(index_dir, test_paper_pdf, tmp_path, capsys):
     assert (
         main(
             [
                 "ingest",
-                str(LLAMA2),
+                str(test_paper_pdf),
                 "--index",
                 str(index_dir),
                 "--chunk-size",
@@ -225,7 +225,7 @@ def test_the_cli_runs_the_whole_path(index_dir, tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert '"citations"' in out and "source: llama2_excerpt.pdf" in out
+    assert '"citations"' in out and f"source: {FILE_NAME}" in out
 
     assert main(["ask", "   ", "--index", str(index_dir), "--model", "offline:citations"]) == 1
     assert "question is empty" in capsys.readouterr().err
@@ -242,16 +242,23 @@ def test_the_sample_paper_is_a_real_pdf_with_author_year_citations(tmp_path):
     assert len(extract_citations(text).citations) >= 20
 
 
-def test_split_by_region_keeps_every_test_context_out_of_the_training_text(index_dir, tmp_path):
+def test_split_by_region_keeps_every_test_context_out_of_the_training_text(
+    index_dir, test_paper_pdf, tmp_path
+):
     from structune.rag.dataset import document_inputs, held_out_stretches, split_by_region
     from structune.rag.sample import write_sample_pdf
 
     windows = document_inputs(
-        LLAMA2, index_dir, chunk_size=256, chunk_overlap=20, retrieve_context=False, progress=False
+        test_paper_pdf,
+        index_dir,
+        chunk_size=256,
+        chunk_overlap=20,
+        retrieve_context=False,
+        progress=False,
     )
     assert windows.retrieval_hit_rate == 1.0  # each chunk is its own question's context
     retrieved = document_inputs(
-        LLAMA2, tmp_path / "small", chunk_size=128, chunk_overlap=0, progress=False
+        test_paper_pdf, tmp_path / "small", chunk_size=128, chunk_overlap=0, progress=False
     )
     held = held_out_stretches(windows.length, stretches=5, every=5)  # the third fifth
     train, test = split_by_region([windows], retrieved, held_out=held)
@@ -274,11 +281,18 @@ def test_split_by_region_keeps_every_test_context_out_of_the_training_text(index
         split_by_region([windows], other, held_out=held)
 
 
-def test_asked_elsewhere_gives_a_share_of_windows_another_windows_question(index_dir):
+def test_asked_elsewhere_gives_a_share_of_windows_another_windows_question(
+    index_dir, test_paper_pdf
+):
     from structune.rag.dataset import asked_elsewhere, document_inputs
 
     windows = document_inputs(
-        LLAMA2, index_dir, chunk_size=256, chunk_overlap=20, retrieve_context=False, progress=False
+        test_paper_pdf,
+        index_dir,
+        chunk_size=256,
+        chunk_overlap=20,
+        retrieve_context=False,
+        progress=False,
     ).inputs
     # Each window twice, as citation_variants gives: one question, two contexts.
     doubled = windows + [dict(w, context_str=w["context_str"] + " (variant)") for w in windows]
@@ -301,12 +315,17 @@ def test_asked_elsewhere_gives_a_share_of_windows_another_windows_question(index
         asked_elsewhere([windows[0], dict(windows[0], context_str="other")], share=0.5)
 
 
-def test_cut_short_keeps_a_windows_metadata_question_and_first_words(index_dir):
+def test_cut_short_keeps_a_windows_metadata_question_and_first_words(index_dir, test_paper_pdf):
     from structune.rag.dataset import cut_short, document_inputs
     from structune.tasks.citations import extract_citations
 
     windows = document_inputs(
-        LLAMA2, index_dir, chunk_size=256, chunk_overlap=20, retrieve_context=False, progress=False
+        test_paper_pdf,
+        index_dir,
+        chunk_size=256,
+        chunk_overlap=20,
+        retrieve_context=False,
+        progress=False,
     ).inputs
     before = [dict(w) for w in windows]
     cut = cut_short(windows, count=40, words=(20, 30), seed=5)

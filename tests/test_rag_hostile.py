@@ -23,12 +23,11 @@ from pathlib import Path
 import pytest
 
 import hostile_pdfs as hostile
+from papers import write_test_paper
 from structune.errors import UserError
 from structune.rag.ingest import MANIFEST_NAME, ingest, read_pdf
 from structune.rag.pdf_text import MAX_PAGES, READ_TIMEOUT_S
 
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
-LLAMA2 = PAPERS / "llama2_excerpt.pdf"
 GiB = hostile.GiB
 MiB = hostile.MiB
 
@@ -45,13 +44,10 @@ class Case:
     time_budget_s: float = READ_TIMEOUT_S
 
 
-def _needs_llama2(make: Callable[[Path], Path]) -> Callable[[Path], Path]:
-    def made(folder: Path) -> Path:
-        if not LLAMA2.is_file():
-            pytest.skip(f"{LLAMA2} is missing (the papers live outside the repository)")
-        return make(folder)
-
-    return made
+def _truncated_paper(path: Path, fraction: float) -> Path:
+    """The test paper cut to `fraction` of its bytes, as a broken download leaves it."""
+    paper = write_test_paper(path.with_name(f"whole-{path.name}"))
+    return hostile.truncated(path, paper, fraction)
 
 
 DAMAGED = ("damaged", "re-download")
@@ -61,13 +57,11 @@ MEMORY = ("needs more than 1.0 GiB of memory", "re-export")
 CASES: dict[str, Case] = {
     # corrupt structure
     "truncated to a fifth": Case(
-        _needs_llama2(lambda d: hostile.truncated(d / "fifth.pdf", LLAMA2, 0.2)),
+        lambda d: _truncated_paper(d / "fifth.pdf", 0.2),
         "refused",
         DAMAGED,
     ),
-    "truncated to nine tenths": Case(
-        _needs_llama2(lambda d: hostile.truncated(d / "most.pdf", LLAMA2, 0.9)), "ingested"
-    ),
+    "truncated to 95%": Case(lambda d: _truncated_paper(d / "most.pdf", 0.95), "ingested"),
     "garbage after a valid header": Case(
         lambda d: hostile.garbage_after_header(d / "garbage.pdf"), "refused", DAMAGED
     ),
@@ -212,12 +206,10 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def existing_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An index of the Llama 2 excerpt, as a user would have it before a hostile ingest."""
-    if not LLAMA2.is_file():
-        pytest.skip(f"{LLAMA2} is missing (the papers live outside the repository)")
+def existing_index(test_paper_pdf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of the test paper, as a user would have it before a hostile ingest."""
     folder = tmp_path_factory.mktemp("existing") / "index"
-    ingest(LLAMA2, folder, chunk_size=256, chunk_overlap=20, progress=False)
+    ingest(test_paper_pdf, folder, chunk_size=256, chunk_overlap=20, progress=False)
     return folder
 
 

@@ -1,6 +1,7 @@
 """RAG ingest with real parts: real PDFs, PyMuPDF, LlamaIndex storage, the bundled model.
 
-The good PDF is read from ../shared/data/papers; bad PDFs are made here with PyMuPDF.
+The good PDF is the suite's test paper (`tests/papers.py`, a typeset two-column PDF written
+by PyMuPDF); bad PDFs are made here with PyMuPDF.
 The one shared index is built with sockets refused and no OpenAI key, so a hidden
 download or an OpenAI fallback fails the tests instead of passing unnoticed.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import pymupdf
 import pytest
 
+from papers import FILE_NAME, SECTIONS, TITLE, write_test_paper
 from structune.errors import UserError
 from structune.rag.ingest import (
     MANIFEST_NAME,
@@ -27,17 +29,6 @@ from structune.rag.ingest import (
     retrieve,
 )
 from structune.rag.pdf_text import MAX_PAGES
-
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
-LLAMA2 = PAPERS / "llama2_excerpt.pdf"  # the first 4 pages of the Llama 2 paper
-
-
-@pytest.fixture(scope="module")
-def llama2_pdf() -> Path:
-    if not LLAMA2.is_file():
-        pytest.skip(f"{LLAMA2} is missing (the papers live outside the repository)")
-    return LLAMA2
-
 
 # --- bad PDFs, each with words its error message must contain ---------------------------
 
@@ -62,8 +53,8 @@ def _encrypted(folder: Path) -> Path:
 
 def _truncated(folder: Path) -> Path:
     path = folder / "truncated.pdf"
-    data = LLAMA2.read_bytes()
-    path.write_bytes(data[: len(data) // 5])  # keeps the header, loses every page object
+    data = write_test_paper(folder / FILE_NAME).read_bytes()
+    path.write_bytes(data[: len(data) // 5])  # keeps the header and fonts, loses all text
     return path
 
 
@@ -107,20 +98,31 @@ def test_read_pdf_refuses_bad_input_saying_what_to_do(case: str, tmp_path: Path)
         assert word in str(caught.value)
 
 
-def test_read_pdf_gives_one_document_per_page(llama2_pdf: Path) -> None:
-    pages = read_pdf(llama2_pdf)
-    assert len(pages) == 4
-    assert [p.metadata["page"] for p in pages] == [1, 2, 3, 4]
-    assert all(p.metadata["file_name"] == "llama2_excerpt.pdf" for p in pages)
-    assert "Llama 2: Open Foundation and Fine-Tuned Chat Models" in pages[0].text
-    # Ligatures are spelt out, so the text matches what people type.
-    assert "our approach to fine-tuning" in pages[0].text and "\ufb01" not in pages[0].text
+def test_read_pdf_gives_one_document_per_page(test_paper_pdf: Path) -> None:
+    pages = read_pdf(test_paper_pdf)
+    assert len(pages) == 3
+    assert [p.metadata["page"] for p in pages] == [1, 2, 3]
+    assert all(p.metadata["file_name"] == FILE_NAME for p in pages)
+    words = " ".join(pages[0].text.split())
+    assert TITLE in words
+    # Columns are read one after the other, not across: each section of the first page
+    # comes whole and in order (compared without the line breaks).
+    letters = "".join(words.split())
+    first_page = "".join("".join(f"{heading}{body}".split()) for heading, body in SECTIONS[:4])
+    assert first_page in letters
+    # The layout engine set "fi" as a ligature glyph (as LaTeX does); it is spelt out, so
+    # the text matches what people type.
+    with pymupdf.open(test_paper_pdf) as document:
+        assert "\ufb01" in document[0].get_text(flags=pymupdf.TEXT_PRESERVE_LIGATURES)
+    assert "our approach to fine-tuning" in words and "\ufb01" not in pages[0].text
 
 
-def test_a_folder_that_is_not_an_index_is_never_replaced(llama2_pdf: Path, tmp_path: Path) -> None:
+def test_a_folder_that_is_not_an_index_is_never_replaced(
+    test_paper_pdf: Path, tmp_path: Path
+) -> None:
     (tmp_path / "thesis.tex").write_text("my work")
     with pytest.raises(UserError, match="holds no structune index"):
-        ingest(llama2_pdf, tmp_path, progress=False)
+        ingest(test_paper_pdf, tmp_path, progress=False)
     assert (tmp_path / "thesis.tex").read_text() == "my work"
 
 
@@ -131,9 +133,11 @@ def test_load_index_without_an_index_says_to_ingest(make: Callable[[Path], Path]
 
 
 @pytest.mark.parametrize(("size", "overlap"), [(0, 0), (100, 100), (100, -1)])
-def test_bad_chunk_settings_are_refused(size: int, overlap: int, tmp_path: Path) -> None:
+def test_bad_chunk_settings_are_refused(
+    size: int, overlap: int, test_paper_pdf: Path, tmp_path: Path
+) -> None:
     with pytest.raises(UserError, match="chunk_"):
-        ingest(LLAMA2, tmp_path / "index", chunk_size=size, chunk_overlap=overlap)
+        ingest(test_paper_pdf, tmp_path / "index", chunk_size=size, chunk_overlap=overlap)
     assert not (tmp_path / "index").exists()
 
 
@@ -141,25 +145,25 @@ def test_bad_chunk_settings_are_refused(size: int, overlap: int, tmp_path: Path)
 
 
 @pytest.fixture(scope="module")
-def index_dir(llama2_pdf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The excerpt ingested with the notebook's settings, offline and without OpenAI."""
+def index_dir(test_paper_pdf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test paper ingested with the notebook's settings, offline and without OpenAI."""
     attempts: list[object] = []
 
     def refuse(*args: object, **kwargs: object) -> None:
         attempts.append(args)
         raise OSError("tests forbid network access")
 
-    folder = tmp_path_factory.mktemp("rag") / "llama2-index"
+    folder = tmp_path_factory.mktemp("rag") / "paper-index"
     with pytest.MonkeyPatch.context() as patch:
         # Name lookups as well as connections: offline, a lookup fails before any connect.
         patch.setattr(socket, "getaddrinfo", refuse)
         patch.setattr(socket.socket, "connect", refuse)
         patch.delenv("OPENAI_API_KEY", raising=False)
         embedding_model.cache_clear()  # so the model is loaded here, under the guard
-        summary = ingest(llama2_pdf, folder, progress=False)
-        retrieve(load_index(folder), "What is Llama 2?")
+        summary = ingest(test_paper_pdf, folder, progress=False)
+        retrieve(load_index(folder), "What is Tern?")
     assert attempts == []
-    assert (summary.pages, summary.reused) == (4, False)
+    assert (summary.pages, summary.reused) == (3, False)
     assert summary.chunks > 0
     return folder
 
@@ -174,29 +178,27 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ingest_persists_chunks_and_a_manifest(index_dir: Path, llama2_pdf: Path) -> None:
+def test_ingest_persists_chunks_and_a_manifest(index_dir: Path, test_paper_pdf: Path) -> None:
     from llama_index.core import Settings
 
     manifest = json.loads((index_dir / MANIFEST_NAME).read_text())
-    assert manifest["key"]["pdf_sha256"] == hashlib.sha256(llama2_pdf.read_bytes()).hexdigest()
+    assert manifest["key"]["pdf_sha256"] == hashlib.sha256(test_paper_pdf.read_bytes()).hexdigest()
     assert (manifest["key"]["chunk_size"], manifest["key"]["chunk_overlap"]) == (1024, 200)
     assert manifest["key"]["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert manifest["embedding"]["dimensions"] == 384
     assert {"llama-index-core", "pymupdf", "torch"} <= manifest["versions"].keys()
     index = load_index(index_dir)
     assert len(index.docstore.docs) == manifest["chunks"]
-    assert all(
-        n.metadata["file_name"] == "llama2_excerpt.pdf" for n in index.docstore.docs.values()
-    )
+    assert all(n.metadata["file_name"] == FILE_NAME for n in index.docstore.docs.values())
     # Nothing resolved LlamaIndex's global defaults (an OpenAI LLM and embedding).
     assert Settings._llm is None and Settings._embed_model is None
     assert _leftovers(index_dir) == []
 
 
 @pytest.mark.slow
-def test_a_second_ingest_of_the_same_pdf_reuses_the_index(index_dir: Path, llama2_pdf: Path):
+def test_a_second_ingest_of_the_same_pdf_reuses_the_index(index_dir: Path, test_paper_pdf: Path):
     before = _snapshot(index_dir)
-    again = ingest(llama2_pdf, index_dir, progress=False)
+    again = ingest(test_paper_pdf, index_dir, progress=False)
     assert again.reused and again.stage_seconds == {}
     assert again.chunks == len(load_index(index_dir).docstore.docs)
     assert _snapshot(index_dir) == before
@@ -205,8 +207,8 @@ def test_a_second_ingest_of_the_same_pdf_reuses_the_index(index_dir: Path, llama
 @pytest.mark.parametrize(
     ("question", "phrase"),
     [
-        ("What are the Llama 2-Chat models optimized for?", "optimized for dialogue"),
-        ("By how much was the pretraining corpus of Llama 2 increased?", "by 40%"),
+        ("What are the Tern-Chat models optimized for?", "optimized for dialogue"),
+        ("By how much was the pretraining corpus of Tern grown?", "by 40%"),
     ],
 )
 @pytest.mark.slow
@@ -230,15 +232,15 @@ def test_bad_input_leaves_the_previous_index_usable(case: str, index_dir: Path, 
         ingest(make(tmp_path), index_dir, progress=False)
     assert _snapshot(index_dir) == before
     assert _leftovers(index_dir) == []
-    (best,) = retrieve(load_index(index_dir), "Which attention mechanism did Llama 2 adopt?")
+    (best,) = retrieve(load_index(index_dir), "What cuts the size of the cache while decoding?")
     assert "grouped-query attention" in best.node.get_content()
 
 
 @pytest.mark.slow
-def test_new_settings_rebuild_and_replace_the_index(llama2_pdf: Path, tmp_path: Path) -> None:
+def test_new_settings_rebuild_and_replace_the_index(test_paper_pdf: Path, tmp_path: Path) -> None:
     folder = tmp_path / "index"
-    coarse = ingest(llama2_pdf, folder, chunk_size=512, chunk_overlap=20, progress=False)
-    fine = ingest(llama2_pdf, folder, chunk_size=128, chunk_overlap=20, progress=False)
+    coarse = ingest(test_paper_pdf, folder, chunk_size=512, chunk_overlap=20, progress=False)
+    fine = ingest(test_paper_pdf, folder, chunk_size=128, chunk_overlap=20, progress=False)
     assert not fine.reused and fine.chunks > coarse.chunks
     assert set(fine.stage_seconds) == {"read", "split", "load model", "embed", "index"}
     assert len(load_index(folder).docstore.docs) == fine.chunks
@@ -250,14 +252,14 @@ def test_new_settings_rebuild_and_replace_the_index(llama2_pdf: Path, tmp_path: 
 def test_the_embedding_model_is_loaded_once_per_process(index_dir: Path) -> None:
     model = embedding_model()
     assert model is embedding_model()
-    assert len(model.get_query_embedding("Llama 2")) == 384
+    assert len(model.get_query_embedding("Tern")) == 384
 
 
 @pytest.mark.slow
-def test_an_index_missing_a_file_is_rebuilt(index_dir: Path, llama2_pdf: Path, tmp_path: Path):
+def test_an_index_missing_a_file_is_rebuilt(index_dir: Path, test_paper_pdf: Path, tmp_path: Path):
     copy = tmp_path / "index"
     shutil.copytree(index_dir, copy)
     (copy / "docstore.json").unlink()
-    rebuilt = ingest(llama2_pdf, copy, progress=False)
+    rebuilt = ingest(test_paper_pdf, copy, progress=False)
     assert not rebuilt.reused
     assert len(load_index(copy).docstore.docs) == rebuilt.chunks

@@ -1,19 +1,18 @@
-"""The list-extraction task: bibliography entries read from the real papers, and gold
-answers that hold to the extractive schema they are scored under."""
+"""The list-extraction task: hand-checked gold answers with their bibliography entries,
+which hold to the extractive schema they are scored under, and entries read from a PDF."""
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pymupdf
 import pytest
 
+from papers import REFERENCE_HEADING, REFERENCES
 from structune import UserError
 from structune.program import canonical_json
 from structune.tasks.references import (
-    HEADINGS,
     Reference,
     bibliography_surnames,
     reference_entries,
@@ -21,33 +20,35 @@ from structune.tasks.references import (
     reference_program,
 )
 
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "papers"
-
 
 @pytest.fixture(scope="module")
 def examples():
-    return reference_examples(PAPERS)
+    return reference_examples()
 
 
-def test_entries_are_split_by_their_hanging_indent():
-    entries = reference_entries(PAPERS / "lora.pdf", HEADINGS["lora"])
-    assert entries[0].startswith("Armen Aghajanyan, Luke Zettlemoyer, and Sonal Gupta.")
-    assert entries[0].endswith("URL http://arxiv.org/abs/2012.13255.")
-    assert "\n" not in entries[0]  # one cleaned line
-    assert entries[-1].startswith("Victor Zhong, Caiming Xiong, and Richard Socher.")  # no appendix
-    assert not any(e.isdigit() for e in entries)  # page numbers skipped
+def test_entries_are_split_by_their_hanging_indent(test_paper_pdf: Path):
+    # The test paper's bibliography: eight entries in two styles, most over two or three
+    # lines, each read back whole, as one cleaned line, with nothing after the last.
+    assert reference_entries(test_paper_pdf, REFERENCE_HEADING) == REFERENCES
 
 
-def test_bibliography_surnames_are_the_hand_checked_authors_of_instructgpts_style(examples):
-    entries = {p: reference_entries(PAPERS / f"{p}.pdf", HEADINGS[p]) for p in HEADINGS}
-    surnames = bibliography_surnames(entries["instructgpt"])
+def test_bibliography_surnames_are_the_one_word_surnames_written_surname_first(
+    test_paper_pdf: Path, examples
+):
+    entries = reference_entries(test_paper_pdf, REFERENCE_HEADING)
+    assert bibliography_surnames(entries) == [
+        "Ainslie", "Amodei", "Askell", "Bai", "Brown", "Chen", "Christiano", "Dagan",
+        "Dhariwal", "Drain", "Fort", "Ganguli", "Gao", "Gurevych", "Henighan", "Jones",
+        "Klimov", "Legg", "Leike", "Martic", "Meyer", "Ndousse", "Radford", "Sanghai",
+        "Schulman", "Shapira", "Wolski", "Zemlyanskiy",
+    ]  # fmt: skip
+    # not "Böhm", "Lebrón", "Lee-Thorp", "DasSarma", "de Jong"; nothing of the "Given
+    # Surname" entries ("Diederik P. Kingma and Jimmy Ba."); no title words ("Training")
+    surnames = bibliography_surnames([e.inputs["entry"] for e in examples])
     gold = {a for e in examples if e.paper == "instructgpt" for a in e.gold.authors}
-    one_word = {a for a in gold if re.fullmatch("[A-Z][a-z]+", a)}  # not "Böhm", "de Freitas"
-    assert len(one_word) > 100 and one_word <= set(surnames)
-    assert {"Li", "Wu", "Ng"} <= set(surnames) and surnames == sorted(set(surnames))
-    # nothing after an entry's year: its title's capitalized words are not names
-    assert "Constrained" not in surnames and "Training" not in surnames
-    assert bibliography_surnames(entries["lora"]) == []  # "Zeyuan Allen-Zhu and Yuanzhi Li."
+    one_word = {a for a in gold if re.fullmatch("[A-Z][a-z]+", a)}
+    assert len(one_word) > 100 and set(surnames) == one_word
+    assert {"Li", "Wu"} <= set(surnames) and surnames == sorted(set(surnames))  # short names too
 
 
 def test_forty_eight_hand_checked_entries_each_for_training_and_testing(examples):
@@ -66,16 +67,12 @@ def test_every_gold_answer_is_copied_from_its_entry_in_order(examples):
         reference_program.parse(canonical_json(e.gold.model_dump(mode="json")), e.inputs)
 
 
-def test_another_version_of_a_paper_is_refused(tmp_path):
-    shutil.copy(PAPERS / "instructgpt.pdf", tmp_path / "instructgpt.pdf")
+def test_a_pdf_without_the_heading_or_not_a_pdf_is_refused(tmp_path: Path):
     document = pymupdf.open()
-    document.new_page().insert_text((72, 72), "REFERENCES")
-    document.save(tmp_path / "lora.pdf")
-    with pytest.raises(UserError, match=r"lora\.pdf entry 0 reads '', not 'Armen Aghajanyan"):
-        reference_examples(tmp_path)
-    (tmp_path / "lora.pdf").write_text("not a pdf")
+    document.new_page().insert_text((72, 72), "Bibliography")
+    document.save(tmp_path / "other.pdf")
+    with pytest.raises(UserError, match=r"other\.pdf has no line 'References'"):
+        reference_entries(tmp_path / "other.pdf", "References")
+    (tmp_path / "notes.pdf").write_text("not a pdf")
     with pytest.raises(UserError, match="cannot read"):
-        reference_examples(tmp_path)
-    (tmp_path / "lora.pdf").unlink()
-    with pytest.raises(UserError, match=r"lora\.pdf not found"):
-        reference_examples(tmp_path)
+        reference_entries(tmp_path / "notes.pdf", "References")

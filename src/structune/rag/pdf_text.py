@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 MAX_PAGES = 2000
 """The most pages `read_pdf` accepts: bounds one ingest's time and memory (~1 min of text)."""
 
-# Bounds on reading one PDF. Real papers sit far below each (the three in ../shared/data:
+# Bounds on reading one PDF. Real papers sit far below each (three arXiv papers measured:
 # under 5,000 characters a page, no stream over 12 MB inflated, ~0.5 s to read 68 pages, a
 # reader process of ~160 MB); a file that crosses one is crafted or broken.
 MAX_PAGE_CHARS = 200_000
@@ -167,6 +167,9 @@ def _extract_text(data: bytes, name: str) -> dict[str, Any]:
             warnings = _check_document(doc, name, damaged)
             _check_inflated_sizes(doc, name)
             texts = _page_texts(doc, name)
+            if warnings and not any(text.strip() for text in texts):
+                # Repaired and textless: a truncated download or a broken file, not a scan.
+                raise UserError(f"{damaged} (no text could be recovered)")
             title = (doc.metadata or {}).get("title", "").strip() or Path(name).stem
     except failures as exc:
         raise _reading_failed(exc, name, damaged) from None

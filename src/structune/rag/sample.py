@@ -1,15 +1,24 @@
-"""A small sample paper, written here as a PDF, for the demo's RAG part when no PDF is given.
+"""Papers written here as PDFs: the demo's sample paper, and any text laid out as a paper.
 
-Numbered sections of plain prose that cite well-known works in the author-year styles real
+The sample paper (`write_sample_pdf`), for the demo's RAG part when no PDF is given:
+numbered sections of plain prose that cite well-known works in the author-year styles real
 papers use ("(Vaswani et al., 2017)", "Hu et al. (2021)", "(Brown et al., 2020; Ouyang et
 al., 2022)"). The text is assembled from fixed sentences, so the PDF, its chunks and its
 citations are the same on every run; PyMuPDF writes it, so the demo reads a real PDF.
+
+`write_paper_pdf` lays out given text the way typeset papers are: body text flowing over
+one or two columns, shaped by MuPDF's layout engine (so "fi" and "ffi" become ligature
+glyphs, as in LaTeX output), then a bibliography with hanging indents. The suite writes its
+test papers with it, so no test needs a PDF from outside the repository.
 """
 
 from __future__ import annotations
 
+import html
 import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 WORKS = [
     ("Vaswani et al.", 2017, "the Transformer architecture"),
@@ -103,3 +112,87 @@ def write_sample_pdf(path: str | Path) -> Path:
     doc.set_metadata({"title": "A Sample Paper on Adapting Small Language Models"})
     doc.save(path)
     return path
+
+
+_PAPER_CSS = """
+body {font-family: serif; font-size: 10pt; text-align: justify}
+h1 {font-size: 15pt; text-align: center}
+h2 {font-size: 11pt; margin-top: 8pt; text-align: left}
+p {margin-top: 3pt; margin-bottom: 3pt}
+p.entry {margin-left: 18pt; text-indent: -18pt; text-align: left}
+"""
+
+
+def write_paper_pdf(
+    path: str | Path,
+    *,
+    title: str,
+    sections: Sequence[tuple[str, str]],
+    references: Sequence[str] = (),
+    references_heading: str = "References",
+    columns: Literal[1, 2] = 2,
+) -> Path:
+    """Write text laid out as a paper (US letter) to `path`; return the path.
+
+    Args:
+        title: the title, centred above the body on the first page.
+        sections: (heading, body) pairs; a heading that starts with a section number
+            ("2.1 Pretraining Data") is written with the number on a line of its own, as
+            PDF text of LaTeX papers reads; paragraphs are separated by blank lines.
+        references: bibliography entries, on a new page under `references_heading`, one
+            column wide, each with a hanging indent (its first line at the heading's margin,
+            the others further right).
+        columns: how many columns the body flows over.
+    """
+    import pymupdf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page = pymupdf.paper_rect("letter")
+    writer = pymupdf.DocumentWriter(str(path))
+    body = f"<h1>{html.escape(title)}</h1>" + "".join(_section_html(h, b) for h, b in sections)
+    _place(writer, pymupdf.Story(body, user_css=_PAPER_CSS), page, _column_rects(page, columns))
+    if references:
+        entries = "".join(f'<p class="entry">{html.escape(e)}</p>' for e in references)
+        bibliography = f"<h2>{html.escape(references_heading)}</h2>{entries}"
+        story = pymupdf.Story(bibliography, user_css=_PAPER_CSS)
+        _place(writer, story, page, _column_rects(page, 1))
+    writer.close()
+    return path
+
+
+def _section_html(heading: str, body: str) -> str:
+    number, _, name = heading.partition(" ")
+    if name and number.rstrip(".").replace(".", "").isdigit():
+        heading_html = f"{html.escape(number)}<br/>{html.escape(name)}"
+    else:
+        heading_html = html.escape(heading)
+    paragraphs = (p for p in body.split("\n\n") if p.strip())
+    return f"<h2>{heading_html}</h2>" + "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+
+
+def _column_rects(page: Any, columns: int) -> list[Any]:
+    import pymupdf
+
+    margin, gutter = 54.0, 18.0
+    width = (page.width - 2 * margin - gutter * (columns - 1)) / columns
+    bottom = page.height - margin
+    return [
+        pymupdf.Rect(
+            margin + i * (width + gutter), 72, margin + i * (width + gutter) + width, bottom
+        )
+        for i in range(columns)
+    ]
+
+
+def _place(writer: Any, story: Any, page: Any, columns: Sequence[Any]) -> None:
+    """Flow `story` over as many pages of `columns` as it takes."""
+    more = True
+    while more:
+        device = writer.begin_page(page)
+        for column in columns:
+            more, _ = story.place(column)
+            story.draw(device)
+            if not more:
+                break
+        writer.end_page()

@@ -6,8 +6,9 @@ where small models skip, repeat and loop. `data/references.jsonl` holds gold ans
 checked by hand, for 96 entries of two papers in two styles: InstructGPT's ("Achiam, J.,
 Held, D., and Abbeel, P. (2017). Constrained policy optimization. In ...") and LoRA's
 ("Zeyuan Allen-Zhu and Yuanzhi Li. What Can ResNet Learn ...? In NeurIPS, 2019."), half for
-training and half for testing. The entries themselves are read from the PDFs
-(`reference_entries`), which stay outside the repository.
+training and half for testing. Each row carries its entry's text as `reference_entries`
+read it from the paper's PDF (a bibliography entry is a short statement of fact), so the
+task needs no PDF; `reference_entries` still reads the entries of any paper.
 
 Gold conventions: `authors` are the surnames in the order listed, with particles ("de
 Freitas", "von Arx") and suffixes ("Daumé III"), without initials, given names or "et
@@ -124,13 +125,8 @@ def bibliography_surnames(entries: Sequence[str]) -> list[str]:
     return sorted({name for head in authors for name in _LISTED_AUTHOR.findall(head)})
 
 
-def reference_examples(papers: Path) -> list[ReferenceExample]:
-    """The hand-checked examples, with their entries read from the PDFs in `papers`.
-
-    Raises:
-        UserError: a paper is missing, or its entries are not the ones the answers were
-            checked against (another version of the PDF).
-    """
+def reference_examples() -> list[ReferenceExample]:
+    """The hand-checked examples, in the data file's order (by paper, then entry)."""
     rows = [
         json.loads(line)
         for line in files("structune")
@@ -139,22 +135,13 @@ def reference_examples(papers: Path) -> list[ReferenceExample]:
         .splitlines()
         if line.strip()
     ]
-    entries: dict[str, list[str]] = {}
-    examples = []
-    for row in rows:
-        paper = row["paper"]
-        if paper not in entries:
-            pdf = papers / f"{paper}.pdf"
-            if not pdf.is_file():
-                raise UserError(f"{pdf} not found; the reference task reads its entries there")
-            entries[paper] = reference_entries(pdf, HEADINGS[paper])
-        found = entries[paper]
-        entry = found[row["entry"]] if row["entry"] < len(found) else ""
-        if not entry.startswith(row["starts"]):
-            raise UserError(
-                f"{paper}.pdf entry {row['entry']} reads {entry[:32]!r}, not {row['starts']!r}: "
-                "a different version of the paper; the gold answers do not apply to it"
-            )
-        gold = Reference(authors=row["authors"], year=row["year"], title=row["title"])
-        examples.append(ReferenceExample(paper, row["entry"], row["split"], {"entry": entry}, gold))
-    return examples
+    return [
+        ReferenceExample(
+            row["paper"],
+            row["entry"],
+            row["split"],
+            {"entry": row["text"]},
+            Reference(authors=row["authors"], year=row["year"], title=row["title"]),
+        )
+        for row in rows
+    ]
