@@ -170,3 +170,102 @@ def test_eval_refuses_bad_setups_with_one_line_errors(tmp_path):
         assert result.returncode == 1, (args, result.stderr)
         assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
         assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_record_after_a_permanent_failure_exits_0_reports_it_and_loses_nothing(tmp_path):
+    from structune.tasks.albums import curated_albums
+
+    known = [a["movie_name"] for a in curated_albums()[:2]]
+    inputs = tmp_path / "movies.txt"
+    inputs.write_text(f"{known[0]}\nNo Such Movie Anywhere\n{known[1]}\n")  # one unknown
+    db = str(tmp_path / "d.sqlite")
+    argv = ["record", "--inputs", str(inputs), "--teacher", "offline:albums", "--db", db]
+    first = run_cli(*argv, env_home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert f"recorded 2 into a new dataset at {db} (2 valid, 0 invalid)" in first.stdout
+    assert "the teacher failed on 1" in first.stdout and "only knows the movies" in first.stdout
+    for _ in range(2):  # the one input that fails is asked again, alone, and fails again
+        again = run_cli(*argv, env_home=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert "recorded 0 (0 valid, 0 invalid); skipped 2" in again.stdout
+        assert "the teacher failed on 1" in again.stdout
+    listed = json.loads(run_cli("datasets", "--json", "--db", db, env_home=tmp_path).stdout)
+    (task,) = listed["tasks"]
+    assert (task["task"], task["examples"], task["valid"], task["failed"]) == ("album", 2, 2, 1)
+
+
+def test_answers_invalid_for_the_program_warn_and_a_reimport_checks_them_again(tmp_path):
+    from structune.tasks.albums import album_program, curated_albums
+
+    lines = [
+        {"messages": [*album_program.messages({"movie_name": a["movie_name"]}),
+                      {"role": "assistant", "content": json.dumps(a["album"])}]}
+        for a in curated_albums()[:3]
+    ]  # fmt: skip
+    source = write_jsonl(tmp_path / "albums.jsonl", lines)
+    db = ["--db", str(tmp_path / "d.sqlite")]
+    wrong = run_cli("import", str(source), "--task", "mine", "--program", "citations", *db,
+                    env_home=tmp_path)  # fmt: skip
+    assert wrong.returncode == 0, wrong.stderr
+    assert "warning: 3 of 3 answers are not valid against program 'citations'" in wrong.stderr
+    right = run_cli("import", str(source), "--task", "mine", "--program", "album", *db,
+                    env_home=tmp_path)  # fmt: skip
+    assert right.returncode == 0 and "warning" not in right.stderr
+    assert "0 examples" in right.stdout and "3 stored answers checked again" in right.stdout
+    listed = json.loads(run_cli("datasets", "--json", *db, env_home=tmp_path).stdout)
+    assert [(t["task"], t["valid"]) for t in listed["tasks"]] == [("mine", 3)]
+
+    out = tmp_path / "out.jsonl"
+    assert run_cli("export", str(out), *db, env_home=tmp_path).returncode == 0
+    assert out.stat().st_mode & 0o077 == 0o644 & ~_umask() & 0o077  # readable as open() makes it
+
+    removed = run_cli("datasets", "rm", "mine", *db, env_home=tmp_path)
+    assert removed.returncode == 0 and "3 examples" in removed.stdout
+    assert json.loads(run_cli("datasets", "--json", *db, env_home=tmp_path).stdout)["tasks"] == []
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_listings_as_json_and_an_adapter_removed(tmp_path):
+    from structune.train.adapters import MANIFEST_FILE, AdapterManifest
+
+    models = json.loads(run_cli("models", "--json", env_home=tmp_path).stdout)
+    assert [m["name"] for m in models] == ["smollm2-135m"]
+    assert json.loads(run_cli("adapters", "--json", env_home=tmp_path).stdout) == []
+    manifest = AdapterManifest(
+        id="a-1", base_model="smollm2-135m", task="album", dataset_hash="0", dataset_size=1,
+        config={}, loss_history=[1.0], steps=1, tokens_trained=1, train_seconds=1.0,
+    )  # fmt: skip
+    (tmp_path / "adapters" / "a-1").mkdir(parents=True)
+    (tmp_path / "adapters" / "a-1" / MANIFEST_FILE).write_text(manifest.model_dump_json())
+    (listed,) = json.loads(run_cli("adapters", "--json", env_home=tmp_path).stdout)
+    assert listed["id"] == "a-1" and listed["task"] == "album"
+    removed = run_cli("adapters", "rm", "a-1", env_home=tmp_path)
+    assert removed.returncode == 0 and "removed adapter a-1" in removed.stdout
+    assert not (tmp_path / "adapters" / "a-1").exists()
+
+
+def test_help_shows_the_defaults():
+    record = subprocess.run(
+        [sys.executable, "-m", "structune.cli", "record", "--help"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    flat = " ".join(record.split())
+    assert "(default: album)" in flat and "(default: 8)" in flat and "(default: 1024)" in flat
+    assert "(default: None)" not in flat and "(default: False)" not in flat
+
+
+def test_a_mistyped_base_fails_at_once_listing_the_built_ins(tmp_path):
+    import time
+
+    started = time.perf_counter()
+    result = run_cli("train", "--jsonl", str(tmp_path / "x.jsonl"), "--base", "nosuch-model",
+                     env_home=tmp_path)  # fmt: skip
+    assert time.perf_counter() - started < 5
+    assert result.returncode == 1 and "built-in models: smollm2-135m" in result.stderr

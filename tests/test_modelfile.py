@@ -64,9 +64,9 @@ def test_export_adapter_writes_a_modelfile_for_ollama(adapter, tiny_model_dir, t
     assert main(["-q", "export-adapter", adapter.id, str(out), "--modelfile"]) == 0
     modelfile = read_modelfile(tmp_path / "Modelfile")
 
-    (base,) = modelfile["FROM"]
+    (base,) = modelfile["FROM"]  # a transformers folder: named where it is
     assert Path(base) == tiny_model_dir.resolve() and (Path(base) / "config.json").is_file()
-    assert modelfile["ADAPTER"] == [str(out.resolve())] and out.is_file()
+    assert modelfile["ADAPTER"] == ["./adapter.gguf"] and out.is_file()  # beside it
     assert modelfile["PARAMETER"][-1] == "temperature 0"
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -76,12 +76,15 @@ def test_export_adapter_writes_a_modelfile_for_ollama(adapter, tiny_model_dir, t
     stops = [json.loads(p.removeprefix("stop ")) for p in modelfile["PARAMETER"] if "stop" in p]
     assert set(stops) == expected and len(stops) == len(expected)
 
-    # Ollama puts SYSTEM first when a request has none, as the chat template does.
+    # Ollama puts SYSTEM first when a request has none: the system prompt the adapter was
+    # trained with, so a request to Ollama renders as the training conversations did.
     (template,) = modelfile["TEMPLATE"]
     (system,) = modelfile["SYSTEM"]
-    user = [{"role": "user", "content": "Heat"}]
+    trained = album_program.messages({"movie_name": "Heat"})
+    assert system == trained[0]["content"] == adapter.system_prompt
+    user = trained[1:]
     ollama = render_go_template(template, [{"role": "system", "content": system}, *user])
-    assert ollama == render_chat(tokenizer, user, add_generation_prompt=True)
+    assert ollama == render_chat(tokenizer, trained, add_generation_prompt=True)
     chat = [
         {"role": "system", "content": "Be brief."},
         *user,
@@ -101,5 +104,8 @@ def test_an_adapter_of_the_builtin_base_names_the_bundled_gguf(adapter, tmp_path
     lora.write_bytes(b"GGUF")
 
     modelfile = read_modelfile(write_modelfile(relabelled.id, lora))
-    assert modelfile["FROM"] == [str(builtin_gguf_path("smollm2-135m"))]
-    assert modelfile["ADAPTER"] == [str(lora.resolve())]
+    # The bundled GGUF is copied beside the Modelfile: the folder moves as one.
+    bundled = builtin_gguf_path("smollm2-135m")
+    assert modelfile["FROM"] == [f"./{bundled.name}"]
+    assert (tmp_path / bundled.name).read_bytes() == bundled.read_bytes()
+    assert modelfile["ADAPTER"] == ["./adapter.gguf"]

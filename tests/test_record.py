@@ -74,25 +74,46 @@ def test_invalid_answers_are_kept_flagged_and_not_trained_on(store):
 
 
 def test_a_crash_mid_run_loses_nothing_and_resume_finishes(store):
-    calls = []
-
-    def dies_on_rocky(messages):
-        calls.append(1)
+    def interrupted_on_rocky(messages):
         if "Rocky" in messages[-1]["content"]:
-            raise ConnectionError("teacher went away")
+            raise KeyboardInterrupt  # Ctrl-C, or a kill: not a teacher's failure
         return album_answer(messages)
 
-    teacher = CallableLLM(dies_on_rocky, model_id="t")
-    with pytest.raises(ConnectionError):
+    teacher = CallableLLM(interrupted_on_rocky, model_id="t")
+    with pytest.raises(KeyboardInterrupt):
         record(album_program, teacher, MOVIES, store=store, batch_size=1, progress=False)
     assert len(store.examples()) == 3  # Heat, Alien, Jaws were committed
 
-    calls.clear()
     s = record(
         album_program, CallableLLM(album_answer, model_id="t"), MOVIES, store=store, progress=False
     )
     assert (s.recorded, s.skipped) == (2, 3)
     assert len(store.examples()) == 5
+
+
+def test_any_exception_of_a_teacher_is_a_failed_row_asked_again_without_stopping(store):
+    def breaks_on_rocky(messages):
+        if "Rocky" in messages[-1]["content"]:
+            raise RuntimeError("the function has a bug")
+        return album_answer(messages)
+
+    teacher = CallableLLM(breaks_on_rocky, model_id="t")
+    first = record(album_program, teacher, MOVIES, store=store, batch_size=1, progress=False)
+    assert (first.valid, first.failed) == (4, 1)
+    assert first.first_failure == "RuntimeError: the function has a bug"
+    (failed,) = [e for e in store.examples() if e.failed]
+    assert failed.inputs == {"movie_name": "Rocky"} and "RuntimeError" in failed.error
+
+    # The next run asks only Rocky again; that it fails again is reported, not fatal.
+    again = record(album_program, teacher, MOVIES, store=store, batch_size=1, progress=False)
+    assert (again.recorded, again.skipped, again.failed) == (0, 4, 1)
+    assert len(store.examples()) == 5
+
+    fixed = record(
+        album_program, CallableLLM(album_answer, model_id="t"), MOVIES, store=store, progress=False
+    )
+    assert (fixed.valid, fixed.failed, fixed.skipped) == (1, 0, 4)
+    assert not any(e.failed for e in store.examples())
 
 
 class BatchingTeacher(LLM):

@@ -212,8 +212,10 @@ def test_lora_dropout_reaches_the_saved_adapter_and_an_out_of_range_one_is_refus
     peft_config = json.loads((manifest.path / "adapter_config.json").read_text())
     assert peft_config["lora_dropout"] == 0.2
 
-    assert main([*argv, "--lora-dropout", "1"]) == 1
-    assert "lora_dropout must be in [0, 1), got 1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse: before anything loads
+        main([*argv, "--lora-dropout", "1"])
+    assert refused.value.code == 2
+    assert "--lora-dropout: must be in [0, 1), got 1" in capsys.readouterr().err
 
 
 def test_training_on_no_examples_is_refused():
@@ -246,7 +248,7 @@ def test_unknown_adapter_lists_the_known_ones(tiny_model_dir):
 
 
 def test_invalid_config_is_refused():
-    with pytest.raises(UserError, match="batch_size must be positive"):
+    with pytest.raises(UserError, match="batch_size must be a positive number"):
         finetune(conversations(), config=TrainConfig(batch_size=0), progress=False)
 
 

@@ -8,23 +8,64 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from structune.errors import StructuneError
+from structune.errors import StructuneError, UserError
+
+
+def check_writable(path: str | Path) -> Path:
+    """Refuse an output path that cannot be written, before any work goes into its content.
+
+    Raises:
+        UserError: `path` is a folder, or its folder cannot be created or written to.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the path of a file to write")
+    folder = path.parent
+    while not folder.exists():  # the nearest folder that exists is where one gets created
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: no write permission in {folder}")
+    return path
 
 
 def write_atomically(path: str | Path, text: str) -> None:
-    """Write `text` (UTF-8) to a temporary file beside `path`, fsync it, rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `text` (UTF-8) to a temporary file beside `path`, fsync it, rename it over `path`.
+
+    The file gets the mode a plain `open(path, "w")` would give it (the umask's), or the
+    mode of the file it replaces.
+
+    Raises:
+        UserError: `path` cannot be written (see `check_writable`, or the OS's reason).
+    """
+    path = check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _new_file_mode(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), mode)  # mkstemp's 0600 would hide exports from others
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
+
+
+def _new_file_mode(path: Path) -> int:
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def fsync_tree(folder: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from structune.errors import UserError
+from structune.fileio import check_writable
 from structune.train.adapters import load_manifest
 
 
@@ -25,7 +26,7 @@ def export_gguf_lora(adapter_id: str, out: str | Path) -> Path:
     manifest = load_manifest(adapter_id)
     peft_config = json.loads((manifest.path / "adapter_config.json").read_text())
     pairs = list(lora_pairs(adapter_id))  # refuses a base llama.cpp cannot take first
-    out = Path(out)
+    out = check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(out, "llama")
     writer.add_type(gguf.GGUFType.ADAPTER)

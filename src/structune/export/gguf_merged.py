@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from structune.errors import UserError
 from structune.export.gguf_lora import lora_pairs
+from structune.fileio import check_writable
 from structune.train.adapters import load_manifest
 
 TensorType = Literal["f32", "f16", "q8_0"]
@@ -56,7 +57,7 @@ def export_gguf_merged(
             return weights
         return gguf.quants.quantize(weights, qtype)
 
-    out = Path(out)
+    out = check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(out.name + ".partial")
     writer = gguf.GGUFWriter(staging, arch=_field(reader, gguf.Keys.General.ARCHITECTURE))

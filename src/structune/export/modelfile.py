@@ -5,17 +5,22 @@ Ollama renders prompts with a Go template, not the tokenizer's Jinja template, s
 Modelfile restates the chat format the adapter was trained on. That is written only for
 ChatML-style templates (`<|im_start|>role\\ncontent<|im_end|>\\n`, SmolLM2's), checked by
 rendering through the real tokenizer; any other template is refused rather than guessed.
-A system prompt that the Jinja template adds when a conversation has none becomes
-`SYSTEM`, which Ollama adds in the same case. The stops are the tokenizer's end-of-
-sequence token and the generation config's; temperature 0 is structune's greedy decoding.
+`SYSTEM`, which Ollama adds to a conversation without one, is the system prompt the
+adapter was trained with (its manifest records it), else the one the Jinja template adds.
+The folder is portable: `FROM` and `ADAPTER` name files beside the Modelfile (a GGUF base
+is copied there, as Ollama needs it at `ollama create`); only a transformers-folder base is
+named by its absolute path. The stops are the tokenizer's end-of-sequence token and the
+generation config's; temperature 0 is structune's greedy decoding.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 from structune.errors import UserError
+from structune.fileio import write_atomically
 from structune.llms.base import Message
 from structune.models.chat import render_chat
 from structune.train.adapters import load_manifest
@@ -62,18 +67,20 @@ def write_modelfile(
         generation = GenerationConfig.from_pretrained(source)
     except OSError:  # a model directory without generation_config.json
         generation = None
+    out = (Path(out) if out is not None else gguf_file.with_name("Modelfile")).resolve()
+    weights = _beside(gguf_file, out.parent)
     if merged:
-        lines = [f"FROM {gguf_file}"]
+        lines = [f"FROM {weights}"]
     else:
-        lines = [f"FROM {_base_weights(manifest.base_model)}", f"ADAPTER {gguf_file}"]
+        lines = [f"FROM {_base_weights(manifest.base_model, out.parent)}", f"ADAPTER {weights}"]
     lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
-    system = _default_system_prompt(tokenizer, manifest.base_model)
+    template_default = _default_system_prompt(tokenizer, manifest.base_model)  # ChatML only
+    system = manifest.system_prompt or template_default
     if system is not None:
         lines.append(f'SYSTEM """{system}"""')
     lines += [f'PARAMETER stop "{token}"' for token in stop_tokens(tokenizer, generation)]
     lines.append("PARAMETER temperature 0")
-    out = Path(out) if out is not None else gguf_file.with_name("Modelfile")
-    out.write_text("\n".join(lines) + "\n")
+    write_atomically(out, "\n".join(lines) + "\n")
     return out
 
 
@@ -85,20 +92,28 @@ def stop_tokens(tokenizer: Any, generation_config: Any = None) -> list[str]:
     return list(dict.fromkeys(t for t in tokens if t))
 
 
-def _base_weights(base: str) -> Path:
-    """What `FROM` names: the base's GGUF file, or its transformers directory (Ollama
-    imports safetensors directories of Llama-family models)."""
+def _base_weights(base: str, folder: Path) -> str:
+    """What `FROM` names: the base's GGUF file, copied into `folder`, or its transformers
+    directory (Ollama imports safetensors directories of Llama-family models)."""
     from structune.models.loading import BUILTIN_MODELS, builtin_gguf_path
 
-    if base in BUILTIN_MODELS:
-        return builtin_gguf_path(base)
-    path = Path(base).expanduser().resolve()
-    if path.is_file() or (path / "config.json").is_file():
-        return path
+    path = builtin_gguf_path(base) if base in BUILTIN_MODELS else Path(base).expanduser().resolve()
+    if path.is_file():
+        copy = folder / path.name
+        if not (copy.is_file() and copy.stat().st_size == path.stat().st_size):
+            shutil.copyfile(path, copy)
+        return f"./{copy.name}"
+    if (path / "config.json").is_file():
+        return str(path)
     raise UserError(
         f"the base model {base!r} is not a local file or directory, so a Modelfile cannot "
         "name it; download it and train the adapter on the local copy"
     )
+
+
+def _beside(path: Path, folder: Path) -> str:
+    """`path` as the Modelfile names it: `./NAME` when it lies in the Modelfile's folder."""
+    return f"./{path.name}" if path.parent == folder else str(path)
 
 
 def _default_system_prompt(tokenizer: Any, base: str) -> str | None:

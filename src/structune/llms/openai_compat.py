@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -63,6 +64,12 @@ class OpenAICompatibleLLM(LLM):
             base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         ).rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get(api_key_env)
+        if not self.api_key and urlsplit(self.base_url).hostname == "api.openai.com":
+            # OpenAI's own API answers 401 to every request without a key: say so first
+            raise UserError(
+                f"{api_key_env} is not set: export your API key in it, or point "
+                "OPENAI_BASE_URL (or --base-url) at an OpenAI-compatible server that needs none"
+            )
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.client = client or httpx.Client(timeout=timeout)

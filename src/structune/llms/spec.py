@@ -1,6 +1,7 @@
 """Model specs as written on the command line → `LLM` objects.
 
-- `openai:MODEL`: an OpenAI-compatible endpoint (`OPENAI_BASE_URL`, `OPENAI_API_KEY`);
+- `openai:MODEL`: an OpenAI-compatible endpoint (`base_url` or `OPENAI_BASE_URL`, and
+  `OPENAI_API_KEY`);
 - `local:BASE` or `local:BASE+ADAPTER_ID`: a local transformers model, with an adapter;
 - `llamacpp:BASE_OR_GGUF`: a built-in model's GGUF or a GGUF file, through llama.cpp;
 - `offline:albums`, `offline:citations`: the offline teachers of the built-in tasks;
@@ -15,7 +16,12 @@ from structune.llms.base import LLM
 OFFLINE_TEACHERS = ("offline:albums", "offline:citations")
 
 
-def llm_from_spec(spec: str) -> LLM:
+def llm_from_spec(spec: str, *, base_url: str | None = None) -> LLM:
+    """The model `spec` names (see the module docstring); `base_url` is the API root of an
+    `openai:` model. Specs are checked before anything loads: an unknown name, a missing
+    file or adapter, an unset API key fail at once."""
+    if base_url is not None and not spec.startswith("openai:"):
+        raise UserError(f"--base-url is for openai:MODEL specs, not {spec!r}")
     if spec == "offline:albums":
         from structune.tasks.albums import curated_teacher
 
@@ -28,7 +34,7 @@ def llm_from_spec(spec: str) -> LLM:
     if spec.startswith("openai:"):
         from structune.llms.openai_compat import OpenAICompatibleLLM
 
-        return OpenAICompatibleLLM(spec.removeprefix("openai:"))
+        return OpenAICompatibleLLM(spec.removeprefix("openai:"), base_url=base_url)
     if spec.startswith("llamacpp:"):
         from structune.llms.llama_cpp import LlamaCppLLM
         from structune.models.loading import BUILTIN_MODELS, builtin_gguf_path
@@ -40,6 +46,10 @@ def llm_from_spec(spec: str) -> LLM:
 
     if spec.startswith("local:"):
         base, _, adapter = spec.removeprefix("local:").partition("+")
+        if not adapter:
+            from structune.models.loading import check_model_spec
+
+            check_model_spec(base)
         return LocalLLM.load(base, adapter=adapter or None)
     from structune.models.loading import BUILTIN_MODELS
 

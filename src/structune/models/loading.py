@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,25 +66,86 @@ def builtin_gguf_path(name: str) -> Path:
     return path
 
 
-def resolve_model(spec: str) -> str:
-    """Turn a spec into something `from_pretrained` loads: a local directory or a hub id."""
+def check_model_spec(spec: str) -> None:
+    """Refuse at once a spec that could only fail later: a built-in whose package is
+    missing, a missing file or folder, a name that is no hub id, or a hub id neither in the
+    local hub cache nor reachable. Loads nothing.
+
+    Raises:
+        UserError: what is wrong, with the built-in models and what to pass instead.
+    """
     if spec in BUILTIN_MODELS:
-        return str(_cached_conversion(builtin_gguf_path(spec), name=spec))
+        builtin_gguf_path(spec)
+        return
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise UserError(f"GGUF file {path} not found")
-        return str(_cached_conversion(path, name=path.stem + "-" + _file_fingerprint(path)))
+        return
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise UserError(f"{path} is not a transformers model directory (no config.json)")
-        if not any(path.glob("*.safetensors")):
-            raise UserError(
-                f"{path} has no .safetensors weights; structune never loads pickled weights "
-                "(pytorch_model.bin): convert the model to safetensors with `save_pretrained`"
-            )
-        return str(path)
-    return spec  # a hub id
+        _check_model_dir(path)
+        return
+    _check_hub_id(spec)
+
+
+def resolve_model(spec: str) -> str:
+    """Turn a spec into something `from_pretrained` loads: a local directory or a hub id."""
+    check_model_spec(spec)
+    if spec in BUILTIN_MODELS:
+        return str(_cached_conversion(builtin_gguf_path(spec), name=spec))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        return str(_cached_conversion(path, name=path.stem + "-" + _file_fingerprint(path)))
+    return str(path) if path.exists() else spec
+
+
+def _check_model_dir(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} is not a transformers model directory (no config.json)")
+    if not any(path.glob("*.safetensors")):
+        raise UserError(
+            f"{path} has no .safetensors weights; structune never loads pickled weights "
+            "(pytorch_model.bin): convert the model to safetensors with `save_pretrained`"
+        )
+
+
+# "owner/name", as hub ids are written; a bare word is a typo far more often than a hub id
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def _check_hub_id(spec: str) -> None:
+    builtins = f"built-in models: {', '.join(BUILTIN_MODELS)} (`structune models`)"
+    if spec.startswith(("/", ".", "~")):
+        raise UserError(f"{spec} not found: no such model file or folder; {builtins}")
+    if not _HUB_ID.fullmatch(spec):
+        raise UserError(
+            f"unknown model {spec!r}: not a built-in, a .gguf file, a model folder or a hub "
+            f"id (owner/name); {builtins}"
+        )
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        return  # downloaded before: transformers loads it from the cache
+    if constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT):
+        raise UserError(
+            f"model {spec!r} is not in the local hub cache and the hub ({constants.ENDPOINT}) "
+            "cannot be reached; download it where there is network, or pass a model folder "
+            f"or a .gguf file; {builtins}"
+        )
+
+
+def _reachable(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to `url`'s host opens: a second, not a minute of retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def load_model(spec: str = DEFAULT_BASE_MODEL, *, dtype: DType = "float32") -> tuple[Any, Any]:

@@ -32,9 +32,24 @@ _METADATA_KEY = "structune"
 
 @dataclass(frozen=True)
 class ImportSummary:
+    """What one `import_jsonl` did.
+
+    Attributes:
+        lines: examples read from the file.
+        added: new rows stored.
+        skipped: lines already stored (same task, inputs and teacher).
+        invalid: of the lines read, answers that are not valid (e.g. against `program`).
+        revalidated: rows already stored whose verdict changed, checked again (against
+            the program given this time).
+        first_error: why the first invalid answer is invalid.
+    """
+
     lines: int
     added: int
     skipped: int
+    invalid: int = 0
+    revalidated: int = 0
+    first_error: str | None = None
 
 
 def export_jsonl(
@@ -42,6 +57,8 @@ def export_jsonl(
 ) -> int:
     """Write the store's examples (optionally one task, optionally only valid ones) to `path`;
     return how many lines were written."""
+    if task is not None:
+        store.require_task(task)
     examples = store.examples(task, valid=True if valid_only else None)
     schemas = {e.schema_hash: store.schema(e.schema_hash) for e in examples}
     lines = [_to_line(e, schemas[e.schema_hash]) for e in examples]
@@ -68,6 +85,8 @@ def import_jsonl(
         UserError: a line is malformed; the message gives the file and line number.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the JSONL file to import")
     if not path.is_file():
         raise UserError(f"{path} not found")
     examples: list[Example] = []
@@ -86,10 +105,21 @@ def import_jsonl(
             examples.append(example)
             if schema is not None:
                 schemas[example.schema_hash] = (example.task, schema)
+    if not examples:
+        raise UserError(f"{path} holds no examples (every line is blank); nothing to import")
     for schema_hash, (task_name, schema) in schemas.items():
         store.put_schema(task_name, schema_hash, schema)
     added = store.add_many(examples)
-    return ImportSummary(lines=len(examples), added=added, skipped=len(examples) - added)
+    revalidated = store.revalidate(examples) if program is not None else 0
+    invalid = [e for e in examples if not e.valid]
+    return ImportSummary(
+        lines=len(examples),
+        added=added,
+        skipped=len(examples) - added,
+        invalid=len(invalid),
+        revalidated=revalidated,
+        first_error=invalid[0].error if invalid else None,
+    )
 
 
 def _to_line(e: Example, schema: dict[str, Any] | None) -> dict[str, Any]:

@@ -5,14 +5,14 @@ a re-run costs nothing for finished work. Answers are committed batch by batch: 
 loses at most the batch in flight. Invalid answers are stored too, flagged with their
 error, never trained on, and final.
 
-A teacher that fails on an input (a `BackendError` or `UserError` once the client's own
-retries are spent) does not stop the run: the input is stored as a failed row with the
-cause and asked again on the next run, after the new inputs, so an input the teacher
-cannot answer never blocks the start of a run. Only when the teacher fails on every input
-of the run's first batch is it taken as down or misconfigured (a bad key, an unknown
-model): the run stops there with the cause rather than spend retries on every remaining
-input. Any other exception (a bug in a callable teacher) stops the run as well; what was
-committed stays.
+A teacher that fails on an input (any exception once the client's own retries are spent,
+from an HTTP error to a bug in a callable teacher) does not stop the run: the input is
+stored as a failed row with the cause and asked again on the next run, after the new
+inputs, so an input the teacher cannot answer never blocks the others. The run stops
+early only when the teacher has failed on every input it tried and some of those were
+new: then it is taken as down or misconfigured (a bad key, an unknown model), and the run
+stops after the first batch rather than spend retries on every remaining input. Inputs
+that failed before and fail again are reported, not fatal: everything else is done.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from structune.record.store import DatasetStore, Example, example_id
 
 log = logging.getLogger(__name__)
 
-_TEACHER_ERRORS = (BackendError, UserError)
-
 
 @dataclass(frozen=True)
 class RecordSummary:
@@ -42,6 +40,7 @@ class RecordSummary:
         valid: answers that are valid instances of the schema.
         invalid: answers that are not; stored flagged, never trained on, not asked again.
         failed: inputs the teacher failed on; stored with the cause, asked again next run.
+        first_failure: the cause of the first failure, if any.
     """
 
     recorded: int
@@ -49,6 +48,7 @@ class RecordSummary:
     valid: int
     invalid: int
     failed: int = 0
+    first_failure: str | None = None
 
 
 def record(
@@ -68,9 +68,9 @@ def record(
     Answers whose extracted fields are not copied from their inputs are stored invalid.
 
     Raises:
-        UserError: the teacher refused every input of the first batch for a reason only
-            the caller can fix, such as a rejected API key.
-        BackendError: the teacher failed on every input of the first batch otherwise
+        UserError: the teacher refused every input of the first batch, new ones among
+            them, for a reason only the caller can fix, such as a rejected API key.
+        BackendError: the teacher failed on every input of such a first batch otherwise
             (down, or answering errors). Either way those failures are stored first.
     """
     from tqdm.auto import tqdm
@@ -80,10 +80,12 @@ def record(
         program.render(item)  # a missing variable fails here, before any paid teacher call
         program.sources(item)  # and so does an empty text that extracted fields copy from
         unique.setdefault(example_id(program.name, item, teacher.model_id), dict(item))
-    pending, skipped = _pending(store, unique)
+    pending, skipped, retries = _pending(store, unique)
     store.put_schema(program.name, program.schema_hash, program.json_schema)
 
+    has_new = len(pending) > retries  # new inputs come first, so the first batch has some
     valid = invalid = failed = 0
+    first_failure: str | None = None
     with tqdm(
         total=len(pending), desc=f"recording {program.name}", disable=None if progress else True
     ) as bar:
@@ -98,25 +100,27 @@ def record(
             valid += sum(e.valid for e in examples)
             failed += sum(e.failed for e in examples)
             invalid += sum(not e.valid and not e.failed for e in examples)
-            if start == 0 and all(isinstance(o, StructuneError) for o in outcomes):
-                raise _teacher_down([o for o in outcomes if isinstance(o, StructuneError)])
+            errors = [o for o in outcomes if isinstance(o, Exception)]
+            first_failure = first_failure or (_first_line(errors[0]) if errors else None)
+            if start == 0 and len(errors) == len(batch) and has_new:
+                raise _teacher_down(errors)
             bar.update(len(batch))
-    summary = RecordSummary(valid + invalid, skipped, valid, invalid, failed)
+    summary = RecordSummary(valid + invalid, skipped, valid, invalid, failed, first_failure)
     log.info("recorded %s", summary)
     return summary
 
 
 def _pending(
     store: DatasetStore, unique: dict[str, dict[str, Any]]
-) -> tuple[list[dict[str, Any]], int]:
-    """The inputs to ask the teacher about, new ones before earlier failures, and how many
-    are skipped as answered."""
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The inputs to ask the teacher about, new ones before earlier failures; how many
+    are skipped as answered; how many of the pending are earlier failures."""
     answered = store.answered_ids(unique)
     failed_before = store.failed_ids(unique)
     seen = answered | failed_before
     new = [item for key, item in unique.items() if key not in seen]
     again = [item for key, item in unique.items() if key in failed_before]
-    return new + again, len(answered)
+    return new + again, len(answered), len(again)
 
 
 def _ask(
@@ -126,7 +130,7 @@ def _ask(
     *,
     max_tokens: int,
     constrained: bool,
-) -> list[Completion | StructuneError]:
+) -> list[Completion | Exception]:
     """The teacher's answer to each input of `batch`, or the error it failed with."""
     conversations = [program.messages(item) for item in batch]
     schemas = _decoding_schemas(program, batch) if constrained else None
@@ -135,7 +139,7 @@ def _ask(
             return list(
                 teacher.complete_many(conversations, max_tokens=max_tokens, json_schema=schemas)
             )
-        except _TEACHER_ERRORS as exc:
+        except Exception as exc:  # the client's errors, or whatever a callable raises
             # One bad input fails the whole call; alone, it costs only its own answer.
             log.warning(
                 "the teacher failed on a batch of %d (%s); asking one input at a time",
@@ -159,15 +163,15 @@ def _batches(teacher: LLM) -> bool:
 
 def _ask_one(
     teacher: LLM, messages: Sequence[Message], schema: JsonSchema | None, *, max_tokens: int
-) -> Completion | StructuneError:
+) -> Completion | Exception:
     try:
         return teacher.complete(messages, max_tokens=max_tokens, json_schema=schema)
-    except _TEACHER_ERRORS as exc:
+    except Exception as exc:  # the client's errors, or whatever a callable raises
         log.warning("the teacher failed on an input: %s", _first_line(exc))
         return exc
 
 
-def _teacher_down(errors: list[StructuneError]) -> StructuneError:
+def _teacher_down(errors: list[Exception]) -> StructuneError:
     message = (
         f"the teacher failed on every input of the first batch ({len(errors)}), so recording "
         f"stopped: {_first_line(errors[0])} (the failures are stored and asked again when "
@@ -179,7 +183,10 @@ def _teacher_down(errors: list[StructuneError]) -> StructuneError:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, StructuneError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__  # a bug's kind
 
 
 def _decoding_schemas(
@@ -195,9 +202,9 @@ def _to_example(
     program: Program[Any],
     teacher_id: str,
     inputs: dict[str, Any],
-    outcome: Completion | StructuneError,
+    outcome: Completion | Exception,
 ) -> Example:
-    if isinstance(outcome, StructuneError):
+    if isinstance(outcome, Exception):
         return _failure(program, teacher_id, inputs, outcome)
     parsed: dict[str, Any] | None = None
     error = None
@@ -228,7 +235,7 @@ def _to_example(
 
 
 def _failure(
-    program: Program[Any], teacher_id: str, inputs: dict[str, Any], error: StructuneError
+    program: Program[Any], teacher_id: str, inputs: dict[str, Any], error: Exception
 ) -> Example:
     return Example(
         task=program.name,
@@ -239,6 +246,6 @@ def _failure(
         parsed=None,
         valid=False,
         failed=True,
-        error=f"teacher error: {error}",
+        error=f"teacher error: {error if isinstance(error, StructuneError) else repr(error)}",
         teacher=teacher_id,
     )

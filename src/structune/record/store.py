@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from structune.errors import UserError
+from structune.fileio import check_writable
 from structune.llms.base import Message
 from structune.paths import default_db_path
 from structune.program import canonical_json
@@ -122,6 +123,8 @@ class DatasetStore:
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else default_db_path()
+        if not self.path.is_file():
+            check_writable(self.path)  # a folder, or a folder that is a file: say so
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
@@ -224,6 +227,42 @@ class DatasetStore:
         sql = "SELECT * FROM examples" + (f" WHERE {' AND '.join(where)}" if where else "")
         return [_from_row(row) for row in self._db.execute(sql + " ORDER BY rowid", params)]
 
+    def tasks(self) -> list[str]:
+        """The names of the tasks that have rows, sorted."""
+        rows = self._db.execute("SELECT DISTINCT task FROM examples ORDER BY task")
+        return [row["task"] for row in rows]
+
+    def require_task(self, task: str) -> None:
+        """Raises UserError, naming the tasks there are, when `task` has no rows."""
+        if task not in self.tasks():
+            known = ", ".join(self.tasks()) or "none yet"
+            raise UserError(
+                f"no task {task!r} in {self.path} (tasks there: {known}); list them with "
+                "`structune datasets`"
+            )
+
+    def delete_task(self, task: str) -> int:
+        """Remove every row of `task` (and its schemas); return how many examples went."""
+        self.require_task(task)
+        with self.transaction() as db:
+            removed = db.execute("DELETE FROM examples WHERE task = ?", (task,)).rowcount
+            db.execute("DELETE FROM schemas WHERE task = ?", (task,))
+        return int(removed)
+
+    def revalidate(self, examples: Iterable[Example]) -> int:
+        """Give stored rows the verdict of `examples` with the same id and answer text: the
+        validity, parsed answer, error and schema of a check made again (for instance
+        against the right program). Return how many rows changed."""
+        rows = [
+            {"id": e.id, "completion": e.completion, "hash": e.schema_hash,
+             "parsed": _dumps(e.parsed), "valid": int(e.valid), "error": e.error}
+            for e in examples
+        ]  # fmt: skip
+        with self.transaction() as db:
+            before = db.total_changes
+            db.executemany(_REVALIDATE, rows)
+            return db.total_changes - before
+
     def summary(self) -> list[TaskSummary]:
         rows = self._db.execute(
             "SELECT task, SUM(NOT failed) AS n, SUM(valid) AS v, SUM(failed) AS f, "
@@ -246,11 +285,21 @@ _UPSERT = (
 )
 
 
+_REVALIDATE = (
+    "UPDATE examples SET schema_hash = :hash, parsed = :parsed, valid = :valid, error = :error "
+    "WHERE id = :id AND completion = :completion AND NOT failed AND NOT (schema_hash IS :hash "
+    "AND parsed IS :parsed AND valid IS :valid AND error IS :error)"
+)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
 def _to_row(e: Example) -> tuple[Any, ...]:
-    dumps = lambda v: None if v is None else json.dumps(v, ensure_ascii=False)  # noqa: E731
     return (
-        e.id, e.task, e.schema_hash, dumps(e.inputs), dumps(e.messages), e.completion,
-        dumps(e.parsed), int(e.valid), e.error, int(e.failed), e.teacher, e.latency_s,
+        e.id, e.task, e.schema_hash, _dumps(e.inputs), _dumps(e.messages), e.completion,
+        _dumps(e.parsed), int(e.valid), e.error, int(e.failed), e.teacher, e.latency_s,
         e.prompt_tokens, e.completion_tokens, e.created,
     )  # fmt: skip
 

@@ -86,10 +86,18 @@ def create_app(
     base: str = "smollm2-135m",
     api_key: str | None = None,
     limits: ServeLimits | None = None,
+    preload: bool = False,
 ) -> FastAPI:
-    """Build the app; models load on their first request and stay loaded."""
+    """Build the app; models load on their first request and stay loaded.
+
+    With `preload`, the base model loads now and every adapter is checked (its manifest,
+    weights and base), so a server that starts can answer: a bad base is an error here,
+    not a 500 on the first request, and a broken adapter is left out with a warning.
+    """
     limits = limits or ServeLimits()
     models = _ModelPool(base)
+    if preload:
+        models.preload()
     batcher = Batcher(models.get, max_batch=limits.max_batch, max_queue=limits.max_queue)
     # Schema compiles run in native code that cannot be interrupted: the engine's limits
     # bound them, and as a backstop for a cost those miss a request waits at most
@@ -352,12 +360,28 @@ class _ModelPool:
     def __init__(self, base: str):
         self.base = base
         self.loaded: dict[str, LLM] = {}
+        self.broken: set[str] = set()  # adapters `preload` found unusable
         self.lock = threading.Lock()
 
     def names(self) -> list[str]:
         from structune.train.adapters import list_adapters
 
-        return [self.base, *(m.id for m in list_adapters())]
+        return [self.base, *(m.id for m in list_adapters() if m.id not in self.broken)]
+
+    def preload(self) -> None:
+        """Load the base now; check every adapter's files, leaving out those that fail."""
+        from structune.models.loading import check_model_spec
+        from structune.train.adapters import ADAPTER_WEIGHTS, list_adapters
+
+        self.get(self.base)
+        for m in list_adapters():
+            try:
+                check_model_spec(m.base_model)
+                if not (m.path / ADAPTER_WEIGHTS).is_file():
+                    raise UserError(f"{m.path / ADAPTER_WEIGHTS} is missing")
+            except UserError as exc:
+                log.warning("not serving adapter %s: %s", m.id, exc)
+                self.broken.add(m.id)
 
     def get(self, name: str) -> LLM:
         from structune.llms.local import LocalLLM

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pydantic
+
 from structune.errors import UserError
 from structune.program import Program
 
@@ -16,28 +18,42 @@ BUILTIN_PROGRAMS = {
 }
 
 
-def load_program(spec: str) -> Program[Any]:
-    """A built-in program name (`album`) or `package.module:attribute`."""
+DEFAULT_TEMPLATE = "{input}"
+"""The template of a program made from a plain Pydantic model: the input is the prompt."""
+
+
+def load_program(spec: str, *, template: str | None = None) -> Program[Any]:
+    """A built-in program name (`album`), or `package.module:attribute` naming a
+    `structune.Program` or a Pydantic model (made into a program with `template`, by
+    default `DEFAULT_TEMPLATE`, named after the model)."""
     target = BUILTIN_PROGRAMS.get(spec, spec)
     module_name, _, attribute = target.partition(":")
     if not attribute:
         raise UserError(
             f"unknown program {spec!r}; use a built-in ({', '.join(BUILTIN_PROGRAMS)}) "
-            "or module:attribute pointing at a structune.Program"
+            "or module:attribute pointing at a structune.Program or a Pydantic model"
         )
     try:
-        program = getattr(importlib.import_module(module_name), attribute)
+        found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"cannot load program {spec!r}: {exc}") from None
-    if not isinstance(program, Program):
-        raise UserError(f"{spec!r} is a {type(program).__name__}, not a structune.Program")
-    return program
+    if isinstance(found, type) and issubclass(found, pydantic.BaseModel):
+        return Program(template or DEFAULT_TEMPLATE, found, name=found.__name__.lower())
+    if not isinstance(found, Program):
+        raise UserError(
+            f"{spec!r} is a {type(found).__name__}, not a structune.Program or a Pydantic model"
+        )
+    if template is not None:
+        raise UserError(f"{spec!r} is a Program with its own template; drop --template")
+    return found
 
 
 def read_inputs(path: str | Path, program: Program[Any]) -> list[dict[str, Any]]:
     """Inputs from a JSONL file of objects or, for a one-variable program, a text file with
     one value per line."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the inputs file (JSONL, or one per line)")
     if not path.is_file():
         raise UserError(f"inputs file {path} not found")
     lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]

@@ -10,6 +10,7 @@ Adapters are immutable; continuing training writes a new adapter whose parent is
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +54,9 @@ class AdapterManifest(pydantic.BaseModel):
     train_seconds: float
     created: str = pydantic.Field(default_factory=lambda: datetime.now(UTC).isoformat())
     versions: dict[str, str] = pydantic.Field(default_factory=dict)
+    # The system message every training conversation opened with (None: none, or several):
+    # what a server or an Ollama Modelfile must send for the adapter to see what it learned.
+    system_prompt: str | None = None
 
     @property
     def path(self) -> Path:
@@ -82,6 +86,17 @@ def load_manifest(adapter_id: str) -> AdapterManifest:
             "list them with `structune adapters`"
         )
     return _read_manifest(path)
+
+
+def remove_adapter(adapter_id: str) -> Path:
+    """Delete adapter `adapter_id`'s folder; return where it was.
+
+    Raises:
+        UserError: no such adapter (the message lists the known ones).
+    """
+    path = load_manifest(adapter_id).path
+    shutil.rmtree(path)
+    return path
 
 
 def save_adapter(peft_model: Any, manifest: AdapterManifest) -> Path:

@@ -52,7 +52,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         problems = [
-            f"{name} must be positive, got {value}"
+            f"{name} must be a positive number, got {value}"
             for name, value in [
                 ("epochs", self.epochs),
                 ("batch_size", self.batch_size),
@@ -61,7 +61,7 @@ class TrainConfig:
                 ("max_length", self.max_length),
                 ("decision_weight", self.decision_weight),
             ]
-            if value <= 0
+            if not (value > 0 and math.isfinite(value))  # NaN compares false to everything
         ]
         if self.max_steps is not None and self.max_steps <= 0:
             problems.append(f"max_steps must be positive, got {self.max_steps}")
@@ -69,8 +69,6 @@ class TrainConfig:
             problems.append(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if not 0.0 <= self.lora_dropout < 1.0:
             problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if not math.isfinite(self.learning_rate):
-            problems.append(f"learning_rate must be finite, got {self.learning_rate}")
         if self.aligned_copies and self.decision_weight != 1.0:
             # decision weights find their tokens in the answer's usual tokenization
             problems.append("decision_weight cannot be combined with aligned_copies")

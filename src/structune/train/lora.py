@@ -165,6 +165,7 @@ def finetune(
         tokens_trained=state.tokens,
         train_seconds=round(state.seconds, 3),
         versions={p: version(p) for p in ("structune", "torch", "transformers", "peft")},
+        system_prompt=_shared_system_prompt(conversations),
     )
     if ranks.is_main:
         save_adapter(model, manifest)
@@ -458,3 +459,9 @@ def _stop_unless_finite(model: Any, loss: Any, *, step: int, total: int) -> None
         f"training stopped at step {step} of {total}: {problem}; no adapter was saved. "
         "Lower the learning rate or check the data"
     )
+
+
+def _shared_system_prompt(conversations: Sequence[Sequence[Message]]) -> str | None:
+    """The system message all `conversations` open with, if they share one."""
+    prompts = {c[0]["content"] if c and c[0]["role"] == "system" else None for c in conversations}
+    return prompts.pop() if len(prompts) == 1 else None

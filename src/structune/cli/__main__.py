@@ -1,0 +1,5 @@
+import sys
+
+from structune.cli import main
+
+sys.exit(main())
