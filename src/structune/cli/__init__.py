@@ -58,9 +58,10 @@ def _fail(message: str) -> int:
 
 
 def _configure_logging(*, quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr
-    )
+    # structune's progress lines at INFO; the libraries underneath only at WARNING, so a
+    # step is said once (sentence-transformers would repeat "loading the model" otherwise).
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("structune").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -168,7 +168,7 @@ def ingest(
         manifest = _manifest(key, pdf_path.name, len(data), pages, nodes, embed_model)
         _persist_atomically(nodes, embed_model, index_dir, manifest)
     summary = IngestSummary(index_dir, len(pages), len(nodes), _since(started), False, stages)
-    log.info(
+    log.debug(
         "indexed %s: %d pages, %d chunks in %.1f s → %s",
         pdf_path.name,
         summary.pages,

@@ -106,7 +106,7 @@ def record(
                 raise _teacher_down(errors)
             bar.update(len(batch))
     summary = RecordSummary(valid + invalid, skipped, valid, invalid, failed, first_failure)
-    log.info("recorded %s", summary)
+    log.debug("recorded %s", summary)  # returned, and printed by the CLI
     return summary
 
 
