@@ -47,6 +47,21 @@ def index_dir(test_paper_pdf, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def paper_windows(test_paper_pdf, index_dir):
+    """The paper's 256-token windows, each its own question's context."""
+    from structune.rag.dataset import document_inputs
+
+    return document_inputs(
+        test_paper_pdf,
+        index_dir,
+        chunk_size=256,
+        chunk_overlap=20,
+        retrieve_context=False,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
 def index(index_dir):
     return load_index(index_dir)
 
@@ -243,19 +258,12 @@ def test_the_sample_paper_is_a_real_pdf_with_author_year_citations(tmp_path):
 
 
 def test_split_by_region_keeps_every_test_context_out_of_the_training_text(
-    index_dir, test_paper_pdf, tmp_path
+    paper_windows, test_paper_pdf, tmp_path
 ):
     from structune.rag.dataset import document_inputs, held_out_stretches, split_by_region
     from structune.rag.sample import write_sample_pdf
 
-    windows = document_inputs(
-        test_paper_pdf,
-        index_dir,
-        chunk_size=256,
-        chunk_overlap=20,
-        retrieve_context=False,
-        progress=False,
-    )
+    windows = paper_windows
     assert windows.retrieval_hit_rate == 1.0  # each chunk is its own question's context
     retrieved = document_inputs(
         test_paper_pdf, tmp_path / "small", chunk_size=128, chunk_overlap=0, progress=False
@@ -281,19 +289,10 @@ def test_split_by_region_keeps_every_test_context_out_of_the_training_text(
         split_by_region([windows], other, held_out=held)
 
 
-def test_asked_elsewhere_gives_a_share_of_windows_another_windows_question(
-    index_dir, test_paper_pdf
-):
-    from structune.rag.dataset import asked_elsewhere, document_inputs
+def test_asked_elsewhere_gives_a_share_of_windows_another_windows_question(paper_windows):
+    from structune.rag.dataset import asked_elsewhere
 
-    windows = document_inputs(
-        test_paper_pdf,
-        index_dir,
-        chunk_size=256,
-        chunk_overlap=20,
-        retrieve_context=False,
-        progress=False,
-    ).inputs
+    windows = paper_windows.inputs
     # Each window twice, as citation_variants gives: one question, two contexts.
     doubled = windows + [dict(w, context_str=w["context_str"] + " (variant)") for w in windows]
     before = [dict(d) for d in doubled]
@@ -315,18 +314,11 @@ def test_asked_elsewhere_gives_a_share_of_windows_another_windows_question(
         asked_elsewhere([windows[0], dict(windows[0], context_str="other")], share=0.5)
 
 
-def test_cut_short_keeps_a_windows_metadata_question_and_first_words(index_dir, test_paper_pdf):
-    from structune.rag.dataset import cut_short, document_inputs
+def test_cut_short_keeps_a_windows_metadata_question_and_first_words(paper_windows):
+    from structune.rag.dataset import cut_short
     from structune.tasks.citations import extract_citations
 
-    windows = document_inputs(
-        test_paper_pdf,
-        index_dir,
-        chunk_size=256,
-        chunk_overlap=20,
-        retrieve_context=False,
-        progress=False,
-    ).inputs
+    windows = paper_windows.inputs
     before = [dict(w) for w in windows]
     cut = cut_short(windows, count=40, words=(20, 30), seed=5)
 
