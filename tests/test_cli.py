@@ -109,6 +109,27 @@ def test_eval_against_gold_answers_prints_the_table_and_writes_json(tmp_path):
     assert agreement["paths"]["songs[].title"]["fp"] == 1
 
 
+def test_compare_counts_values_copied_from_the_training_dataset(tmp_path):
+    inputs, _ = eval_files(tmp_path)
+    db = tmp_path / "trained.sqlite"
+    recorded = run_cli(
+        "record", "--inputs", str(inputs), "--teacher", "offline:albums", "--db", str(db),
+        env_home=tmp_path,
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stderr
+    out = tmp_path / "cmp.json"
+    result = run_cli(
+        "compare", "--inputs", str(inputs), "--model", "offline:albums", "--training-db",
+        str(db), "--json", str(out), env_home=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0].split()
+    row = next(line for line in result.stdout.splitlines() if line.startswith("offline:albums"))
+    assert "copied" in header and row.split()[header.index("copied")] == "1.00"
+    content = json.loads(out.read_text())["scores"][0]["content"]
+    assert content["copied"] == content["strings"] > 0  # the same teacher: every value copied
+
+
 def test_eval_with_a_teacher_as_reference_and_an_html_report(tmp_path):
     from teacher_server import Fault, TeacherServer
 

@@ -175,6 +175,11 @@ CASES: dict[str, Case] = {
                                   "--max-tokens", "0", says="must be a positive integer"),
     "compare: json to a folder": case("compare", *MOVIES, "--model", "offline:albums",
                                       "--json", f"{H}/folder", says="is a folder"),
+    "compare: relax without constrained": case("compare", *MOVIES, "--model", "offline:albums",
+                                               "--relax", says="add --constrained"),
+    "compare: training db missing": case("compare", *MOVIES, "--model", "offline:albums",
+                                         "--training-db", f"{H}/none.sqlite",
+                                         says="--training-db"),
     # eval
     "eval: gold missing": case("eval", *MOVIES, "--model", "offline:albums", "--gold",
                                f"{H}/none.jsonl", says="not found"),
@@ -199,6 +204,8 @@ CASES: dict[str, Case] = {
                                              says="--template goes with --program"),
     "prompt: constrained without schema": case("prompt", "hi", "--constrained",
                                                says="give --schema or --program"),
+    "prompt: relax without constrained": case("prompt", "hi", "--schema", "{}", "--relax",
+                                              says="--relax loosens the grammar"),
     "prompt: schema and program": case("prompt", "hi", "--schema", "{}", "--program", "album",
                                        says="not allowed with argument"),
     # ingest

@@ -9,6 +9,7 @@ import pytest
 from safetensors.torch import load_file
 
 from structune import BackendError, DatasetStore, TrainConfig, UserError, finetune
+from structune.constrain.checked import MAX_RESAMPLES, relaxed
 from structune.llms.local import LocalLLM
 from structune.models.loading import builtin_gguf_path, load_model, resolve_model
 from structune.record import import_jsonl, record
@@ -107,8 +108,25 @@ def test_llama_cpp_path_holds_answers_to_a_schema_and_refuses_what_it_cannot():
     messages = [{"role": "user", "content": "Is water wet? Answer in JSON."}]
     completion = llm.complete(messages, max_tokens=32, json_schema=schema)
     assert completion.text.replace(" ", "") in ('{"ok":true}', '{"ok":false}')
-    with pytest.raises(UserError, match="dependentRequired"):
-        llm.complete(messages, json_schema={"type": "object", "dependentRequired": {"a": ["b"]}})
+    # Rewritten exactly as for LocalLLM: a tagged oneOf is llguidance's anyOf.
+    tagged = {
+        "oneOf": [
+            {"type": "object", "properties": {"kind": {"const": a}}, "required": ["kind"]}
+            for a in ("a", "b")
+        ]
+    }
+    completion = llm.complete(messages, max_tokens=32, json_schema=tagged)
+    assert completion.schema_check is not None and completion.schema_check.violation is None
+    assert completion.schema_check.coverage.rewritten, completion.schema_check
+    assert json.loads(completion.text)["kind"] in ("a", "b")
+    # What no grammar holds is refused unless relaxed, then checked: three distinct of two.
+    unique = {"type": "array", "items": {"enum": [1, 2]}, "minItems": 3, "maxItems": 3,
+              "uniqueItems": True}  # fmt: skip
+    with pytest.raises(UserError, match="uniqueItems"):
+        llm.complete(messages, json_schema=unique)
+    check = llm.complete(messages, max_tokens=16, json_schema=relaxed(unique)).schema_check
+    assert check is not None and check.resamples == MAX_RESAMPLES
+    assert "non-unique" in (check.violation or "")
 
 
 def test_llama_cpp_refuses_a_truncated_gguf(tmp_path):

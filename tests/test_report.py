@@ -131,6 +131,10 @@ def test_rates_and_agreement_match_the_hand_count(report):
         ["base", "3/4", "3/4", "1/4"],
     ]
     assert "0.958   0.958  0.958" in report.table()
+    # valid but wrong: tuned's D; base's C and D (A is cut off, B right); none for the reference
+    assert (report.content("tuned").wrong, report.content("tuned").judged) == (1, 4)
+    assert (report.content("base").wrong, report.content("base").judged) == (2, 3)
+    assert report.content("teacher").judged is None
     assert "0.875   0.583  0.700" in report.table()
     # base's worst first: the cut-off answer, then C (F1 4/6), then D (F1 0.8)
     assert [i for i, _ in report.worst("base")] == [0, 2, 3]
@@ -160,7 +164,7 @@ def test_html_is_self_contained_and_escapes_model_output(report, tmp_path):
     assert "<script" not in text.lower()  # the model's <script> arrives as text
     assert "&lt;script&gt;" in text
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|<link|@import|url\(http""", text)
-    assert text.count("<svg") == 2  # the bars and the loss curves
+    assert text.count("<svg") == 3  # the bars of rates and of content, the loss curves
 
 
 def test_a_reference_invalid_on_an_input_leaves_it_out_of_agreement():
@@ -227,7 +231,8 @@ def test_the_report_renders_in_a_headless_browser_with_its_numbers(report, tmp_p
         assert f"<td>{model}</td>" in dom
     for number in ("3/4", "1/4", "0.875", "0.583", "0.700", "0.958"):
         assert f"<td>{number}</td>" in dom
-    assert dom.count("<svg") == 2 and "training step" in dom and "agreement F1" in dom
+    assert dom.count("<svg") == 3 and "training step" in dom and "agreement F1" in dom
+    assert "distinct list items" in dom and "valid but wrong" in dom
     assert "0.70" in dom and "0.96" in dom  # the F1 bars' labels
     assert "&lt;script&gt;" in dom and "pwned" not in run.stderr
     # and what it painted: a full page, with the bars drawn

@@ -156,11 +156,11 @@ def test_concurrent_requests_are_all_answered(client):
                 "messages": [{"role": "user", "content": "hi"}],
                 "response_format": {
                     "type": "json_schema",
-                    "json_schema": {"schema": {"not": {"type": "string"}}},
+                    "json_schema": {"schema": {"type": "array", "uniqueItems": True}},
                 },
             },
             400,
-            "cannot enforce",
+            "no grammar can enforce uniqueItems",
         ),
     ],
 )

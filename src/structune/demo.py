@@ -82,7 +82,10 @@ def run_demo(
     if not teacher.model_id.startswith("curated:"):  # the curated set knows no held-out movie
         models[f"teacher ({teacher.model_id})"] = teacher
     inputs = [{"movie_name": m} for m in heldout_movies()[:heldout]]
-    comparison = compare(program, models, inputs, max_tokens=max_tokens)
+    trained_on = [e.parsed for e in examples[:train_size] if e.parsed is not None]
+    comparison = compare(
+        program, models, inputs, max_tokens=max_tokens, training_answers=trained_on
+    )
     if report_path is not None:
         comparison.write_json(report_path)
     return DemoResult(recording, adapter, comparison, len(conversations))

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import pydantic
 
+from structune.constrain.checked import relaxed
 from structune.constrain.extractive import (
     ExtractedField,
     bind_sources,
@@ -32,7 +33,7 @@ from structune.constrain.extractive import (
     strip_extractive,
 )
 from structune.errors import InvalidOutput, UserError
-from structune.llms.base import LLM, Message
+from structune.llms.base import LLM, Completion, Message
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 
@@ -179,6 +180,24 @@ class Program(Generic[T]):
             return self.json_schema
         return bind_sources(self.json_schema, self.sources(inputs))
 
+    def parse_completion(
+        self, completion: Completion, inputs: Mapping[str, Any] | None = None
+    ) -> T:
+        """`parse` of a model's completion: an answer whose grammar did not hold the whole
+        schema and that still broke it after re-sampling (`Completion.schema_check`) is
+        invalid however well it parses.
+
+        Raises:
+            InvalidOutput: as `parse`, or with the validator's message for such an answer.
+        """
+        check = completion.schema_check
+        if check is not None and check.violation is not None:
+            raise InvalidOutput(
+                completion.text,
+                f"{check.violation} (the full schema, after {check.resamples} re-samples)",
+            )
+        return self.parse(completion.text, inputs)
+
     def parse(self, text: str, inputs: Mapping[str, Any] | None = None) -> T:
         """Validate a model's text as an instance of `output_cls`.
 
@@ -215,6 +234,7 @@ class Program(Generic[T]):
         max_retries: int = 0,
         max_tokens: int = 512,
         constrained: bool = False,
+        relax: bool = False,
     ) -> T:
         """Ask `llm` for an answer and validate it.
 
@@ -225,18 +245,32 @@ class Program(Generic[T]):
         the same, since an answer cut off by `max_tokens` is still invalid. Extracted fields
         are checked against `inputs`, and a local model decodes them as copies of the inputs.
 
+        A schema keyword that no grammar can enforce (`uniqueItems`, a `not` without a
+        complement) is refused unless `relax`: then the grammar leaves it out, and the local
+        model's answer is checked against the full schema and decoded again on a violation
+        (`structune.constrain.checked`).
+
         Raises:
-            InvalidOutput: the last answer was still invalid.
+            InvalidOutput: the last answer was still invalid (for a local model under a
+                grammar, against the full schema, with the validator's message).
+            UserError: the schema needs `relax=True`, or `relax` without `constrained`.
         """
         if max_retries < 0:
             raise UserError(f"max_retries must be 0 or more, got {max_retries}")
+        if relax and not constrained:
+            raise UserError(
+                "relax=True loosens the grammar of constrained decoding: pass constrained=True too"
+            )
         messages = self.messages(inputs)
         self.sources(inputs)  # a missing or empty source fails before the model is asked
         schema = self.decoding_schema(inputs) if constrained else None
+        if schema is not None and relax:
+            schema = relaxed(schema)
         for attempt in range(max_retries + 1):
-            text = llm.complete(messages, max_tokens=max_tokens, json_schema=schema).text
+            completion = llm.complete(messages, max_tokens=max_tokens, json_schema=schema)
+            text = completion.text
             try:
-                return self.parse(text, inputs)
+                return self.parse_completion(completion, inputs)
             except InvalidOutput as exc:
                 if attempt == max_retries:
                     raise

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from structune.constrain.checked import relaxed
 from structune.errors import InvalidOutput, UserError
 from structune.llms.base import LLM, Message
 from structune.program import (
@@ -32,10 +33,14 @@ def prompt_once(
     program: str | None = None,
     template: str | None = None,
     constrained: bool = False,
+    relax: bool = False,
     max_tokens: int = 512,
     temperature: float = 0.0,
 ) -> str:
     """The model's answer to `text`: its raw text, or the validated JSON (compact).
+
+    `relax` (with `constrained`) lets a schema with keywords no grammar enforces decode
+    under a looser grammar; the answer is still checked against all of it.
 
     Raises:
         InvalidOutput: with a schema or a program, the answer does not validate.
@@ -43,8 +48,12 @@ def prompt_once(
     """
     if schema is not None and program is not None:
         raise UserError("give a schema or a program, not both")
+    if relax and not constrained:
+        raise UserError("relax loosens the grammar of constrained decoding: add constrained")
     if program is not None:
-        return _with_program(llm, text, program, template, constrained, max_tokens, temperature)
+        return _with_program(
+            llm, text, program, template, constrained, relax, max_tokens, temperature
+        )
     messages: list[Message] = [{"role": "user", "content": text}]
     if schema is None:
         return llm.complete(messages, max_tokens=max_tokens, temperature=temperature).text
@@ -58,7 +67,7 @@ def prompt_once(
         messages,
         max_tokens=max_tokens,
         temperature=temperature,
-        json_schema=schema if constrained else None,
+        json_schema=(relaxed(schema) if relax else schema) if constrained else None,
     ).text
     value = extract_json_object(answer)
     _validate(value, schema, answer)
@@ -71,6 +80,7 @@ def _with_program(
     spec: str,
     template: str | None,
     constrained: bool,
+    relax: bool,
     max_tokens: int,
     temperature: float,
 ) -> str:
@@ -79,10 +89,12 @@ def _with_program(
     program = load_program(spec, template=template)
     inputs = _program_inputs(text, program.variables)
     schema = program.decoding_schema(inputs) if constrained else None
+    if schema is not None and relax:
+        schema = relaxed(schema)
     completion = llm.complete(
         program.messages(inputs), max_tokens=max_tokens, temperature=temperature, json_schema=schema
     )
-    return program.parse(completion.text, inputs).model_dump_json()
+    return program.parse_completion(completion, inputs).model_dump_json()
 
 
 def _program_inputs(text: str, variables: frozenset[str]) -> dict[str, Any]:

@@ -98,6 +98,21 @@ def program_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def relax_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--relax",
+        action="store_true",
+        help="with --constrained: a schema with keywords no grammar enforces (uniqueItems on "
+        "objects, not, propertyNames) decodes under a looser grammar; every answer is still "
+        "checked against the whole schema and decoded again on a violation",
+    )
+
+
+def check_relax(args: argparse.Namespace) -> None:
+    if args.relax and not args.constrained:
+        raise UserError("--relax loosens the grammar of --constrained: add --constrained")
+
+
 def base_url_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-url",

@@ -24,6 +24,8 @@ def add_commands(command: Any) -> None:
         action="store_true",
         help="decode every model under a grammar compiled from the schema",
     )
+    flags.relax_flag(cmp)
+    training_db_flag(cmp)
     cmp.add_argument("--json", type=Path, help="also write the comparison as JSON here")
     flags.base_url_flag(cmp)
 
@@ -50,6 +52,8 @@ def add_commands(command: Any) -> None:
         action="store_true",
         help="decode the --model models under a grammar compiled from the schema",
     )
+    flags.relax_flag(ev)
+    training_db_flag(ev)
     ev.add_argument("--max-tokens", type=flags.positive, default=384, help="answer budget")
     ev.add_argument("--json", type=Path, help="also write the report as JSON here")
     ev.add_argument("--html", type=Path, help="also write the report as one HTML file here")
@@ -81,6 +85,7 @@ def add_commands(command: Any) -> None:
         action="store_true",
         help="decode under a grammar compiled from the schema (local models)",
     )
+    flags.relax_flag(prompt)
     prompt.add_argument("--max-tokens", type=flags.positive, default=512, help="answer budget")
     prompt.add_argument(
         "--temperature", type=flags.temperature, default=0.0, help="0 decodes greedily"
@@ -88,9 +93,32 @@ def add_commands(command: Any) -> None:
     flags.base_url_flag(prompt)
 
 
-def _setup(args: argparse.Namespace, specs: list[str]) -> tuple[Any, list[Any], list[Any]]:
-    """The program, the inputs and the adapters' manifests, checked before any model loads
-    (the same check for `compare` and `eval`)."""
+def training_db_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--training-db",
+        type=Path,
+        metavar="DB",
+        help="the dataset the tuned models learned from: its valid answers of the program's "
+        "task are what the 'copied' column counts values copied from",
+    )
+
+
+def _training_answers(path: Path | None, task: str) -> list[dict[str, Any]] | None:
+    if path is None:
+        return None
+    from structune.record.store import DatasetStore
+
+    if not path.is_file():
+        raise UserError(f"--training-db {path} not found")
+    with DatasetStore(path) as store:
+        store.require_task(task)
+        return [e.parsed for e in store.examples(task, valid=True) if e.parsed is not None]
+
+
+def _setup(args: argparse.Namespace, specs: list[str]) -> tuple[Any, list[Any], list[Any], Any]:
+    """The program, the inputs, the adapters' manifests and the training answers (or None),
+    checked before any model loads (the same check for `compare` and `eval`)."""
+    flags.check_relax(args)
     from structune.evaluate.report import adapter_manifests, check_setup
     from structune.tasks import load_program, read_inputs
 
@@ -99,18 +127,20 @@ def _setup(args: argparse.Namespace, specs: list[str]) -> tuple[Any, list[Any], 
     adapters = adapter_manifests(specs)
     check_setup(program, inputs, adapters=adapters)
     flags.output_file(args.json)
-    return program, inputs, adapters
+    return program, inputs, adapters, _training_answers(args.training_db, program.name)
 
 
 def _compare(args: argparse.Namespace) -> None:
     from structune.evaluate.compare import compare
     from structune.llms.base import Constrained
 
-    program, inputs, _ = _setup(args, args.model)
+    program, inputs, _, training = _setup(args, args.model)
     models = flags.load_models(args.model, args)
     if args.constrained:
-        models = {f"{spec}+grammar": Constrained(m) for spec, m in models.items()}
-    comparison = compare(program, models, inputs, max_tokens=args.max_tokens)
+        models = {f"{spec}+grammar": Constrained(m, relax=args.relax) for spec, m in models.items()}
+    comparison = compare(
+        program, models, inputs, max_tokens=args.max_tokens, training_answers=training
+    )
     print(comparison.table())
     if args.json:
         comparison.write_json(args.json)
@@ -121,7 +151,9 @@ def _eval(args: argparse.Namespace) -> None:
     from structune.evaluate.report import check_setup, evaluate, read_gold, require_matplotlib
     from structune.llms.base import Constrained
 
-    program, inputs, adapters = _setup(args, [*args.model, *filter(None, [args.reference])])
+    program, inputs, adapters, training = _setup(
+        args, [*args.model, *filter(None, [args.reference])]
+    )
     gold = read_gold(args.gold, program) if args.gold else None
     check_setup(program, inputs, gold=gold)
     flags.output_file(args.html)
@@ -130,7 +162,7 @@ def _eval(args: argparse.Namespace) -> None:
     models = flags.load_models([args.reference], args) if args.reference else {}
     for spec, llm in flags.load_models([s for s in args.model if s not in models], args).items():
         models[f"{spec}+grammar" if args.constrained else spec] = (
-            Constrained(llm) if args.constrained else llm
+            Constrained(llm, relax=args.relax) if args.constrained else llm
         )
     report = evaluate(
         program,
@@ -140,6 +172,7 @@ def _eval(args: argparse.Namespace) -> None:
         gold=gold,
         adapters=adapters,
         max_tokens=args.max_tokens,
+        training_answers=training,
     )
     print(report.table())
     if args.json:
@@ -157,6 +190,7 @@ def _prompt(args: argparse.Namespace) -> None:
         raise UserError("--template goes with --program naming a Pydantic model")
     if args.constrained and not (args.schema or args.program):
         raise UserError("--constrained holds the answer to a schema: give --schema or --program")
+    flags.check_relax(args)
     schema = _read_schema(args.schema) if args.schema else None
     (model,) = flags.load_models([args.model], args).values()
     answer = prompt_once(
@@ -166,6 +200,7 @@ def _prompt(args: argparse.Namespace) -> None:
         program=args.program,
         template=args.template,
         constrained=args.constrained,
+        relax=args.relax,
         max_tokens=args.max_tokens,
         temperature=args.temperature,
     )

@@ -14,6 +14,12 @@ llguidance's fuel limits (`_engine_limits`), and `compile_schema` walks the firs
 so that lazy lexer work is paid, or refused, before decoding starts. What native code still
 spends cannot be interrupted from Python: the server adds a deadline around it.
 
+What llguidance refuses is rewritten first (`structune.constrain.rewrite`): exactly where
+an equivalent exists, else relaxed, which the schema must allow (`x-structune-relax`,
+`structune.constrain.checked`); otherwise the schema is refused, naming the keywords. The
+compiled grammar carries the full schema's check and what the grammar enforces: every
+finished answer is validated against the full schema (`checked.check_answers`).
+
 A schema with extracted fields (`structune.constrain.extractive`) compiles to a Lark grammar
 instead, one per (schema, source text): its sources are part of the schema, and of the
 cache key.
@@ -23,16 +29,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from structune.constrain.extractive import has_extracted
+from structune.constrain.checked import (
+    RELAX_KEY,
+    Coverage,
+    SchemaChecker,
+    dialect_of,
+    wants_relaxing,
+)
+from structune.constrain.extractive import SOURCES_KEY, has_extracted, strip_extractive
 from structune.constrain.strict import strict_objects
 from structune.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # An ordered extracted list can start its next item at any later piece of its source, so
 # the Earley parser holds a few items per source piece in one row; llguidance's default
@@ -64,10 +80,17 @@ def _engine_limits() -> Any:
 
 @dataclass(frozen=True)
 class SchemaGrammar:
-    """A compiled grammar for one schema and one tokenizer; `matcher()` starts a decode."""
+    """A compiled grammar for one schema and one tokenizer; `matcher()` starts a decode.
+
+    Attributes:
+        coverage: what the grammar enforces, and what is only checked afterwards.
+        checker: the full schema's check of a finished answer (`compile_schema` sets it).
+    """
 
     grammar: str
     ll_tokenizer: Any
+    coverage: Coverage = field(default_factory=Coverage)
+    checker: SchemaChecker | None = field(default=None, compare=False)
 
     def matcher(self) -> Any:
         """A fresh matcher at the start of the grammar.
@@ -84,6 +107,16 @@ class SchemaGrammar:
                 "that extracted fields copy from, or decode without constraints"
             )
         return matcher
+
+    def accepts(self, text: str) -> bool:
+        """Whether the grammar allows `text` as a whole answer."""
+        import llguidance
+
+        matcher = llguidance.LLMatcher(
+            self.ll_tokenizer, self.grammar, limits=_engine_limits(), log_level=0
+        )
+        tokens = self.ll_tokenizer.tokenize_str(text)
+        return matcher.try_consume_tokens(tokens) == len(tokens) and matcher.is_accepting()
 
 
 @lru_cache(maxsize=8)
@@ -110,20 +143,83 @@ def schema_grammar(schema: Mapping[str, Any], ll_tokenizer: Any = None) -> str:
     Raises:
         UserError: the schema is not a JSON object, or uses a feature the engine cannot enforce.
     """
-    import llguidance
-
     check_schema_size(schema)
     schema = strict_objects(schema)
     if has_extracted(schema):
         return _extractive_grammar(schema, ll_tokenizer)
+    return _json_grammar(schema, ll_tokenizer)
+
+
+def _json_grammar(schema: Mapping[str, Any], ll_tokenizer: Any) -> str:
+    import llguidance
+
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(
-            json.dumps(schema), defaults={"whitespace_flexible": False}
+            json.dumps(schema),
+            defaults={"whitespace_flexible": False},
+            # not for a schema's own `x-guidance` to change: a lenient engine would ignore
+            # what it cannot enforce, and claim it
+            overrides={"lenient": False, "coerce_one_of": False},
         )
     except ValueError as exc:
         raise UserError(f"the schema cannot be compiled: {exc}") from None
     _validate(grammar, ll_tokenizer)
     return grammar
+
+
+@dataclass(frozen=True)
+class SchemaPlan:
+    """What the grammar compiles for a schema (`schema`), and what it covers."""
+
+    schema: Any
+    coverage: Coverage
+
+
+def plan_schema(schema: Mapping[str, Any]) -> SchemaPlan:
+    """What the grammar compiles for `schema` (objects closed, refused keywords rewritten
+    or, where the schema allows it, relaxed), and what that grammar covers.
+
+    Raises:
+        UserError: keywords that need relaxing, in a schema that does not allow it; a schema
+            that admits no value.
+    """
+    from structune.constrain.keywords import enforced_keywords
+    from structune.constrain.rewrite import rewrite_schema
+
+    check_schema_size(schema)  # before anything recursive
+    full = full_schema(schema)
+    rewrite = rewrite_schema(strict_objects(full), dialect_of(full))
+    if rewrite.schema is False or not isinstance(rewrite.schema, Mapping):
+        raise UserError(
+            "the schema admits no value (a `not {}` or keywords that contradict each other), "
+            "so no answer could be decoded: fix the schema"
+        )
+    relaxed = sorted({f"{n.keyword} (at {n.path})" for n in rewrite.relaxed})
+    if relaxed and not wants_relaxing(schema):
+        raise UserError(
+            f"no grammar can enforce {_listed(relaxed)}; to decode under a grammar without "
+            "them and check each answer against the full schema, pass relax=True "
+            f'(Program.run) or put "{RELAX_KEY}": true at the top of the schema'
+        )
+    if relaxed:
+        log.warning("decoding under a relaxed grammar; only checked after: %s", _listed(relaxed))
+    coverage = Coverage(
+        enforced=tuple(enforced_keywords(rewrite.schema)),
+        rewritten=tuple(str(n) for n in rewrite.rewritten),
+        checked=tuple(sorted({n.keyword for n in rewrite.relaxed})),
+    )
+    return SchemaPlan(rewrite.schema, coverage)
+
+
+def full_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """`schema` without structune's own keys: what answers are validated against."""
+    plain = strip_extractive(schema)
+    return {k: v for k, v in plain.items() if k not in (RELAX_KEY, SOURCES_KEY)}
+
+
+def _listed(items: list[str], most: int = 6) -> str:
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
 
 
 def check_schema_size(schema: Mapping[str, Any]) -> None:
@@ -211,14 +307,23 @@ def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
     if cached is not None:
         return cached
     ll_tokenizer = _ll_tokenizer(tokenizer)
-    compiled = SchemaGrammar(schema_grammar(schema, ll_tokenizer), ll_tokenizer)
-    if not has_extracted(schema):  # an extractive grammar is tried once per shape instead
+    if has_extracted(schema):  # tried once per shape, not per source (`_extractive_grammar`)
+        grammar = schema_grammar(schema, ll_tokenizer)
+        compiled = SchemaGrammar(grammar, ll_tokenizer, checker=_checker(schema))
+    else:
+        plan = plan_schema(schema)
+        grammar = _json_grammar(plan.schema, ll_tokenizer)
+        compiled = SchemaGrammar(grammar, ll_tokenizer, plan.coverage, _checker(schema))
         _try_decoding(compiled)
     with _GRAMMARS_LOCK:
         _GRAMMARS[(_digest(schema), id(tokenizer))] = (tokenizer, compiled)
         if len(_GRAMMARS) > _MAX_CACHED_GRAMMARS:
             _GRAMMARS.popitem(last=False)
     return compiled
+
+
+def _checker(schema: Mapping[str, Any]) -> SchemaChecker:
+    return SchemaChecker(full_schema(schema))
 
 
 def cached_grammar(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar | None:

@@ -149,7 +149,8 @@ def _matched(answer: list[Any], reference: list[Any], rel_tol: float) -> int:
 
 
 def _split_numbers(values: list[Any]) -> tuple[list[float], list[Any]]:
-    numbers = [float(v) for v in values if _is_number(v)]
+    # no float(): a model's 400-digit int would overflow it; ints and floats sort together
+    numbers = [v for v in values if _is_number(v)]
     return numbers, [v for v in values if not _is_number(v)]
 
 
@@ -170,13 +171,20 @@ def _matched_numbers(answer: list[float], reference: list[float], rel_tol: float
     a, r = sorted(answer), sorted(reference)
     i = j = matched = 0
     while i < len(a) and j < len(r):
-        if math.isclose(a[i], r[j], rel_tol=rel_tol):
+        if _close(a[i], r[j], rel_tol):
             matched, i, j = matched + 1, i + 1, j + 1
         elif a[i] < r[j]:
             i += 1
         else:
             j += 1
     return matched
+
+
+def _close(a: float, b: float, rel_tol: float) -> bool:
+    try:
+        return math.isclose(a, b, rel_tol=rel_tol)
+    except OverflowError:  # an int beyond any float: only an equal int agrees
+        return a == b
 
 
 def _ratio(hits: int, total: int, *, other_side: int) -> float:

@@ -11,6 +11,11 @@ With gold answers, each top-level field of every answer is compared with the gol
 accuracy and whole-answer exact match, over all answers (an unparsable answer is wrong in
 every field). For a program with extracted fields, the marked values of every parsed
 answer are looked up in their source: the share not found is the rate of invented values.
+
+Every model's valid answers also get `ContentScores` (`structune.evaluate.content`):
+repeated list items, constant and echoed values, with the training answers the share
+copied from them, and with gold answers the valid-but-wrong count. `table()` shows them as
+`wrong|valid`, `all-distinct`, `distinct`, `const`, `echo` and `copied`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ import pydantic
 
 from structune.constrain.extractive import audit_extracted
 from structune.errors import InvalidOutput, UserError
-from structune.llms.base import LLM, Constrained
+from structune.evaluate.agreement import agreement
+from structune.evaluate.content import (
+    ContentScores,
+    content_scores,
+    table_columns,
+    table_header,
+    table_row,
+)
+from structune.llms.base import LLM, Completion, Constrained
 from structune.program import Program, extract_json_object
 
 
@@ -57,6 +70,7 @@ class ModelScore:
     closed_early: int = 0  # answers a grammar closed as the budget ran out (still parsed)
     field_correct: dict[str, int] | None = None
     exact: int | None = None
+    content: ContentScores | None = None
 
     @property
     def not_in_source_rate(self) -> float:
@@ -83,15 +97,18 @@ class Comparison:
     answers: dict[str, list[Answer]] = field(default_factory=dict)
 
     def table(self) -> str:
-        """One row per model; extraction and gold columns where the comparison has them."""
+        """One row per model; extraction, content and gold columns where the comparison has
+        them (the content columns are defined in `structune.evaluate.content`)."""
         extracted = any(s.marked for s in self.scores)
         fields = next((list(s.field_correct) for s in self.scores if s.field_correct), [])
         closed = any(s.closed_early for s in self.scores)
+        content = table_columns(s.content for s in self.scores)
         header = f"{'model':<34} {'parsed':>8} {'valid':>8} {'truncated':>9}"
         if closed:
             header += f" {'closed early':>12}"
         if extracted:
             header += f" {'not in source':>13}"
+        header += table_header(content)
         for name in fields:
             header += f" {name[:12]:>12}"
         if fields:
@@ -105,6 +122,7 @@ class Comparison:
                 row += f" {s.closed_early:>12}"
             if extracted:
                 row += f" {s.not_in_source:>6}/{s.marked:<6}"
+            row += table_row(s.content, content)
             for name in fields:
                 row += f" {(s.field_correct or {}).get(name, 0):>8}/{n:<3}"
             if fields:
@@ -119,6 +137,7 @@ class Comparison:
             "scores": [
                 {
                     **asdict(s),
+                    "content": s.content.to_dict() if s.content is not None else None,
                     "valid_rate": s.valid_rate,
                     "not_in_source_rate": s.not_in_source_rate,
                     "seconds_per_answer": s.seconds_per_answer,
@@ -132,11 +151,15 @@ class Comparison:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
         """The comparison `to_dict` wrote, its answers and scores as they were."""
-        names = {f.name for f in fields(ModelScore)}
+        names = {f.name for f in fields(ModelScore)} - {"content"}
         return cls(
             task=data["task"],
             scores=[
-                ModelScore(**{k: v for k, v in s.items() if k in names}) for s in data["scores"]
+                ModelScore(
+                    **{k: v for k, v in s.items() if k in names},
+                    content=ContentScores.from_dict(s["content"]) if s.get("content") else None,
+                )
+                for s in data["scores"]
             ],
             answers={m: [Answer(**a) for a in answers] for m, answers in data["answers"].items()},
         )
@@ -152,6 +175,7 @@ def compare(
     *,
     max_tokens: int = 512,
     gold: Sequence[pydantic.BaseModel | Mapping[str, Any]] | None = None,
+    training_answers: Sequence[pydantic.BaseModel | Mapping[str, Any]] | None = None,
 ) -> Comparison:
     """Run `program` on every input with every model and score the answers.
 
@@ -169,6 +193,7 @@ def compare(
     """
     conversations = [program.messages(item) for item in inputs]
     expected = _gold_data(program, gold, len(inputs)) if gold is not None else None
+    training = [_as_data(a) for a in training_answers] if training_answers is not None else None
     comparison = Comparison(task=program.name)
     for name, llm in models.items():
         schemas = (
@@ -180,16 +205,19 @@ def compare(
         completions = llm.complete_many(conversations, max_tokens=max_tokens, json_schema=schemas)
         wall = time.perf_counter() - started
         answers = [
-            _score_answer(
-                program,
-                dict(item),
-                c.text,
-                c.finish_reason == "length",
-                expected[i] if expected else None,
-            )
+            _score_answer(program, dict(item), c, expected[i] if expected else None)
             for i, (item, c) in enumerate(zip(inputs, completions, strict=True))
         ]
         comparison.answers[name] = answers
+        data = [answer_data(program, a) if a.valid else None for a in answers]
+        agreed = (
+            [
+                agreement(d, g) if d is not None else None
+                for d, g in zip(data, expected, strict=True)
+            ]
+            if expected
+            else None
+        )
         field_correct = (
             {f: sum(f in (a.correct_fields or ()) for a in answers) for f in expected[0]}
             if expected
@@ -213,9 +241,26 @@ def compare(
                     if expected
                     else None
                 ),
+                content=content_scores(data, training_answers=training, agreements=agreed),
             )
         )
     return comparison
+
+
+def answer_data(program: Program[Any], answer: Answer) -> dict[str, Any] | None:
+    """The answer as JSON data validated by the output model, or None when it is not one
+    (values not copied from the source still count: agreement judges them)."""
+    if not answer.parsed:
+        return None
+    try:
+        data = extract_json_object(answer.text)
+        return program.output_cls.model_validate(data).model_dump(mode="json")
+    except (InvalidOutput, pydantic.ValidationError):
+        return None
+
+
+def _as_data(answer: pydantic.BaseModel | Mapping[str, Any]) -> Any:
+    return answer.model_dump(mode="json") if isinstance(answer, pydantic.BaseModel) else answer
 
 
 def _gold_data(
@@ -239,10 +284,10 @@ def _gold_data(
 def _score_answer(
     program: Program[Any],
     inputs: dict[str, Any],
-    text: str,
-    truncated: bool,
+    completion: Completion,
     gold: dict[str, Any] | None,
 ) -> Answer:
+    text, truncated = completion.text, completion.finish_reason == "length"
     try:
         data = extract_json_object(text)
     except InvalidOutput as exc:
@@ -251,7 +296,7 @@ def _score_answer(
     audit = audit_extracted(program.json_schema, data, program.sources(inputs))
     correct = _correct_fields(program, data, gold) if gold is not None else None
     try:
-        program.parse(text, inputs)
+        program.parse_completion(completion, inputs)
         error = None
     except InvalidOutput as exc:
         error = exc.reason

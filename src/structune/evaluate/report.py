@@ -8,24 +8,25 @@ Mistakes are caught before any model runs (`check_setup`): no inputs, a gold cou
 is not the input count, gold lines that do not fit the schema, an adapter trained for
 another task.
 
+Beside validity, every model's valid answers carry content scores
+(`structune.evaluate.content`: repeated list items, constant and echoed values, values
+copied from the training answers when they are given); with a reference, the valid answers
+that disagree with it are counted as valid but wrong.
+
 `EvalReport` renders as a terminal table, JSON, and one self-contained HTML file: the
-numbers, per-model bars, the adapters' training loss curves and each model's worst
-disagreements beside the reference. The plots are matplotlib figures written as inline
-SVG with text kept as text (`svg.fonttype: none`): matplotlib gives axes, ticks and
-legends for free, the SVG needs no script, font or network, and the numbers in it stay
-searchable. matplotlib (the `report` extra) is imported only by `write_html`. Everything
-that came from a model or an input is escaped before it reaches the HTML.
+numbers, per-model bars of rates and of content, the most common value per field, the
+adapters' training loss curves and each model's worst disagreements beside the reference.
+The page is drawn by `structune.evaluate.report_html`, its plots by
+`structune.evaluate.plots` (matplotlib, imported only by `write_html`).
 """
 
 from __future__ import annotations
 
-import html
-import io
 import json
 import logging
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -33,12 +34,20 @@ from typing import Any
 
 import pydantic
 
-from structune.errors import InvalidOutput, UserError
+from structune.errors import UserError
 from structune.evaluate.agreement import DEFAULT_REL_TOL, Agreement, agreement, combined
-from structune.evaluate.compare import Answer, Comparison, ModelScore, compare
+from structune.evaluate.compare import Comparison, ModelScore, answer_data, compare
+from structune.evaluate.content import (
+    ContentScores,
+    table_columns,
+    table_header,
+    table_row,
+    valid_but_wrong,
+)
+from structune.evaluate.plots import require_matplotlib as require_matplotlib
 from structune.fileio import write_atomically
 from structune.llms.base import LLM
-from structune.program import Program, extract_json_object, short_validation_error
+from structune.program import Program, short_validation_error
 from structune.train.adapters import AdapterManifest, load_manifest
 
 log = logging.getLogger(__name__)
@@ -136,6 +145,7 @@ def evaluate(
     *,
     reference: str | None = None,
     gold: Sequence[pydantic.BaseModel | Mapping[str, Any]] | None = None,
+    training_answers: Sequence[pydantic.BaseModel | Mapping[str, Any]] | None = None,
     adapters: Sequence[AdapterManifest] = (),
     max_tokens: int = 512,
     rel_tol: float = DEFAULT_REL_TOL,
@@ -148,6 +158,8 @@ def evaluate(
         inputs: held-out inputs.
         reference: the name of the model in `models` whose answers are the reference.
         gold: or the right answer to each input (objects of the output model or JSON data).
+        training_answers: the answers the models were trained on, for the share of values
+            copied from them (see `compare`).
         adapters: manifests of the adapters among the models: checked against the
             program's task, and their loss curves go into the HTML report.
         max_tokens: the answer budget; answers cut off here count as truncated.
@@ -161,13 +173,15 @@ def evaluate(
     if reference is not None and reference not in models:
         raise UserError(f"reference {reference!r} is not among the models: {', '.join(models)}")
     check_setup(program, inputs, gold=gold, adapters=adapters)
-    comparison = compare(program, models, inputs, max_tokens=max_tokens, gold=gold)
+    comparison = compare(
+        program, models, inputs, max_tokens=max_tokens, gold=gold, training_answers=training_answers
+    )
     if gold is not None:
         references: list[dict[str, Any] | None] | None = [
             program.output_cls.model_validate(g).model_dump(mode="json") for g in gold
         ]
     elif reference is not None:
-        references = [_answer_data(program, a) for a in comparison.answers[reference]]
+        references = [answer_data(program, a) for a in comparison.answers[reference]]
     else:
         references = None
     return EvalReport.build(
@@ -178,7 +192,11 @@ def evaluate(
         reference_model=reference,
         adapters=adapters,
         model_ids={name: llm.model_id for name, llm in models.items()},
-        settings={"max_tokens": max_tokens, "rel_tol": rel_tol},
+        settings={
+            "max_tokens": max_tokens,
+            "rel_tol": rel_tol,
+            **({"training_answers": len(training_answers)} if training_answers is not None else {}),
+        },
     )
 
 
@@ -239,7 +257,7 @@ class EvalReport:
             settings={"rel_tol": rel_tol, **(settings or {})},
         )
         for name, answers in comparison.answers.items():
-            data = [_answer_data(program, a) for a in answers]
+            data = [answer_data(program, a) for a in answers]
             report.answer_data[name] = data
             if refs is not None and name != reference_model:
                 report.agreements[name] = [
@@ -267,6 +285,17 @@ class EvalReport:
         per_input = self.agreements.get(model)
         return combined(a for a in per_input if a is not None) if per_input is not None else None
 
+    def content(self, model: str) -> ContentScores | None:
+        """`model`'s content scores, valid-but-wrong counted against this report's
+        reference (none for the reference model itself)."""
+        score = next(s for s in self.comparison.scores if s.model == model)
+        per_input = self.agreements.get(model)
+        if score.content is None or per_input is None:
+            return score.content
+        valid = [a.valid for a in self.comparison.answers[model]]
+        wrong, judged = valid_but_wrong(valid, per_input)
+        return replace(score.content, wrong=wrong, judged=judged)
+
     def worst(self, model: str, limit: int = WORST_PER_MODEL) -> list[tuple[int, Agreement]]:
         """`model`'s lowest-agreement answers (input index, agreement), imperfect ones only."""
         scored = [(i, a) for i, a in enumerate(self.agreements.get(model, [])) if a is not None]
@@ -284,11 +313,13 @@ class EvalReport:
         )
 
     def table(self) -> str:
-        """One row per model: rates, agreement precision/recall/F1, speed."""
+        """One row per model: rates, agreement precision/recall/F1, content columns
+        (`structune.evaluate.content`), speed."""
+        content = table_columns(self.content(s.model) for s in self.comparison.scores)
         header = f"{'model':<34} {'parsed':>8} {'valid':>8} {'truncated':>9}"
         if self.reference is not None:
             header += f" {'precision':>9} {'recall':>7} {'F1':>6}"
-        header += f" {'s/answer':>9} {'tok/s':>7}"
+        header += table_header(content) + f" {'s/answer':>9} {'tok/s':>7}"
         rows = [self.headline(), header, "-" * len(header)]
         for s in self.comparison.scores:
             n = s.answers
@@ -301,7 +332,8 @@ class EvalReport:
                 row += f" {c.precision:>9.3f} {c.recall:>7.3f} {c.f1:>6.3f}"
             elif self.reference is not None:
                 row += f" {'reference':>9} {'':>7} {'':>6}"
-            row += f" {s.seconds_per_answer:>9.2f} {_tokens_per_s(s):>7}"
+            row += table_row(self.content(s.model), content)
+            row += f" {s.seconds_per_answer:>9.2f} {tokens_per_s_cell(s):>7}"
             rows.append(row)
         return "\n".join(rows)
 
@@ -311,6 +343,8 @@ class EvalReport:
             total = self.agreement(score["model"])
             score["model_id"] = self.model_ids.get(score["model"])
             score["agreement"] = total.to_dict() if total is not None else None
+            content = self.content(score["model"])
+            score["content"] = content.to_dict() if content is not None else None
         for model, answers in compared["answers"].items():
             for answer, data, agreed in zip(
                 answers,
@@ -349,268 +383,13 @@ class EvalReport:
         Raises:
             UserError: matplotlib is not installed (the `report` extra).
         """
+        from structune.evaluate.report_html import render_html
+
         write_atomically(path, render_html(self))
 
 
-def require_matplotlib() -> None:
-    """Check that the HTML report can be drawn, before hours of model runs and not after.
-
-    Raises:
-        UserError: matplotlib is not installed; the message says how to install it.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        raise UserError(
-            "the HTML report draws its plots with matplotlib, which is not installed; "
-            "install it with: pip install 'structune[report]'"
-        )
-
-
-def render_html(report: EvalReport) -> str:
-    """The report as one HTML page with inline SVG plots and no scripts."""
-    plots = _Plots()
-    sections = [
-        f"<h1>structune eval: {_e(report.task)}</h1>",
-        f"<p class=lead>{_e(report.headline())}</p>",
-        _scores_html(report),
-        "<h2>Per model</h2>",
-        plots.bars(report),
-        _adapters_html(report, plots),
-        _fields_html(report),
-        _disagreements_html(report),
-        _settings_html(report),
-    ]
-    return (
-        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
-        f"<title>structune eval: {_e(report.task)}</title><style>{_CSS}</style></head>"
-        f"<body>{''.join(sections)}</body></html>\n"
-    )
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}
-th,td{border-bottom:1px solid #ddd;padding:.3rem .7rem;text-align:right}
-th:first-child,td:first-child{text-align:left}
-.lead{color:#555} .plot svg{max-width:100%;height:auto}
-.pair{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
-pre{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:24rem;white-space:pre-wrap}
-.case{border-top:2px solid #eee;padding-top:.5rem;margin-bottom:1.5rem}
-.miss{color:#a33}
-"""
-
-
-def _scores_html(report: EvalReport) -> str:
-    agreed = report.reference is not None
-    head = ["model", "parsed", "schema-valid", "truncated"]
-    head += ["precision", "recall", "F1"] if agreed else []
-    head += ["s / answer", "tokens / s"]
-    rows = []
-    for s in report.comparison.scores:
-        n = s.answers
-        cells = [s.model, f"{s.parsed}/{n}", f"{s.valid}/{n}", f"{s.truncated}/{n}"]
-        total = report.agreement(s.model)
-        if total is not None:
-            c = total.total
-            cells += [f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}"]
-        elif agreed:
-            cells += ["reference", "", ""]
-        cells += [f"{s.seconds_per_answer:.2f}", _tokens_per_s(s)]
-        rows.append(cells)
-    return "<h2>Scores</h2>" + _table(head, rows)
-
-
-def _fields_html(report: EvalReport) -> str:
-    totals = {m: report.agreement(m) for m in report.agreements}
-    paths = sorted({p for t in totals.values() if t is not None for p in t.paths})
-    if not paths:
-        return ""
-    rows = []
-    for path in paths:
-        cells = [path]
-        for total in totals.values():
-            c = total.paths.get(path) if total is not None else None
-            cells.append(f"{c.f1:.3f} ({c.tp}/{c.tp + c.fn})" if c is not None else "-")
-        rows.append(cells)
-    return (
-        "<h2>Agreement per field</h2><p>F1 per leaf path (matched / reference leaves); "
-        "list items are matched as multisets.</p>" + _table(["field", *totals], rows)
-    )
-
-
-def _adapters_html(report: EvalReport, plots: _Plots) -> str:
-    if not report.adapters:
-        return "<h2>Training loss</h2><p>No adapters among the models.</p>"
-    rows = [
-        [
-            m.id,
-            m.base_model,
-            m.task or "-",
-            str(m.dataset_size),
-            str(m.steps),
-            f"{m.loss_history[0]:.3f} → {m.loss_history[-1]:.3f}" if m.loss_history else "-",
-        ]
-        for m in report.adapters
-    ]
-    head = ["adapter", "base", "task", "examples", "steps", "loss"]
-    return "<h2>Training loss</h2>" + plots.losses(report.adapters) + _table(head, rows)
-
-
-def _disagreements_html(report: EvalReport) -> str:
-    if report.references is None:
-        return ""
-    parts = [
-        f"<h2>Worst disagreements</h2><p>Each model's {WORST_PER_MODEL} lowest-agreement "
-        f"answers beside the reference ({_e(report.reference or '')}).</p>"
-    ]
-    for model in report.agreements:
-        worst = report.worst(model)
-        if not worst:
-            parts.append(f"<h3>{_e(model)}</h3><p>Agrees with the reference on every input.</p>")
-            continue
-        parts.append(f"<h3>{_e(model)}</h3>")
-        parts += [_case_html(report, model, i, a) for i, a in worst]
-    return "".join(parts)
-
-
-def _case_html(report: EvalReport, model: str, index: int, agreed: Agreement) -> str:
-    answer = report.comparison.answers[model][index]
-    data = report.answer_data[model][index]
-    c = agreed.total
-    shown = json.dumps(data, indent=2, ensure_ascii=False) if data is not None else answer.text
-    why = ""
-    if data is None:
-        cut = "cut off at max_tokens; " if answer.truncated else ""
-        why = f"<p class=miss>{cut}no valid answer: {_e(answer.error or '')}</p>"
-    misses = [
-        f"{_e(path)}: {p.tp} matched, {p.fp} extra, {p.fn} missed"
-        for path, p in agreed.paths.items()
-        if p.fp or p.fn
-    ]
-    reference = json.dumps((report.references or [])[index], indent=2, ensure_ascii=False)
-    return (
-        f"<div class=case><p>input {index + 1}: <code>{_e(_clip(json.dumps(answer.inputs)))}"
-        f"</code> · F1 {c.f1:.3f} (precision {c.precision:.3f}, recall {c.recall:.3f})</p>"
-        f"<p class=miss>{'; '.join(misses)}</p>{why}<div class=pair>"
-        f"<div><b>{_e(model)}</b><pre>{_e(_clip(shown, 4000))}</pre></div>"
-        f"<div><b>reference</b><pre>{_e(reference)}</pre></div></div></div>"
-    )
-
-
-def _settings_html(report: EvalReport) -> str:
-    rows = [
-        ["created", report.created],
-        ["schema hash", report.schema_hash],
-        *([k, str(v)] for k, v in report.settings.items()),
-        *([f"model {name}", model_id] for name, model_id in report.model_ids.items()),
-        *([f"version of {k}", v] for k, v in report.versions.items()),
-    ]
-    return "<h2>Settings</h2>" + _table(["setting", "value"], rows)
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
-class _Plots:
-    """matplotlib figures as inline SVG; imported here, so only reports pay for it."""
-
-    def __init__(self) -> None:
-        require_matplotlib()
-        import matplotlib
-        from matplotlib.figure import Figure
-
-        self._figure = Figure
-        self._rc_context = matplotlib.rc_context
-
-    def _style(self) -> Any:
-        # Text stays text (searchable, small); `$` in a model name is not mathtext;
-        # a fixed hash salt and no date make the same report give the same bytes.
-        return self._rc_context(
-            {"svg.fonttype": "none", "text.parse_math": False, "svg.hashsalt": "structune"}
-        )
-
-    def bars(self, report: EvalReport) -> str:
-        scores = report.comparison.scores
-        names = [s.model for s in scores]
-        # (title, value per model, whether it is a share between 0 and 1)
-        metrics: list[tuple[str, list[float | None], bool]] = [
-            ("schema-valid rate", [s.valid_rate for s in scores], True),
-            ("truncation rate", [s.truncated / s.answers for s in scores], True),
-            ("seconds per answer", [s.seconds_per_answer for s in scores], False),
-        ]
-        if report.reference is not None:
-            f1 = [_f1(report.agreement(name)) for name in names]
-            metrics.insert(2, ("agreement F1", f1, True))
-        with self._style():
-            fig = self._figure(figsize=(2.8 * len(metrics), 0.9 + 0.45 * len(names)))
-            axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-            for ax, (title, values, is_rate) in zip(axes, metrics, strict=True):
-                rows = range(len(names))
-                ax.barh(rows, [v or 0.0 for v in values], color="#4c78a8")
-                ax.set_title(title, fontsize=10)
-                ax.set_yticks(rows, names)
-                top = max((v or 0.0 for v in values), default=0.0)
-                # room on the right for the value labels
-                ax.set_xlim(0, 1.25 if is_rate else (top * 1.35 or 1.0))
-                if is_rate:
-                    ax.set_xticks([0, 0.5, 1])
-                for row, v in zip(rows, values, strict=True):
-                    label = "reference" if v is None else f"{v:.2f}" if is_rate else f"{v:.3g}"
-                    ax.text(v or 0.0, row, f" {label}", va="center", fontsize=8)
-            axes[0].invert_yaxis()  # the axes share y: inverting one inverts all
-            fig.set_layout_engine("constrained")
-            return self._svg(fig)
-
-    def losses(self, adapters: Sequence[AdapterManifest]) -> str:
-        with self._style():
-            fig = self._figure(figsize=(8, 3.2))
-            ax = fig.subplots()
-            for m in adapters:
-                ax.plot(range(1, len(m.loss_history) + 1), m.loss_history, label=m.id)
-            ax.set_xlabel("training step")
-            ax.set_ylabel("loss")
-            ax.legend(fontsize=8)
-            fig.set_layout_engine("constrained")
-            return self._svg(fig)
-
-    def _svg(self, fig: Any) -> str:
-        out = io.StringIO()
-        fig.savefig(out, format="svg", metadata={"Date": None})
-        text = out.getvalue()
-        # drop the XML declaration and doctype: the <svg> element goes inline in the page
-        return f"<div class=plot>{text[text.index('<svg') :]}</div>"
-
-
-def _answer_data(program: Program[Any], answer: Answer) -> dict[str, Any] | None:
-    """The answer as JSON data validated by the output model, or None when it is not one
-    (values not copied from the source still count: agreement judges them)."""
-    if not answer.parsed:
-        return None
-    try:
-        data = extract_json_object(answer.text)
-        return program.output_cls.model_validate(data).model_dump(mode="json")
-    except (InvalidOutput, pydantic.ValidationError):
-        return None
-
-
-def _f1(total: Agreement | None) -> float | None:
-    return total.total.f1 if total is not None else None
-
-
-def _tokens_per_s(score: ModelScore) -> str:
+def tokens_per_s_cell(score: ModelScore) -> str:
     return f"{score.tokens_per_s:.1f}" if score.completion_tokens else "-"
-
-
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
-def _clip(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _versions() -> dict[str, str]:

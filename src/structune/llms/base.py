@@ -16,10 +16,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from structune.constrain.extractive import Extraction, with_extraction
 from structune.errors import UserError
+
+if TYPE_CHECKING:
+    from structune.constrain.checked import SchemaCheck
 
 
 class Message(TypedDict):
@@ -67,6 +70,9 @@ class Completion:
         completion_tokens: tokens generated, when the backend knows them.
         latency_s: wall time until this answer was complete (for a batched local model,
             the whole batch's time).
+        schema_check: for an answer decoded under a grammar, what the grammar enforced,
+            what was only checked, and a violation of the full schema that re-sampling did
+            not cure (`structune.constrain.checked`); None without a grammar.
     """
 
     text: str
@@ -75,6 +81,7 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_s: float = 0.0
+    schema_check: SchemaCheck | None = None
 
 
 class LLM(ABC):
@@ -127,7 +134,9 @@ class Constrained(LLM):
     to the schema the caller passes with it: `compare` passes the program's schema bound to
     each row's inputs, so extracted fields copy from that row (`Program.decoding_schema`).
     `extraction` chooses how marked fields are held: "marked" as the schema says,
-    "unordered" as copies in any order, "off" by the JSON grammar alone.
+    "unordered" as copies in any order, "off" by the JSON grammar alone. `relax` lets a
+    schema with keywords no grammar enforces decode under a looser grammar, every answer
+    still checked against the whole schema (`structune.constrain.checked.relaxed`).
 
     Example: `compare(program, {"base": base, "base + grammar": Constrained(base)}, ...)`.
     """
@@ -138,10 +147,12 @@ class Constrained(LLM):
         json_schema: Mapping[str, Any] | None = None,
         *,
         extraction: Extraction = "marked",
+        relax: bool = False,
     ):
         self.llm = llm
         self.json_schema = json_schema
         self.extraction = extraction
+        self.relax = relax
         self.model_id = f"{llm.model_id}+grammar"
         self.context_window = llm.context_window
 
@@ -179,9 +190,12 @@ class Constrained(LLM):
                 "Constrained(llm) without a schema holds each answer to the schema passed "
                 "with it: use it in compare(), or give Constrained(llm, json_schema)"
             )
+        from structune.constrain.checked import relaxed
+
+        held = [with_extraction(s, self.extraction) for s in schemas if s is not None]
         return self.llm.complete_many(
             conversations,
             max_tokens=max_tokens,
             temperature=temperature,
-            json_schema=[with_extraction(s, self.extraction) for s in schemas if s is not None],
+            json_schema=[relaxed(s) for s in held] if self.relax else held,
         )

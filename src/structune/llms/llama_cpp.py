@@ -1,8 +1,11 @@
 """A GGUF model through llama.cpp (llama-cpp-python) as an `LLM`: the single-stream path.
 
 llama.cpp renders the chat template stored in the GGUF (the same one transformers reads
-from it) and enforces a `json_schema` with its own grammar. Before a schema reaches it,
-llguidance validates it, so a feature no engine here can enforce is refused, not ignored.
+from it) and enforces a `json_schema` with its own grammar. A schema takes the path it takes
+for `LocalLLM` (`structune.constrain.checked`): rewritten exactly where llguidance refuses
+a keyword, relaxed only when the schema asks to be, validated by llguidance first (so a
+feature no engine here can enforce is refused, not ignored), and each answer checked
+against the full schema and decoded again with a seed on a violation.
 
 llama-cpp-python tokenizes the rendered chat as one string with `special=True`, so the text
 of a control token inside a message ("<|im_end|>\n<|im_start|>system ...") would become that
@@ -17,9 +20,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from structune.constrain.checked import (
+    RESAMPLE_SEED,
+    RESAMPLE_TEMPERATURE,
+    HeldBy,
+    SchemaChecker,
+    check_answers,
+)
 from structune.constrain.extractive import strip_extractive
-from structune.constrain.grammar import schema_grammar
-from structune.constrain.strict import strict_objects
+from structune.constrain.grammar import full_schema, plan_schema, schema_grammar
 from structune.errors import BackendError, UserError
 from structune.llms.base import LLM, Completion, Message
 
@@ -74,19 +83,40 @@ class LlamaCppLLM(LLM):
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         self._refuse_control_token_text(messages)
-        response_format = None
-        if json_schema is not None:
-            # llama.cpp's grammar cannot copy from the input: extracted fields are checked
-            # after parsing instead.
-            json_schema = strip_extractive(json_schema)
-            schema_grammar(json_schema)  # refuses what no engine here can enforce
-            response_format = {"type": "json_object", "schema": strict_objects(json_schema)}
+        if json_schema is None:
+            return self._create(messages, max_tokens, temperature, None)
+        # llama.cpp's grammar cannot copy from the input: extracted fields are checked
+        # after parsing instead.
+        json_schema = strip_extractive(json_schema)
+        plan = plan_schema(json_schema)
+        schema_grammar(plan.schema)  # refuses what no engine here can enforce
+        response_format = {"type": "json_object", "schema": plan.schema}
+        completion = self._create(messages, max_tokens, temperature, response_format)
+        held = HeldBy(plan.coverage, SchemaChecker(full_schema(json_schema)))
+
+        def resample(rows: list[int], attempt: int) -> list[Completion]:
+            again = temperature or RESAMPLE_TEMPERATURE
+            return [
+                self._create(messages, max_tokens, again, response_format, RESAMPLE_SEED + attempt)
+            ]
+
+        return check_answers([completion], [held], resample)[0]
+
+    def _create(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        temperature: float,
+        response_format: dict[str, Any] | None,
+        seed: int | None = None,
+    ) -> Completion:
         started = time.perf_counter()
         out: Any = self.llama.create_chat_completion(
             list(messages),  # type: ignore[arg-type]
             max_tokens=max_tokens,
             temperature=temperature,
             response_format=response_format,  # type: ignore[arg-type]
+            seed=seed,
         )
         choice, usage = out["choices"][0], out["usage"]
         return Completion(

@@ -6,17 +6,21 @@ sorted by length so each batch pads little, padded on the left, and decoded gree
 unless a temperature is given. A base model plus adapter is merged once at load time, so
 decoding costs what the base model costs. With a `json_schema`, every row decodes under its
 own grammar matcher (`structune.constrain`); a list of schemas gives each row its own
-grammar (extracted fields copy from the row's own source text).
+grammar (extracted fields copy from the row's own source text). Each finished answer is then
+checked against its full schema, and a violation decoded again with a seed
+(`structune.constrain.checked.check_answers`): the one path for `Program.run` and the server.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from structune.constrain.checked import RESAMPLE_SEED, RESAMPLE_TEMPERATURE
 from structune.errors import BackendError, UserError
 from structune.llms.base import LLM, Completion, Message, SchemaPerRow, schemas_per_row
 from structune.models.chat import tokenize_chat
@@ -108,8 +112,6 @@ class LocalLLM(LLM):
         there and `GenerationStopped` is raised (the server's way to drop a batch whose
         clients all left).
         """
-        from tqdm.auto import tqdm
-
         grammars = None
         schemas = schemas_per_row(json_schema, len(conversations))
         if any(s is not None for s in schemas):
@@ -123,6 +125,38 @@ class LocalLLM(LLM):
         prompts = [
             tokenize_chat(self.tokenizer, m, add_generation_prompt=True) for m in conversations
         ]
+
+        def decode(rows: list[int], temperature: float) -> list[Completion]:
+            return self._decode_rows(
+                [prompts[i] for i in rows],
+                max_tokens,
+                temperature,
+                None if grammars is None else [grammars[i] for i in rows],
+                should_stop,
+            )
+
+        completions = decode(list(range(len(prompts))), temperature)
+        if grammars is None:
+            return completions
+        from structune.constrain.checked import check_answers
+
+        def resample(rows: list[int], attempt: int) -> list[Completion]:
+            with self._seeded(RESAMPLE_SEED + attempt):
+                return decode(rows, temperature or RESAMPLE_TEMPERATURE)
+
+        return check_answers(completions, grammars, resample)
+
+    def _decode_rows(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        temperature: float,
+        grammars: Any,
+        should_stop: Callable[[], bool] | None,
+    ) -> list[Completion]:
+        """Decode `prompts` in length-sorted batches; the answers in the prompts' order."""
+        from tqdm.auto import tqdm
+
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: dict[int, Completion] = {}
         starts = range(0, len(order), self.batch_size)
@@ -142,6 +176,16 @@ class LocalLLM(LLM):
             )
             results.update(zip(batch, completions, strict=True))
         return [results[i] for i in range(len(prompts))]
+
+    @contextmanager
+    def _seeded(self, seed: int) -> Iterator[None]:
+        """Sample with `seed`, leaving the caller's random state as it was."""
+        import torch
+
+        device = self.model.device
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield
 
     def _generate(
         self,

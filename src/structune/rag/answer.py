@@ -95,7 +95,7 @@ def ask(
     answers = []
     for completion, (given, found) in zip(completions, retrieved, strict=True):
         try:
-            parsed, error = program.parse(completion.text, given), None
+            parsed, error = program.parse_completion(completion, given), None
         except InvalidOutput as exc:
             parsed, error = None, exc.reason
         truncated = completion.finish_reason == "length"

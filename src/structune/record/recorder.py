@@ -213,7 +213,7 @@ def _to_example(
         error = "closed early by the grammar at max_tokens; raise max_tokens"
     else:
         try:
-            parsed = program.parse(outcome.text, inputs).model_dump(mode="json")
+            parsed = program.parse_completion(outcome, inputs).model_dump(mode="json")
         except InvalidOutput as exc:
             error = exc.reason
             if outcome.finish_reason == "length":

@@ -1,12 +1,16 @@
 """The OpenAI-compatible server: `GET /v1/models`, `POST /v1/chat/completions`, `GET /health`.
 
 `model` names the base model or any adapter id. `response_format` of type `json_schema`
-(or `json_object`, optionally with a `schema`) is enforced by constrained decoding; a
-schema the engine cannot enforce is a 400, never decoded unconstrained. Limits (body
-size, `max_tokens`, `n`, streaming) are checked before any work and answered with a 4xx
-in OpenAI's error format, and so is every error the framework raises itself (unknown
-route, wrong method, a body that does not parse). With an API key set, every route but
-`/health` needs it, `/openapi.json` included.
+(or `json_object`, optionally with a `schema`) is enforced by constrained decoding, on the
+path `Program.run(constrained=True)` takes (`structune.constrain.checked`): a schema the
+engine cannot enforce is a 400, never decoded unconstrained, unless the schema asks to be
+relaxed (`"x-structune-relax": true`); each answer is checked against the full schema, a
+response's `schema_check` says what the grammar enforced and what was only checked, and an
+answer that still violates the schema after re-sampling is a 500 with the validator's
+message, never a valid-looking answer. Limits (body size, `max_tokens`, `n`, streaming)
+are checked before any work and answered with a 4xx in OpenAI's error format, and so is
+every error the framework raises itself (unknown route, wrong method, a body that does not
+parse). With an API key set, every route but `/health` needs it, `/openapi.json` included.
 
 A request costs what its prompt and schema cost, so both are bounded before it queues: a
 prompt that does not fit the model's context window is a 400, and so is a schema that
@@ -38,6 +42,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from structune.constrain.checked import SchemaCheck
 from structune.errors import StructuneError, UserError
 from structune.llms.base import LLM, Message
 from structune.program import schema_hash
@@ -202,6 +207,14 @@ def create_app(
         except StructuneError as exc:
             raise ApiError(500, str(exc), "server_error") from None
         prompt, generated = completion.prompt_tokens or 0, completion.completion_tokens or 0
+        check = completion.schema_check
+        if check is not None and check.violation is not None:
+            raise ApiError(
+                500,
+                f"the model's answer violates the schema after {check.resamples} re-samples: "
+                f"{check.violation}; retry, or simplify the schema",
+                "server_error",
+            )
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -223,9 +236,19 @@ def create_app(
                 "completion_tokens": generated,
                 "total_tokens": prompt + generated,
             },
+            **({} if check is None else {"schema_check": _described(check)}),
         }
 
     return app
+
+
+def _described(check: SchemaCheck) -> dict[str, Any]:
+    return {
+        "enforced": list(check.coverage.enforced),
+        "rewritten": list(check.coverage.rewritten),
+        "checked": list(check.coverage.checked),
+        "resamples": check.resamples,
+    }
 
 
 def _schema_of(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
