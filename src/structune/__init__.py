@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Program": "structune.program",
+    "Distinct": "structune.constrain.distinct",
     "StructuneError": "structune.errors",
     "UserError": "structune.errors",
     "BackendError": "structune.errors",
@@ -39,6 +40,7 @@ __all__ = [
     "CallableLLM",
     "Completion",
     "DatasetStore",
+    "Distinct",
     "InvalidOutput",
     "LocalLLM",
     "OpenAICompatibleLLM",
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from structune.constrain.distinct import Distinct
     from structune.errors import BackendError, InvalidOutput, StructuneError, UserError
     from structune.evaluate.compare import compare
     from structune.llms.base import LLM, Completion

@@ -245,8 +245,9 @@ class Program(Generic[T]):
         the same, since an answer cut off by `max_tokens` is still invalid. Extracted fields
         are checked against `inputs`, and a local model decodes them as copies of the inputs.
 
-        A schema keyword that no grammar can enforce (`uniqueItems`, a `not` without a
-        complement) is refused unless `relax`: then the grammar leaves it out, and the local
+        Distinct list items (`Distinct`, `uniqueItems` on strings) are held while a local
+        model decodes. A schema keyword that no grammar can enforce (`uniqueItems` on numbers
+        or objects, a `not` without a complement) is refused unless `relax`: then the grammar leaves it out, and the local
         model's answer is checked against the full schema and decoded again on a violation
         (`structune.constrain.checked`).
 

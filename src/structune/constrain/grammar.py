@@ -33,7 +33,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -44,6 +44,7 @@ from structune.constrain.checked import (
     dialect_of,
     wants_relaxing,
 )
+from structune.constrain.distinct import DISTINCT_KEY, DistinctList, hold_distinct
 from structune.constrain.extractive import SOURCES_KEY, has_extracted, strip_extractive
 from structune.constrain.strict import strict_objects
 from structune.errors import UserError
@@ -85,12 +86,14 @@ class SchemaGrammar:
     Attributes:
         coverage: what the grammar enforces, and what is only checked afterwards.
         checker: the full schema's check of a finished answer (`compile_schema` sets it).
+        distinct: the lists whose items the decoder holds distinct (`constrain.distinct`).
     """
 
     grammar: str
     ll_tokenizer: Any
     coverage: Coverage = field(default_factory=Coverage)
     checker: SchemaChecker | None = field(default=None, compare=False)
+    distinct: tuple[DistinctList, ...] = ()
 
     def matcher(self) -> Any:
         """A fresh matcher at the start of the grammar.
@@ -307,13 +310,19 @@ def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
     if cached is not None:
         return cached
     ll_tokenizer = _ll_tokenizer(tokenizer)
-    if has_extracted(schema):  # tried once per shape, not per source (`_extractive_grammar`)
-        grammar = schema_grammar(schema, ll_tokenizer)
-        compiled = SchemaGrammar(grammar, ll_tokenizer, checker=_checker(schema))
+    # Distinct lists are held by the decoder beside the grammar (`constrain.distinct`).
+    held, distinct = hold_distinct(schema)
+    if has_extracted(held):  # tried once per shape, not per source (`_extractive_grammar`)
+        grammar = schema_grammar(held, ll_tokenizer)
+        compiled = SchemaGrammar(grammar, ll_tokenizer, checker=_checker(schema), distinct=distinct)
     else:
-        plan = plan_schema(schema)
+        plan = plan_schema(held)
         grammar = _json_grammar(plan.schema, ll_tokenizer)
-        compiled = SchemaGrammar(grammar, ll_tokenizer, plan.coverage, _checker(schema))
+        by_decoder = {"uniqueItems" if d.by is None else DISTINCT_KEY for d in distinct}
+        coverage = replace(
+            plan.coverage, enforced=tuple(sorted({*plan.coverage.enforced, *by_decoder}))
+        )
+        compiled = SchemaGrammar(grammar, ll_tokenizer, coverage, _checker(schema), distinct)
         _try_decoding(compiled)
     with _GRAMMARS_LOCK:
         _GRAMMARS[(_digest(schema), id(tokenizer))] = (tokenizer, compiled)

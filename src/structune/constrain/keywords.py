@@ -1,7 +1,7 @@
 """JSON Schema as the grammar engine and the validator read it.
 
-`ENFORCED` is what llguidance enforces, the one list of it: a keyword the grammar layer
-learns to hold (`uniqueItems` for strings, issue #49) joins it there. `Dialect` is how a
+`ENFORCED` is what llguidance enforces, the one list of it. (`uniqueItems` on lists of
+strings is held beside the grammar, by the decoder: `structune.constrain.distinct`.) `Dialect` is how a
 schema's own draft reads its keywords, as its validator does. `map_subschemas` knows where
 subschemas sit, for every walk over a schema in `structune.constrain`.
 """
@@ -13,8 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# What llguidance enforces (its parser/src/json/schema.rs `IMPLEMENTED`). The one list:
-# `uniqueItems` goes here once the grammar layer enforces it (issue #49).
+# What llguidance enforces (its parser/src/json/schema.rs `IMPLEMENTED`). The one list.
 ENFORCED = frozenset(
     {
         "anyOf", "allOf", "$ref", "const", "enum", "type",

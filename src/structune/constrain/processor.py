@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from structune.constrain.distinct import DistinctTracker, ban_repeats, token_bytes
 from structune.constrain.grammar import SchemaGrammar
 from structune.errors import UserError
 
@@ -108,6 +109,12 @@ class GrammarLogitsProcessor:
     ):
         grammars = [grammar] * (batch_size or 1) if isinstance(grammar, SchemaGrammar) else grammar
         self.matchers = [g.matcher() for g in grammars]
+        # Rows with distinct lists (`structune.constrain.distinct`): their answers so far.
+        self.distinct = [
+            DistinctTracker(g.distinct, token_bytes(g.ll_tokenizer)[0]) if g.distinct else None
+            for g in grammars
+        ]
+        self.quote_tokens = [token_bytes(g.ll_tokenizer)[1] if g.distinct else [] for g in grammars]
         self.started = False
         self.steps = 0
         self.closing = closing
@@ -123,6 +130,9 @@ class GrammarLogitsProcessor:
                 token = int(input_ids[row, -1])
                 if self.closing is not None and not matcher.is_stopped():
                     self.strings[row].add(self.closing.tokens.texts[token])
+                tracker = self.distinct[row]
+                if tracker is not None and not matcher.is_stopped():
+                    tracker.add(token)
                 if not matcher.is_stopped() and not matcher.consume_token(token):
                     # The token was allowed by the mask, so the engine hit one of its limits
                     # (`grammar._engine_limits`): a schema too costly at this point of an answer.
@@ -148,6 +158,9 @@ class GrammarLogitsProcessor:
         mask[:, :width] = torch.from_numpy(allowed[:, :width].astype(bool))
         if self.closing is not None and self.steps >= self.closing.first_step:
             self._close_open_values(mask, scores)
+        for row, tracker in enumerate(self.distinct):
+            if tracker is not None:
+                ban_repeats(tracker, mask[row], self.quote_tokens[row])
         self.steps += 1
         return scores.masked_fill(~mask, float("-inf"))
 

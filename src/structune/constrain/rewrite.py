@@ -26,8 +26,8 @@ kept off the declared ones, whose own schemas take it instead.
 What has no exact rewrite is relaxed: dropped (a `oneOf` that may overlap becomes `anyOf`),
 so the grammar accepts a superset of the schema, and listed in `Rewrite.relaxed`: the caller
 must check every answer against the full schema (`structune.constrain.checked`).
-`uniqueItems` is relaxed for now; once the grammar layer enforces it (issue #49) it joins
-`keywords.ENFORCED`, the one list of what the grammar holds.
+`uniqueItems` on the lists of strings the decoder holds distinct never reaches here
+(`structune.constrain.distinct` takes it out first); any other `uniqueItems` is relaxed.
 
 Keywords are read as the schema's own draft reads them (`keywords.Dialect`): a draft-4
 schema's `if` is an annotation there, dropped with a note. `dependencies` is rewritten in
