@@ -247,9 +247,9 @@ class Program(Generic[T]):
 
         Distinct list items (`Distinct`, `uniqueItems` on strings) are held while a local
         model decodes. A schema keyword that no grammar can enforce (`uniqueItems` on numbers
-        or objects, a `not` without a complement) is refused unless `relax`: then the grammar leaves it out, and the local
-        model's answer is checked against the full schema and decoded again on a violation
-        (`structune.constrain.checked`).
+        or objects, a `not` without a complement) is refused unless `relax`: then the grammar
+        leaves it out, and the local model's answer is checked against the full schema and
+        decoded again on a violation (`structune.constrain.checked`).
 
         Raises:
             InvalidOutput: the last answer was still invalid (for a local model under a

@@ -1,9 +1,10 @@
 """JSON Schema as the grammar engine and the validator read it.
 
-`ENFORCED` is what llguidance enforces, the one list of it. (`uniqueItems` on lists of
-strings is held beside the grammar, by the decoder: `structune.constrain.distinct`.) `Dialect` is how a
-schema's own draft reads its keywords, as its validator does. `map_subschemas` knows where
-subschemas sit, for every walk over a schema in `structune.constrain`.
+`ENFORCED` is what llguidance enforces, the one list of it (`uniqueItems` on lists of
+strings is held beside the grammar, by the decoder: `structune.constrain.distinct`).
+`Dialect` is how a schema's own draft reads its keywords, as its validator does.
+`map_subschemas` knows where subschemas sit, for every walk over a schema in
+`structune.constrain`.
 """
 
 from __future__ import annotations
