@@ -120,7 +120,9 @@ class SchemaGrammar:
 
 
 @lru_cache(maxsize=8)
-def _ll_tokenizer(tokenizer: Any) -> Any:
+def llguidance_tokenizer(tokenizer: Any) -> Any:
+    """llguidance's view of a transformers (fast) `tokenizer`, which its grammars and token
+    masks are built for; made once per tokenizer."""
     import llguidance.hf
 
     return llguidance.hf.from_tokenizer(tokenizer)  # ~0.4-0.9 s: worth caching
@@ -306,7 +308,7 @@ def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
     cached = cached_grammar(schema, tokenizer)
     if cached is not None:
         return cached
-    ll_tokenizer = _ll_tokenizer(tokenizer)
+    ll_tokenizer = llguidance_tokenizer(tokenizer)
     if has_extracted(schema):  # tried once per shape, not per source (`_extractive_grammar`)
         grammar = schema_grammar(schema, ll_tokenizer)
         compiled = SchemaGrammar(grammar, ll_tokenizer, checker=_checker(schema))
