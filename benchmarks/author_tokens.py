@@ -16,9 +16,10 @@ the name heading the citing clause: 'S' for "SAMSum (Gliwa et al., 2019)", 'E' f
 NLG Challenge ... Novikova et al. (2017)" (docs/citation-student.md, "Two-author variants
 seen more often").
 
-The answer is teacher-forced in the tokenization the adapter was trained on: with
-`aligned_copies` in its manifest, authors copied after a space are cut as the context cuts
-them (`structune.train.copies`), so "Liang" is 'Li', 'ang' there and 'L', 'iang' otherwise.
+The answer is teacher-forced in the tokenization the adapter was trained on: where the run
+trained with `--aligned-copies` (or an older adapter's manifest says `aligned_copies`),
+authors copied after a space are cut as the context cuts them (`research.copies`), so
+"Liang" is 'Li', 'ang' there and 'L', 'iang' otherwise.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import json
 import re
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repository root, and with it `research`, on the path)
 import torch
 
+from research.copies import aligned_copies
 from structune.llms.local import LocalLLM
 from structune.program import canonical_json
 from structune.tasks.citations import SURNAME_PATTERN, sourced_program
@@ -63,7 +66,11 @@ def main() -> None:
     )
     order = program.output_cls.model_json_schema()["$defs"]["Citation"]["properties"]
     adapter = args.adapter or run["adapter"]
-    aligned = load_manifest(adapter).config.get("aligned_copies", False)
+    # adapters trained before the research code left structune recorded it in their config
+    aligned = run["args"].get("aligned_copies") or load_manifest(adapter).config.get(
+        "aligned_copies", False
+    )
+    tokenize = aligned_copies if aligned else tokenize_conversation
     student = LocalLLM.load(adapter=adapter, batch_size=1)
     tokenizer = student.tokenizer
 
@@ -77,9 +84,7 @@ def main() -> None:
             *program.messages(answer["inputs"]),
             {"role": "assistant", "content": text},
         ]
-        example = tokenize_conversation(
-            tokenizer, conversation, max_length=1 << 20, aligned_copies=aligned
-        )
+        example = tokenize(tokenizer, conversation, max_length=1 << 20)
         start = next(k for k, label in enumerate(example.labels) if label != IGNORE_INDEX)
         ids = example.input_ids[start:]
         with torch.no_grad():  # one pass over the whole answer, read at each author

@@ -22,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 
+from common import add_papers_flag
+
 from structune.tasks.citations import (
     SURNAME_PATTERN,
     author_key,
@@ -214,13 +216,7 @@ def narrative_counts(pages: Pages) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--papers",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help=f"a folder holding {', '.join(f'{name}.pdf' for name in PAPERS)}",
-    )
+    add_papers_flag(parser, f"a folder holding {', '.join(f'{name}.pdf' for name in PAPERS)}")
     args = parser.parse_args()
     pages = read_papers(args.papers)
     print("hand-checked pages (numbered from 0)")

@@ -37,7 +37,7 @@ from typing import Annotated, Any
 import pydantic
 
 from structune.constrain import Extracted, bind_sources
-from structune.constrain.grammar import _ll_tokenizer, schema_grammar
+from structune.constrain.grammar import llguidance_tokenizer, schema_grammar
 from structune.errors import UserError
 from structune.models.loading import resolve_model
 from structune.tasks.citations import SURNAME_PATTERN
@@ -114,7 +114,7 @@ def main() -> None:
     from structune.constrain.grammar import MAX_ITEMS_IN_ROW
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
-    ll_tokenizer = _ll_tokenizer(tokenizer)
+    ll_tokenizer = llguidance_tokenizer(tokenizer)
     limits = llguidance.LLParserLimits(max_items_in_row=MAX_ITEMS_IN_ROW)
     words = paper_words(args.pdf)
     times: dict[tuple[str, str], list[float]] = {}

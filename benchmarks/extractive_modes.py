@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/extractive_modes.py [--epochs 3] [--adapter ID] [--json F]
 
-A LoRA student is tuned on the 48 training entries of `structune.tasks.references` (gold
+A LoRA student is tuned on the 48 training entries of `research.references` (gold
 answers checked by hand, entry texts in the repository's data) and answers the 48 test
 entries four ways: plain decoding, under the JSON grammar, under the extractive grammar
 (every author and the title copied from the entry, authors in any order) and under the
@@ -20,11 +20,13 @@ import argparse
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repository root, and with it `research`, on the path)
+
+from research.references import reference_examples, reference_program
 from structune.evaluate.compare import compare
 from structune.llms.base import Constrained, Message
 from structune.llms.local import LocalLLM
 from structune.program import canonical_json
-from structune.tasks.references import reference_examples, reference_program
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
 

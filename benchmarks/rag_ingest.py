@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import check_papers
+
 PAPERS = ("instructgpt.pdf", "lora.pdf")  # what --papers DIR ingests
 
 _CHILD = """
@@ -76,8 +78,7 @@ def main() -> None:
     pdfs = list(args.pdfs)
     if args.papers is not None:
         pdfs += [args.papers / name for name in PAPERS]
-        if missing := [name for name in PAPERS if not (args.papers / name).is_file()]:
-            parser.error(f"--papers {args.papers}: no {missing[0]} there")
+        check_papers(parser, args.papers, PAPERS)
     print(f"chunk_size={args.chunk_size} chunk_overlap={args.chunk_overlap}")
 
     header = (

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import add_papers_flag, check_papers
+
 ROWS = {  # row name: what its process does
     "model loaded, no training": "load",
     "structune train (defaults)": "store",
@@ -67,13 +69,10 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=8, help="the longest N of the 40")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument(
-        "--papers", type=Path, metavar="DIR", required=True, help="a folder holding instructgpt.pdf"
-    )
+    add_papers_flag(parser, "a folder holding instructgpt.pdf")
     parser.add_argument("--child", choices=list(ROWS.values()), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not (args.papers / "instructgpt.pdf").is_file():
-        parser.error(f"--papers {args.papers}: no instructgpt.pdf there")
+    check_papers(parser, args.papers, ["instructgpt.pdf"])
     if args.child:
         child(args.child, args.examples, args.steps, args.batch_size, args.papers)
         return

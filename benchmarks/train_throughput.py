@@ -26,7 +26,7 @@ from structune.models.precision import fast_dtype
 from structune.program import canonical_json
 from structune.tasks.albums import album_program, curated_albums
 from structune.train.data import collate, tokenize_conversation
-from structune.train.lora import _with_lora
+from structune.train.lora import with_lora
 
 
 def album_conversations() -> list[list[dict[str, str]]]:
@@ -43,7 +43,7 @@ def raw_forward_backward(
     conversations, *, batch_size: int, steps: int, bf16: bool, max_length: int = 1024
 ) -> float:
     model, tokenizer = load_model("smollm2-135m")
-    model = _with_lora(model, TrainConfig(), None)
+    model = with_lora(model, TrainConfig())
     model.train()
     examples = [tokenize_conversation(tokenizer, c, max_length=max_length) for c in conversations]
     rates = []

@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import add_papers_flag, check_papers, paper_inputs
 from matmul_dtype import gflops
 from train_throughput import album_conversations, raw_forward_backward
 
@@ -81,12 +82,10 @@ from structune import TrainConfig, finetune
 from structune.llms.callable import CallableLLM
 from structune.models.loading import load_model
 from structune.models.precision import fast_dtype
-from structune.paths import home
-from structune.rag.dataset import document_inputs
 from structune.record import DatasetStore, record
 from structune.tasks.citations import citation_program, citation_teacher
 from structune.train.data import collate, tokenize_conversation
-from structune.train.lora import _with_lora, answer_loss, answer_token_count
+from structune.train.lora import answer_loss, answer_token_count, with_lora
 
 BASE = "smollm2-135m"
 MAX_LENGTH = 2048  # every example of both datasets fits
@@ -98,14 +97,8 @@ def citation_conversations(
 ) -> list[list[dict[str, str]]]:
     """`n` teacher answers over windows of instructgpt.pdf in `papers`, `citing` of them
     with 1-8 citations."""
-    found = document_inputs(
-        papers / CITATION_PAPER,
-        home() / "rag" / "instructgpt-256-128",  # the citation benchmark's index, reused
-        chunk_size=256,
-        chunk_overlap=128,
-        retrieve_context=False,
-        progress=False,
-    )
+    # the windows of the citation benchmark's recipe, their index shared with it
+    found = paper_inputs(papers, CITATION_PAPER.removesuffix(".pdf"), 256, 128, retrieve=False)
     teacher = CallableLLM(citation_teacher, model_id="rules:citations")
     with DatasetStore(":memory:") as store:
         record(citation_program, teacher, found.inputs, store=store, progress=False)
@@ -210,7 +203,7 @@ def train_transformers(conversations, *, steps: int, batch_size: int, bf16: bool
         {"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
         for e in examples
     ]
-    model = _with_lora(model, defaults, None)  # the very LoRA structune's trainer adds
+    model = with_lora(model, defaults)  # the very LoRA structune's trainer adds
     collator = DataCollatorForSeq2Seq(tokenizer, padding="longest")  # labels padded with -100
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
@@ -351,11 +344,8 @@ def main() -> None:
         default="auto",
         help="auto: each trainer's default (structune bf16 where native, the Trainer fp32)",
     )
-    parser.add_argument(
-        "--papers",
-        type=Path,
-        metavar="DIR",
-        help=f"a folder holding {CITATION_PAPER}, for the citations dataset",
+    add_papers_flag(
+        parser, f"a folder holding {CITATION_PAPER}, for the citations dataset", required=False
     )
     args = parser.parse_args()
     if args.rounds < 1:
@@ -369,8 +359,7 @@ def main() -> None:
                 f"the citations dataset needs --papers DIR (a folder holding {CITATION_PAPER}); "
                 "or pass --datasets albums"
             )
-        if not (args.papers / CITATION_PAPER).is_file():
-            parser.error(f"--papers {args.papers}: no {CITATION_PAPER} there")
+        check_papers(parser, args.papers, [CITATION_PAPER])
     bf16 = args.precision == "auto" and fast_dtype() == "bfloat16"
     peaks = {False: peak_matmul_flops(bf16=False), True: peak_matmul_flops(bf16=True)}
     print(

@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -44,10 +45,10 @@ def test_padding_a_batch_changes_no_examples_loss(tiny_model_dir, tokenizer):
     # answer_loss runs without an attention mask: right padding must not reach real tokens
     from structune.models.loading import load_model
     from structune.train.data import collate
-    from structune.train.lora import _with_lora, answer_loss
+    from structune.train.lora import answer_loss, with_lora
 
     model, _ = load_model(str(tiny_model_dir), dtype="float32")
-    model = _with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
+    model = with_lora(model, TrainConfig(lora_r=4, lora_alpha=8))
     examples = [tokenize_conversation(tokenizer, c, max_length=2048) for c in conversations(3)]
     assert len({len(e.input_ids) for e in examples}) > 1  # so the batch pads
     with torch.no_grad():
@@ -63,7 +64,7 @@ def test_gradient_checkpointing_recomputes_each_layer_and_gives_the_same_gradien
 ):
     from structune.models.loading import load_model
     from structune.train.data import collate
-    from structune.train.lora import _recompute_activations, _with_lora, answer_loss
+    from structune.train.lora import _recompute_activations, answer_loss, with_lora
 
     examples = [tokenize_conversation(tokenizer, c, max_length=2048) for c in conversations(2)]
     batch = collate(examples, pad_token_id=0)
@@ -71,7 +72,7 @@ def test_gradient_checkpointing_recomputes_each_layer_and_gives_the_same_gradien
     for recompute in (False, True):
         torch.manual_seed(0)
         model, _ = load_model(str(tiny_model_dir), dtype="float32")
-        model = _with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
+        model = with_lora(model, TrainConfig(lora_r=4, lora_alpha=8))
         if recompute:
             _recompute_activations(model)
         model.train()
@@ -153,11 +154,11 @@ def sgd_step_length(model_dir, tokenizer, *, tokens_per_batch, max_grad_norm):
     the (clipped) gradient it applied."""
     from structune.models.loading import load_model
     from structune.train.distributed import Ranks
-    from structune.train.lora import _summed_answer_loss, _train_step, _with_lora
+    from structune.train.lora import _summed_answer_loss, _train_step, with_lora
 
     torch.manual_seed(0)
     model, _ = load_model(str(model_dir), dtype="float32")
-    model = _with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
+    model = with_lora(model, TrainConfig(lora_r=4, lora_alpha=8))
     trainable = [p for p in model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in trainable]
     batch = [tokenize_conversation(tokenizer, c, max_length=2048) for c in conversations(2)]
@@ -240,6 +241,23 @@ def test_training_logs_its_progress_where_no_bar_can_show(tiny_model_dir, caplog
     assert [line.split(",")[0] for line in lines] == [f"training step {n}/3" for n in (1, 2, 3)]
     assert lines[-1].endswith("about 0.0 min left")
     assert "training" not in sys.stderr.getvalue()  # and no bar written to the log
+
+
+def test_finetune_trains_on_the_examples_its_tokenize_hook_makes(tiny_model_dir):
+    made = []
+
+    def every_token_twice(tokenizer, messages, *, max_length):
+        example = tokenize_conversation(tokenizer, messages, max_length=max_length)
+        made.append(example)
+        return replace(example, weights=[2.0] * len(example.input_ids))
+
+    config = TrainConfig(max_steps=1, batch_size=2, lora_r=4, lora_alpha=8, checkpoint_every=0)
+    train = {"base": str(tiny_model_dir), "config": config, "progress": False}
+    plain = finetune(conversations(2), **train)
+    weighted = finetune(conversations(2), **train, tokenize=every_token_twice)
+    assert len(made) == 2  # one example per conversation, the hook's own
+    # the same first step (same seed, same initial LoRA), every token's loss weighed twice
+    assert weighted.loss_history[0] == pytest.approx(2 * plain.loss_history[0], rel=1e-3)
 
 
 def test_unknown_adapter_lists_the_known_ones(tiny_model_dir):

@@ -23,14 +23,6 @@ def add_commands(command: Any) -> None:
         "adapter records the program so that `structune eval` can check it fits",
     )
     train.add_argument("--parent", help="continue training this adapter id")
-    train.add_argument(
-        "--recovery",
-        type=flags.positive,
-        metavar="N",
-        help="add N answers whose JSON list is given with a mistake in it (an item left out, "
-        "written twice or moved) and learned from there on (for a student that loops after "
-        "its own imperfect list)",
-    )
     flags.db_flag(train)
     train_flags(train)
     _checkpoint_flags(train)
@@ -86,20 +78,6 @@ def train_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="batch examples of similar length: faster steps, a higher loss on small datasets",
     )
-    parser.add_argument(
-        "--decision-weight",
-        type=flags.positive_number,
-        default=defaults.decision_weight,
-        metavar="W",
-        help="weigh the answer tokens that open, continue or close a JSON list W times in the "
-        "loss (for a student that stops lists early or repeats items)",
-    )
-    parser.add_argument(
-        "--aligned-copies",
-        action="store_true",
-        help="tokenize answer strings copied from the prompt as the prompt tokenizes them "
-        "(for a student that misspells the names it copies)",
-    )
 
 
 def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -132,8 +110,6 @@ def train_config(args: argparse.Namespace) -> Any:
         lora_dropout=args.lora_dropout,
         gradient_checkpointing=args.gradient_checkpointing,
         group_by_length=args.group_by_length,
-        decision_weight=args.decision_weight,
-        aligned_copies=args.aligned_copies,
     )
 
 
@@ -166,16 +142,6 @@ def _train(args: argparse.Namespace) -> None:
         with flags.open_store(args, create=False) as store:
             conversations, task = conversations_from_store(store, args.task), args.task
         name = task
-    if args.recovery:
-        from structune.train.recovery import recovery_conversations
-
-        recovering = recovery_conversations(conversations, count=args.recovery)
-        if not recovering:
-            raise UserError(
-                "--recovery draws from answers holding a JSON list of 4 items or more, and "
-                "this dataset has none: train without it"
-            )
-        conversations = [*conversations, *recovering]
     m = finetune(
         conversations,
         base=args.base,

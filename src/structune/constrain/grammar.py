@@ -123,7 +123,9 @@ class SchemaGrammar:
 
 
 @lru_cache(maxsize=8)
-def _ll_tokenizer(tokenizer: Any) -> Any:
+def llguidance_tokenizer(tokenizer: Any) -> Any:
+    """llguidance's view of a transformers (fast) `tokenizer`, which its grammars and token
+    masks are built for; made once per tokenizer."""
     import llguidance.hf
 
     return llguidance.hf.from_tokenizer(tokenizer)  # ~0.4-0.9 s: worth caching
@@ -309,7 +311,7 @@ def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
     cached = cached_grammar(schema, tokenizer)
     if cached is not None:
         return cached
-    ll_tokenizer = _ll_tokenizer(tokenizer)
+    ll_tokenizer = llguidance_tokenizer(tokenizer)
     # Distinct lists are held by the decoder beside the grammar (`constrain.distinct`).
     held, distinct = hold_distinct(schema)
     if has_extracted(held):  # tried once per shape, not per source (`_extractive_grammar`)

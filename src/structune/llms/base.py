@@ -29,7 +29,7 @@ class Message(TypedDict):
     role: str
     content: str
     # Training only, on a conversation's final answer: its characters before this offset
-    # are given, not learned (`structune.train.recovery`).
+    # are given, not learned (`structune.train.data.tokenize_conversation`).
     learn_from: NotRequired[int]
 
 

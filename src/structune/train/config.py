@@ -20,11 +20,7 @@ class TrainConfig:
     for more time (`benchmarks/train_memory.py`), the same weights, so a run stopped for
     want of memory resumes with it on. `group_by_length` batches examples of similar length
     together: less padding, faster steps, a higher loss on small datasets (see
-    `structune.train.data.training_batches`). `decision_weight` multiplies the loss of the
-    answer tokens that open, continue or close a JSON list (`structune.train.decisions`);
-    the loss a run reports is then that weighted one. `aligned_copies` tokenizes the answer's
-    string values that the prompt holds as the prompt tokenizes them
-    (`structune.train.copies`).
+    `structune.train.data.training_batches`).
     """
 
     epochs: float = 3.0
@@ -42,8 +38,6 @@ class TrainConfig:
     checkpoint_every: int = 50
     gradient_checkpointing: bool = False
     group_by_length: bool = False
-    decision_weight: float = 1.0
-    aligned_copies: bool = False
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps is not None:
@@ -59,7 +53,6 @@ class TrainConfig:
                 ("learning_rate", self.learning_rate),
                 ("lora_r", self.lora_r),
                 ("max_length", self.max_length),
-                ("decision_weight", self.decision_weight),
             ]
             if not (value > 0 and math.isfinite(value))  # NaN compares false to everything
         ]
@@ -69,9 +62,6 @@ class TrainConfig:
             problems.append(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if not 0.0 <= self.lora_dropout < 1.0:
             problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.aligned_copies and self.decision_weight != 1.0:
-            # decision weights find their tokens in the answer's usual tokenization
-            problems.append("decision_weight cannot be combined with aligned_copies")
         if self.checkpoint_every < 0:
             problems.append(
                 f"checkpoint_every must be 0 (off) or positive, got {self.checkpoint_every}"

@@ -6,6 +6,10 @@ The prompt part is rendered with a generation prompt and tokenized on its own by
 and the answer tokens follow; only the answer (up to and including the end-of-turn token)
 carries loss. Batches are padded to their longest member, not to a fixed length, and can
 be grouped by length to pad less (`training_batches`).
+
+`tokenize_conversation` is the trainer's default; `finetune(..., tokenize=...)` takes any
+`ExampleTokenizer`, the hook for experiments that cut the answer into other tokens or weigh
+some of them more in the loss, built from `split_training_chat` and `tokenize_conversation`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from structune.errors import UserError
 from structune.llms.base import Message
@@ -25,8 +29,6 @@ from structune.models.chat import (
     render_chat,
     render_chat_contents,
 )
-from structune.train.copies import copied_values, copy_token_ids
-from structune.train.decisions import list_decisions, token_weights
 
 IGNORE_INDEX = -100  # labels with this value carry no loss (PyTorch's cross-entropy default)
 
@@ -46,22 +48,35 @@ def dataset_hash(conversations: Sequence[Sequence[Message]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def tokenize_conversation(
-    tokenizer: Any,
-    messages: Sequence[Message],
-    *,
-    max_length: int,
-    decision_weight: float = 1.0,
-    aligned_copies: bool = False,
-) -> TokenizedExample:
-    """Token ids of a whole conversation; labels only on the final assistant answer.
+def examples_hash(examples: Sequence[TokenizedExample]) -> str:
+    """A short hash of the token ids, labels and weights a run trains on: the data part of
+    its identity (`structune.train.checkpoints.run_key`), whichever `ExampleTokenizer`
+    made them."""
+    canonical = json.dumps([[e.input_ids, e.labels, e.weights] for e in examples])
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
-    Where the answer message has `learn_from`, the answer tokens that lie wholly before that
-    character carry no loss either: a prefix given, not learned (`structune.train.recovery`).
-    With `decision_weight` other than 1, the answer tokens that decide a JSON list's length
-    (`structune.train.decisions`) weigh that much in the loss. With `aligned_copies`, the
-    answer's string values copied from the prompt are cut as the prompt cuts them
-    (`structune.train.copies`).
+
+class ExampleTokenizer(Protocol):
+    """How `finetune` turns a conversation into a training example (its `tokenize`).
+
+    `tokenize_conversation` is the default. Another one can cut the answer into other
+    tokens or weigh some of them more in the loss (`TokenizedExample.weights`). It should
+    be deterministic: a run's checkpoints are keyed by the examples it makes
+    (`examples_hash`), so a run resumes only on the same examples.
+    """
+
+    def __call__(
+        self, tokenizer: Any, messages: Sequence[Message], *, max_length: int
+    ) -> TokenizedExample: ...
+
+
+def split_training_chat(tokenizer: Any, messages: Sequence[Message]) -> tuple[RenderedChat, int]:
+    """`messages` rendered by the chat template, and the character where the answer (the
+    final assistant message) starts: the prompt with its generation prompt ends there.
+
+    Raises:
+        UserError: the conversation does not end with an assistant message, or the template
+            renders it otherwise than it renders its prompt.
     """
     if not messages or messages[-1]["role"] != "assistant":
         raise UserError("a training conversation must end with an assistant message")
@@ -72,13 +87,21 @@ def tokenize_conversation(
             "the chat template renders a conversation differently from its prompt, so the "
             "answer cannot be located; use a model whose template extends the prompt"
         )
+    return full, len(prompt)
+
+
+def tokenize_conversation(
+    tokenizer: Any, messages: Sequence[Message], *, max_length: int
+) -> TokenizedExample:
+    """Token ids of a whole conversation; labels only on the final assistant answer.
+
+    Where the answer message has `learn_from`, the answer tokens that lie wholly before that
+    character carry no loss either: a prefix given, not learned.
+    """
+    full, prompt_end = split_training_chat(tokenizer, messages)
     # The two parts are tokenized apart, the prompt exactly as inference tokenizes it.
-    prompt_ids = chat_token_ids(tokenizer, full, end=len(prompt))
-    answer_ids = chat_token_ids(tokenizer, full, start=len(prompt))
-    if aligned_copies:
-        answer_ids = _aligned_answer_ids(
-            tokenizer, full, len(prompt), messages[-1]["content"], answer_ids
-        )
+    prompt_ids = chat_token_ids(tokenizer, full, end=prompt_end)
+    answer_ids = chat_token_ids(tokenizer, full, start=prompt_end)
     if tokenizer.eos_token_id in answer_ids:  # drop what the template writes after end-of-turn
         answer_ids = answer_ids[: answer_ids.index(tokenizer.eos_token_id) + 1]
     if len(prompt_ids) + len(answer_ids) > max_length:
@@ -90,41 +113,9 @@ def tokenize_conversation(
         )
     labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
     if "learn_from" in messages[-1]:
-        if aligned_copies:
-            raise UserError("a given answer prefix (learn_from) cannot train with aligned_copies")
-        given = _given_tokens(tokenizer, full.text[len(prompt) :], answer_ids, messages[-1])
+        given = _given_tokens(tokenizer, full.text[prompt_end:], answer_ids, messages[-1])
         labels[len(prompt_ids) : len(prompt_ids) + given] = [IGNORE_INDEX] * given
-    if decision_weight == 1.0:
-        return TokenizedExample(prompt_ids + answer_ids, labels)
-    answer_text = full.text[len(prompt) :]
-    weights = _decision_weights(
-        tokenizer, answer_text, answer_ids, messages[-1]["content"], decision_weight
-    )
-    if weights is None:
-        raise UserError(
-            "decision weights need a fast tokenizer that tokenizes the answer as training does "
-            "and a chat template that writes the answer as it is; train this model without "
-            "--decision-weight"
-        )
-    return TokenizedExample(prompt_ids + answer_ids, labels, [1.0] * len(prompt_ids) + weights)
-
-
-def _aligned_answer_ids(
-    tokenizer: Any, full: RenderedChat, prompt_end: int, content: str, canonical: list[int]
-) -> list[int]:
-    """The answer's token ids with its copied string values cut as the prompt cuts them;
-    `canonical` where the answer is not found as written or would decode otherwise."""
-    start = full.text.find(content, prompt_end)
-    if start < 0:
-        return canonical
-    ids: list[int] = []
-    cut = prompt_end
-    for a, b in copied_values(content, full.text[:prompt_end]):
-        ids += chat_token_ids(tokenizer, full, start=cut, end=start + a)
-        ids += copy_token_ids(tokenizer, content[a:b])
-        cut = start + b
-    ids += chat_token_ids(tokenizer, full, start=cut)
-    return ids if tokenizer.decode(ids) == tokenizer.decode(canonical) else canonical
+    return TokenizedExample(prompt_ids + answer_ids, labels)
 
 
 def _given_tokens(tokenizer: Any, answer_text: str, answer_ids: list[int], answer: Message) -> int:
@@ -148,21 +139,6 @@ def _given_tokens(tokenizer: Any, answer_text: str, answer_ids: list[int], answe
     return sum(1 for _, end in offsets if end <= start + learn_from)
 
 
-def _decision_weights(
-    tokenizer: Any, answer_text: str, answer_ids: list[int], content: str, weight: float
-) -> list[float] | None:
-    """A weight per answer token: `weight` where it holds a list decision, else 1.0; None
-    where the tokens' character spans cannot be known."""
-    start = answer_text.find(content)
-    if not getattr(tokenizer, "is_fast", False) or start < 0:
-        return None
-    encoded = tokenizer(answer_text, add_special_tokens=False, return_offsets_mapping=True)
-    if encoded["input_ids"][: len(answer_ids)] != answer_ids:
-        return None  # a content with control-token text, tokenized in pieces (chat_token_ids)
-    decisions = [start + offset for offset in list_decisions(content)]
-    return token_weights(encoded["offset_mapping"][: len(answer_ids)], decisions, weight)
-
-
 def training_batches(
     examples: Sequence[TokenizedExample], *, batch_size: int, seed: int, group_by_length: bool
 ) -> Iterator[list[TokenizedExample]]:
@@ -171,7 +147,7 @@ def training_batches(
     With `group_by_length`, each window of 8 batches' worth of examples is sorted by length
     before it is cut into batches, so that batches hold similar lengths and pad little.
     Faster, but each batch then holds one kind of example (four empty answers, four long
-    lists), and on a small dataset the model learns less per step: on the citation set of
+    lists), and on a small dataset the model learns less per step: on the long-answer set of
     `benchmarks/trainer_vs_hf.py` (10 steps), final answer loss 0.130 grouped against 0.115
     shuffled for a loop of 124 s instead of 148 (seed 0; over seeds 0-2, run with its
     functions by a one-off script, 0.123 against 0.111). Off by default, as in

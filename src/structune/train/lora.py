@@ -58,9 +58,11 @@ from structune.train.checkpoints import (
 from structune.train.config import TrainConfig
 from structune.train.data import (
     IGNORE_INDEX,
+    ExampleTokenizer,
     TokenizedExample,
     collate,
     dataset_hash,
+    examples_hash,
     tokenize_conversation,
     training_batches,
 )
@@ -87,6 +89,7 @@ def finetune(
     name: str | None = None,
     progress: bool = True,
     resume: bool = False,
+    tokenize: ExampleTokenizer = tokenize_conversation,
 ) -> AdapterManifest:
     """Train a LoRA adapter on `conversations` and save it.
 
@@ -105,6 +108,9 @@ def finetune(
             log (INFO) a line each twentieth of the steps instead.
         resume: continue from the newest complete checkpoint of this same run (same base,
             parent, data and config), if there is one.
+        tokenize: how a conversation becomes token ids, labels and loss weights: the hook
+            for experiments that cut or weigh answer tokens otherwise. The examples it makes,
+            not its name, identify the run's checkpoints; the manifest does not record it.
 
     Returns:
         The manifest of the new adapter; load it with `LocalLLM.load(adapter=manifest.id)`.
@@ -130,22 +136,14 @@ def finetune(
     ranks = data_parallel()
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(base, dtype="float32")
-    examples = [
-        tokenize_conversation(
-            tokenizer,
-            c,
-            max_length=config.max_length,
-            decision_weight=config.decision_weight,
-            aligned_copies=config.aligned_copies,
-        )
-        for c in conversations
-    ]
-    model = _with_lora(model, config, parent_manifest).to(ranks.device)
+    examples = [tokenize(tokenizer, c, max_length=config.max_length) for c in conversations]
+    model = with_lora(model, config, parent_manifest).to(ranks.device)
     if config.gradient_checkpointing:
         _recompute_activations(model)
     total = config.total_steps(len(examples))
     data = dataset_hash(conversations)
-    run = RunCheckpoints(run_key(base=base, parent=parent, dataset_hash=data, config=config))
+    key = run_key(base=base, parent=parent, dataset_hash=examples_hash(examples), config=config)
+    run = RunCheckpoints(key)
     # rank 0 alone looks, as looking removes what a crash left behind
     start = ranks.broadcast(
         _starting_point(run, resume=resume, total=total) if ranks.is_main else None
@@ -212,7 +210,10 @@ def _recompute_activations(peft_model: Any) -> None:
         causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _with_lora(model: Any, config: TrainConfig, parent: AdapterManifest | None) -> Any:
+def with_lora(model: Any, config: TrainConfig, parent: AdapterManifest | None = None) -> Any:
+    """`model` wrapped in peft LoRA layers on all linear layers, shaped by `config`, with
+    only them trainable; with `parent`, that adapter's weights loaded as trainable instead.
+    Turns the model's KV cache off: training never reads it."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
     model.config.use_cache = False
@@ -241,7 +242,7 @@ def answer_loss(
     `batch` is right-padded (`collate`), so the attention mask is left out: a real token
     attends only to earlier positions, all of them real, and without a mask the attention
     kernel runs causal and skips the blocks above the diagonal (measured here: a step of
-    four ~1,000-token citation examples 22.6 s instead of 24.8 s, the same loss).
+    four ~1,000-token examples 22.6 s instead of 24.8 s, the same loss).
     """
     import torch.nn.functional as F
 
@@ -405,9 +406,9 @@ def _train_step(
     The gradient is that of the batch's summed answer loss over `tokens_per_batch`, the
     dataset's mean answer tokens per batch, not over this batch's own count: so every answer
     token weighs the same in every step. Grouped by length, batches hold only short answers
-    (`{"citations":[]}`) or only long ones; divided by its own count, a batch of four short
+    (an empty list) or only long ones; divided by its own count, a batch of four short
     answers moved the weights as far as one of four long ones, and the long answers' tokens
-    counted for less (measured on the citation set of `benchmarks/trainer_vs_hf.py`, grouped:
+    counted for less (measured on the long-answer set of `benchmarks/trainer_vs_hf.py`, grouped:
     final answer loss 0.156, against 0.122 for transformers' Trainer on random batches).
 
     Returns the batch's mean answer loss, the same on every rank; if it is not finite,

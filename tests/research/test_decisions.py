@@ -5,12 +5,11 @@ import json
 import pytest
 import torch
 
+from research.decisions import DecisionWeights, list_decisions, token_weights
 from structune import TrainConfig, UserError
 from structune.program import canonical_json
 from structune.tasks.citations import citation_program
-from structune.train.checkpoints import run_key
-from structune.train.data import IGNORE_INDEX, collate, tokenize_conversation
-from structune.train.decisions import list_decisions, token_weights
+from structune.train.data import IGNORE_INDEX, collate, examples_hash, tokenize_conversation
 
 
 def test_list_decisions_are_each_lists_open_continue_and_close():
@@ -55,7 +54,7 @@ CITES = [
 def test_weighted_tokens_are_the_answers_decisions_and_nothing_else(tokenizer):
     conversation = citation_conversation(CITES)
     plain = tokenize_conversation(tokenizer, conversation, max_length=2048)
-    weighted = tokenize_conversation(tokenizer, conversation, max_length=2048, decision_weight=5)
+    weighted = DecisionWeights(5)(tokenizer, conversation, max_length=2048)
     assert plain.weights is None
     assert weighted.input_ids == plain.input_ids and weighted.labels == plain.labels
     assert weighted.weights is not None
@@ -68,9 +67,7 @@ def test_weighted_tokens_are_the_answers_decisions_and_nothing_else(tokenizer):
     assert texts[0].startswith("{") and texts[-1].startswith("]")
     assert all("," in t for t in texts[1:3])
 
-    empty = tokenize_conversation(
-        tokenizer, citation_conversation([]), max_length=2048, decision_weight=5
-    )
+    empty = DecisionWeights(5)(tokenizer, citation_conversation([]), max_length=2048)
     assert empty.weights is not None
     heavy_empty = [t for t, w in zip(empty.input_ids, empty.weights, strict=True) if w != 1.0]
     assert len(heavy_empty) == 1 and tokenizer.decode(heavy_empty).startswith("]")
@@ -78,17 +75,14 @@ def test_weighted_tokens_are_the_answers_decisions_and_nothing_else(tokenizer):
 
 def test_the_loss_weighs_decision_tokens_by_their_weight(tiny_model_dir, tokenizer):
     from structune.models.loading import load_model
-    from structune.train.lora import _with_lora, answer_loss
+    from structune.train.lora import answer_loss, with_lora
 
     model, _ = load_model(str(tiny_model_dir), dtype="float32")
-    model = _with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
+    model = with_lora(model, TrainConfig(lora_r=4, lora_alpha=8))
     conversations = [citation_conversation(CITES), citation_conversation(CITES[:1])]
 
     def summed(weight):
-        examples = [
-            tokenize_conversation(tokenizer, c, max_length=2048, decision_weight=weight)
-            for c in conversations
-        ]
+        examples = [DecisionWeights(weight)(tokenizer, c, max_length=2048) for c in conversations]
         batch = collate(examples, pad_token_id=0)
         with torch.no_grad():
             return float(answer_loss(model, batch, reduction="sum")), batch
@@ -108,11 +102,13 @@ def test_the_loss_weighs_decision_tokens_by_their_weight(tiny_model_dir, tokeniz
     assert weighted == pytest.approx(expected, rel=1e-5)
 
 
-def test_decision_weight_is_validated_and_names_its_own_run():
-    with pytest.raises(UserError, match="decision_weight"):
-        TrainConfig(decision_weight=0).validate()
-    keys = {
-        run_key(base="b", parent=None, dataset_hash="d", config=TrainConfig(decision_weight=w))
+def test_decision_weight_is_validated_and_names_its_own_run(tokenizer):
+    for weight in (0, -1, float("nan")):
+        with pytest.raises(UserError, match="decision weight"):
+            DecisionWeights(weight)
+    conversation = citation_conversation(CITES)
+    hashes = {
+        examples_hash([DecisionWeights(w)(tokenizer, conversation, max_length=2048)])
         for w in (1.0, 10.0)
     }
-    assert len(keys) == 2  # a checkpoint of one weighting never resumes the other
+    assert len(hashes) == 2  # a checkpoint of one weighting never resumes the other

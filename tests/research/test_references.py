@@ -10,15 +10,15 @@ import pymupdf
 import pytest
 
 from papers import REFERENCE_HEADING, REFERENCES
-from structune import UserError
-from structune.program import canonical_json
-from structune.tasks.references import (
+from research.references import (
     Reference,
     bibliography_surnames,
     reference_entries,
     reference_examples,
     reference_program,
 )
+from structune import UserError
+from structune.program import canonical_json
 
 
 @pytest.fixture(scope="module")

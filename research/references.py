@@ -2,7 +2,7 @@
 
 The extractive fields' test bed (`structune.constrain.extractive`): every value is text of
 the entry, and `authors` is a list whose items must follow the entry's order, the field
-where small models skip, repeat and loop. `data/references.jsonl` holds gold answers,
+where small models skip, repeat and loop. `research/data/references.jsonl` holds gold answers,
 checked by hand, for 96 entries of two papers in two styles: InstructGPT's ("Achiam, J.,
 Held, D., and Abbeel, P. (2017). Constrained policy optimization. In ...") and LoRA's
 ("Zeyuan Allen-Zhu and Yuanzhi Li. What Can ResNet Learn ...? In NeurIPS, 2019."), half for
@@ -22,7 +22,6 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,6 +49,8 @@ reference_program: Program[Reference] = Program(
     Reference,
     name="references",
 )
+
+GOLD_FILE = Path(__file__).parent / "data" / "references.jsonl"
 
 HEADINGS = {"instructgpt": "References", "lora": "REFERENCES"}
 """The heading each paper's bibliography starts under."""
@@ -127,14 +128,7 @@ def bibliography_surnames(entries: Sequence[str]) -> list[str]:
 
 def reference_examples() -> list[ReferenceExample]:
     """The hand-checked examples, in the data file's order (by paper, then entry)."""
-    rows = [
-        json.loads(line)
-        for line in files("structune")
-        .joinpath("data/references.jsonl")
-        .read_text("utf-8")
-        .splitlines()
-        if line.strip()
-    ]
+    rows = [json.loads(line) for line in GOLD_FILE.read_text("utf-8").splitlines() if line.strip()]
     return [
         ReferenceExample(
             row["paper"],

@@ -1,13 +1,9 @@
 """Aligned copies: answer strings copied from the prompt are cut as the prompt cuts them."""
 
-import pytest
-
-from structune import TrainConfig, UserError
+from research.copies import aligned_copies, copied_values
 from structune.program import canonical_json
 from structune.tasks.citations import citation_program
-from structune.train.checkpoints import run_key
-from structune.train.copies import copied_values
-from structune.train.data import IGNORE_INDEX, tokenize_conversation
+from structune.train.data import IGNORE_INDEX, examples_hash, tokenize_conversation
 
 CONTEXT = 'Prefix tuning (Li & Liang, 2021) and SAMSum (Gliwa et al., 2019).\nSee "Kim" now.'
 CITES = [
@@ -42,9 +38,7 @@ def answer_pieces(tokenizer, example):
 
 def test_an_aligned_answer_copies_the_prompts_pieces_and_reads_the_same(tokenizer):
     plain = tokenize_conversation(tokenizer, conversation(CITES), max_length=4096)
-    aligned = tokenize_conversation(
-        tokenizer, conversation(CITES), max_length=4096, aligned_copies=True
-    )
+    aligned = aligned_copies(tokenizer, conversation(CITES), max_length=4096)
     prompt = plain.labels.index(next(t for t in plain.labels if t != IGNORE_INDEX))
     assert aligned.input_ids[:prompt] == plain.input_ids[:prompt]  # the prompt is untouched
     assert tokenizer.decode(aligned.input_ids) == tokenizer.decode(plain.input_ids)
@@ -62,11 +56,7 @@ def test_an_aligned_answer_copies_the_prompts_pieces_and_reads_the_same(tokenize
     assert aligned_pieces[-1] == plain_pieces[-1] == tokenizer.eos_token
 
 
-def test_aligned_copies_name_their_own_run_and_exclude_decision_weights():
-    with pytest.raises(UserError, match="aligned_copies"):
-        TrainConfig(aligned_copies=True, decision_weight=5).validate()
-    keys = {
-        run_key(base="b", parent=None, dataset_hash="d", config=TrainConfig(aligned_copies=a))
-        for a in (False, True)
-    }
-    assert len(keys) == 2
+def test_aligned_copies_name_their_own_run(tokenizer):
+    plain = tokenize_conversation(tokenizer, conversation(CITES), max_length=4096)
+    aligned = aligned_copies(tokenizer, conversation(CITES), max_length=4096)
+    assert examples_hash([plain]) != examples_hash([aligned])

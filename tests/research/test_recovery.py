@@ -1,14 +1,13 @@
 import json
-import re
 
 import pytest
 
+from research.copies import aligned_copies
+from research.recovery import corrected_conversation, recovery_conversations
 from structune import UserError
 from structune.program import canonical_json
 from structune.tasks.citations import citation_program
-from structune.train.adapters import load_manifest
 from structune.train.data import IGNORE_INDEX, tokenize_conversation
-from structune.train.recovery import corrected_conversation, recovery_conversations
 
 ITEMS = [
     {"author": name, "year": 2000 + i, "desc": f"{name} did it."}
@@ -91,8 +90,8 @@ def test_a_given_prefix_outside_the_answer_is_refused(tokenizer):
     with pytest.raises(UserError, match="learn_from"):
         tokenize_conversation(tokenizer, made, max_length=4096)
     made[-1]["learn_from"] = 10
-    with pytest.raises(UserError, match="aligned_copies"):
-        tokenize_conversation(tokenizer, made, max_length=4096, aligned_copies=True)
+    with pytest.raises(UserError, match="aligned copies"):
+        aligned_copies(tokenizer, made, max_length=4096)
 
 
 def student(items, end="]}"):
@@ -164,24 +163,3 @@ def test_a_corrections_given_items_carry_no_loss(tokenizer):
     learned = tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX])
     assert "Laura" not in learned and learned.endswith('Wang did it."}]}<|im_end|>')
     assert learned.count('"author"') == len(ITEMS) - 2
-
-
-def test_train_adds_recovery_answers_and_says_when_it_has_none(tiny_model_dir, tmp_path, capsys):
-    from structune.cli import main
-
-    def train(answers, *flags):
-        jsonl = tmp_path / "cites.jsonl"
-        # each its own context: an import keeps one answer per prompt
-        lines = [
-            json.dumps({"messages": conversation(a, f"Text {n}.")}) + "\n"
-            for n, a in enumerate(answers)
-        ]
-        jsonl.write_text("".join(lines))
-        argv = ["train", "--jsonl", str(jsonl), "--base", str(tiny_model_dir)]
-        return main([*argv, "--max-steps", "1", "--lora-r", "4", *flags])
-
-    assert train([ITEMS, ITEMS[:2]], "--recovery", "3") == 0
-    adapter = re.search(r"adapter (cites-\w+)", capsys.readouterr().out).group(1)
-    assert load_manifest(adapter).dataset_size == 5
-    assert train([ITEMS[:3], ITEMS[:2]], "--recovery", "3") == 1
-    assert "JSON list of 4 items or more" in capsys.readouterr().err
