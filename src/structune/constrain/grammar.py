@@ -27,7 +27,6 @@ cache key.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -47,6 +46,7 @@ from structune.constrain.checked import (
 from structune.constrain.extractive import SOURCES_KEY, has_extracted, strip_extractive
 from structune.constrain.strict import strict_objects
 from structune.errors import UserError
+from structune.hashing import content_hash
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def _extractive_grammar(schema: Mapping[str, Any], ll_tokenizer: Any) -> str:
 
     lark = extractive_grammar(schema)  # refuses a schema without bound sources
     shape = {**schema, SOURCES_KEY: dict.fromkeys(schema[SOURCES_KEY], "x")}
-    key = _digest(shape)
+    key = content_hash(shape, length=64)
     if key not in _VALIDATED:
         whole = extractive_grammar(shape, prune=False)  # placeholders fill no number
         _validate(llguidance.LLMatcher.grammar_from_lark(whole), ll_tokenizer)
@@ -289,12 +289,6 @@ def _extractive_grammar(schema: Mapping[str, Any], ll_tokenizer: Any) -> str:
         if len(_VALIDATED) > _MAX_CACHED_GRAMMARS:
             _VALIDATED.popitem(last=False)
     return llguidance.LLMatcher.grammar_from_lark(lark)
-
-
-def _digest(schema: Mapping[str, Any]) -> str:
-    return hashlib.sha256(
-        json.dumps(schema, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
 
 
 def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
@@ -316,7 +310,7 @@ def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
         compiled = SchemaGrammar(grammar, ll_tokenizer, plan.coverage, _checker(schema))
         _try_decoding(compiled)
     with _GRAMMARS_LOCK:
-        _GRAMMARS[(_digest(schema), id(tokenizer))] = (tokenizer, compiled)
+        _GRAMMARS[(content_hash(schema, length=64), id(tokenizer))] = (tokenizer, compiled)
         if len(_GRAMMARS) > _MAX_CACHED_GRAMMARS:
             _GRAMMARS.popitem(last=False)
     return compiled
@@ -332,8 +326,8 @@ def cached_grammar(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar |
     Raises:
         UserError: the schema is not an object, or is past `check_schema_size`'s bounds.
     """
-    check_schema_size(schema)  # before `_digest`: json.dumps recurses
-    key = (_digest(schema), id(tokenizer))
+    check_schema_size(schema)  # before hashing it: json.dumps recurses
+    key = (content_hash(schema, length=64), id(tokenizer))
     with _GRAMMARS_LOCK:  # the server compiles on one thread and decodes on another
         cached = _GRAMMARS.get(key)
         if cached is None or cached[0] is not tokenizer:

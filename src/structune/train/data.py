@@ -10,14 +10,13 @@ be grouped by length to pad less (`training_batches`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from structune.errors import UserError
+from structune.hashing import content_hash
 from structune.llms.base import Message
 from structune.models.chat import (
     RenderedChat,
@@ -42,8 +41,7 @@ class TokenizedExample:
 
 
 def dataset_hash(conversations: Sequence[Sequence[Message]]) -> str:
-    canonical = json.dumps([list(c) for c in conversations], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return content_hash([list(c) for c in conversations], length=16)
 
 
 def tokenize_conversation(
