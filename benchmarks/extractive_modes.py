@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from structune.evaluate.compare import compare
-from structune.llms.base import Constrained, Message
+from structune.llms.base import Constrained
 from structune.llms.local import LocalLLM
+from structune.messages import Message
 from structune.program import canonical_json
 from structune.tasks.references import reference_examples, reference_program
 from structune.train.config import TrainConfig

@@ -22,7 +22,8 @@ import pytest
 
 from structune.errors import UserError
 from structune.evaluate.report import EvalReport, evaluate
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 from structune.tasks.albums import album_program
 from structune.train.adapters import AdapterManifest
 

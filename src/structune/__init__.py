@@ -20,7 +20,7 @@ _EXPORTS = {
     "BackendError": "structune.errors",
     "InvalidOutput": "structune.errors",
     "LLM": "structune.llms.base",
-    "Completion": "structune.llms.base",
+    "Completion": "structune.messages",
     "CallableLLM": "structune.llms.callable",
     "OpenAICompatibleLLM": "structune.llms.openai_compat",
     "LocalLLM": "structune.llms.local",
@@ -56,10 +56,11 @@ __all__ = [
 if TYPE_CHECKING:
     from structune.errors import BackendError, InvalidOutput, StructuneError, UserError
     from structune.evaluate.compare import compare
-    from structune.llms.base import LLM, Completion
+    from structune.llms.base import LLM
     from structune.llms.callable import CallableLLM
     from structune.llms.local import LocalLLM
     from structune.llms.openai_compat import OpenAICompatibleLLM
+    from structune.messages import Completion
     from structune.program import Program
     from structune.record.jsonl import export_jsonl, import_jsonl
     from structune.record.store import DatasetStore

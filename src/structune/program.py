@@ -33,7 +33,8 @@ from structune.constrain.extractive import (
 )
 from structune.errors import InvalidOutput, UserError
 from structune.hashing import content_hash
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from structune.errors import UserError
 from structune.fileio import write_atomically
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.models.chat import render_chat
 from structune.train.adapters import load_manifest
 

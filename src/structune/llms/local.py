@@ -22,7 +22,8 @@ from typing import Any
 
 from structune.constrain.checked import RESAMPLE_SEED, RESAMPLE_TEMPERATURE
 from structune.errors import BackendError, UserError
-from structune.llms.base import LLM, Completion, Message, SchemaPerRow, schemas_per_row
+from structune.llms.base import LLM, SchemaPerRow, schemas_per_row
+from structune.messages import Completion, Message
 from structune.models.chat import tokenize_chat
 from structune.models.loading import DEFAULT_BASE_MODEL, load_model
 from structune.models.precision import DType, fast_dtype

@@ -23,7 +23,7 @@ from typing import Any
 
 from structune.errors import InvalidOutput, UserError
 from structune.fileio import write_atomically
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.program import Program, extract_json_object
 from structune.record.store import DatasetStore, Example
 

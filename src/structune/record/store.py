@@ -24,7 +24,7 @@ from typing import Any
 from structune.errors import UserError
 from structune.fileio import check_writable
 from structune.hashing import content_hash
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.paths import default_db_path
 from structune.program import canonical_json
 

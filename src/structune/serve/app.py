@@ -44,7 +44,8 @@ from starlette.exceptions import HTTPException
 
 from structune.constrain.checked import SchemaCheck
 from structune.errors import StructuneError, UserError
-from structune.llms.base import LLM, Message
+from structune.llms.base import LLM
+from structune.messages import Message
 from structune.program import schema_hash
 from structune.serve.batching import Batcher, QueueFull
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from structune.errors import UserError
 from structune.hashing import content_hash
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.models.chat import (
     RenderedChat,
     chat_token_ids,

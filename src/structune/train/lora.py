@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from structune.errors import UserError
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.models.loading import DEFAULT_BASE_MODEL, load_model
 from structune.models.precision import fast_dtype
 from structune.train.adapters import (

@@ -15,7 +15,7 @@ from typing import Any
 
 from structune.errors import UserError
 from structune.integrations.llama_index.llm import StructuneLLM
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.models.loading import DEFAULT_BASE_MODEL
 from structune.train.config import TrainConfig
 

@@ -24,7 +24,8 @@ from typing import Any
 from pydantic import Field, PrivateAttr
 
 from structune.integrations.llama_index._imports import require_llama_index
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 from structune.models.loading import DEFAULT_BASE_MODEL
 
 require_llama_index()
