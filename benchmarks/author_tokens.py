@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
+from structune.adapters import load_manifest
 from structune.llms.local import LocalLLM
 from structune.program import canonical_json
 from structune.tasks.citations import SURNAME_PATTERN, sourced_program
-from structune.train.adapters import load_manifest
 from structune.train.data import IGNORE_INDEX, tokenize_conversation
 
 

@@ -4,9 +4,9 @@ import re
 import pytest
 
 from structune import UserError
+from structune.adapters import load_manifest
 from structune.program import canonical_json
 from structune.tasks.citations import citation_program
-from structune.train.adapters import load_manifest
 from structune.train.data import IGNORE_INDEX, tokenize_conversation
 from structune.train.recovery import corrected_conversation, recovery_conversations
 

@@ -29,7 +29,7 @@ _EXPORTS = {
     "import_jsonl": "structune.record.jsonl",
     "TrainConfig": "structune.train.config",
     "finetune": "structune.train.lora",
-    "list_adapters": "structune.train.adapters",
+    "list_adapters": "structune.adapters",
     "compare": "structune.evaluate.compare",
 }
 
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from structune.adapters import list_adapters
     from structune.errors import BackendError, InvalidOutput, StructuneError, UserError
     from structune.evaluate.compare import compare
     from structune.llms.base import LLM
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
     from structune.program import Program
     from structune.record.jsonl import export_jsonl, import_jsonl
     from structune.record.store import DatasetStore
-    from structune.train.adapters import list_adapters
     from structune.train.config import TrainConfig
     from structune.train.lora import finetune
 

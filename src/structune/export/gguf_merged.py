@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from structune.adapters import load_manifest
 from structune.errors import UserError
 from structune.export.gguf_lora import lora_pairs
 from structune.fileio import check_writable
-from structune.train.adapters import load_manifest
 
 TensorType = Literal["f32", "f16", "q8_0"]
 

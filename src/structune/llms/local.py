@@ -70,7 +70,7 @@ class LocalLLM(LLM):
 
         model_id = base
         if adapter is not None:
-            from structune.train.adapters import load_manifest
+            from structune.adapters import load_manifest
 
             manifest = load_manifest(adapter)
             if base not in (DEFAULT_BASE_MODEL, manifest.base_model):
@@ -270,7 +270,7 @@ class _StopWhen:
 def _merge_adapter(model: Any, adapter_path: str) -> Any:
     from peft import PeftModel
 
-    from structune.train.adapters import ADAPTER_WEIGHTS, peft_deprecations_hidden
+    from structune.adapters import ADAPTER_WEIGHTS, peft_deprecations_hidden
 
     weights = Path(adapter_path) / ADAPTER_WEIGHTS
     if not weights.is_file():

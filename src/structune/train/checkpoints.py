@@ -34,11 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from structune.adapters import non_finite_weights
 from structune.errors import StructuneError
 from structune.fileio import fsync_tree, write_directory_atomically
 from structune.hashing import content_hash
 from structune.paths import home
-from structune.train.adapters import non_finite_weights
 from structune.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
