@@ -91,8 +91,9 @@ class StructuneLLM(CustomLLM):
                 self._backend = LocalLLM.load(self.model, adapter=self.adapter)
             else:
                 from structune.llms.spec import llm_from_spec
+                from structune.tasks import OFFLINE_TEACHERS
 
-                self._backend = llm_from_spec(self.model)
+                self._backend = llm_from_spec(self.model, named=OFFLINE_TEACHERS)
         return self._backend
 
     @property
