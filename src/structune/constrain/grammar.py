@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # An ordered extracted list can start its next item at any later piece of its source, so
 # the Earley parser holds a few items per source piece in one row; llguidance's default
 # (2,000) would stop a list over a source of ~700 words mid-answer. The writer refuses
-# sources past `extractive_grammar.MAX_ORDERED_PIECES`, which stays under this.
+# sources past `source_spans.MAX_ORDERED_PIECES`, which stays under this.
 MAX_ITEMS_IN_ROW = 20_000
 
 # Limits measured with llguidance 1.9 on 2 cores. JSON nesting: llguidance's parser stops at
