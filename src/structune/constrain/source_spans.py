@@ -41,6 +41,7 @@ MAX_PATTERN_CHARS = 128
 
 
 def seq(*parts: str) -> str:
+    """The Lark sequence of `parts`, leaving out the empty ones."""
     return " ".join(p for p in parts if p)
 
 
