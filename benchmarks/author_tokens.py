@@ -33,10 +33,10 @@ import common  # noqa: F401  (puts the repository root, and with it `research`, 
 import torch
 
 from research.copies import aligned_copies
+from structune.adapters import load_manifest
 from structune.llms.local import LocalLLM
 from structune.program import canonical_json
 from structune.tasks.citations import SURNAME_PATTERN, sourced_program
-from structune.train.adapters import load_manifest
 from structune.train.data import IGNORE_INDEX, tokenize_conversation
 
 

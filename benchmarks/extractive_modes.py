@@ -24,8 +24,9 @@ import common  # noqa: F401  (puts the repository root, and with it `research`, 
 
 from research.references import reference_examples, reference_program
 from structune.evaluate.compare import compare
-from structune.llms.base import Constrained, Message
+from structune.llms.base import Constrained
 from structune.llms.local import LocalLLM
+from structune.messages import Message
 from structune.program import canonical_json
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from structune.errors import UserError
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.models.chat import RenderedChat, chat_token_ids
 from structune.train.data import (
     IGNORE_INDEX,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from structune.errors import UserError
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.models.chat import chat_token_ids
 from structune.train.data import TokenizedExample, split_training_chat, tokenize_conversation
 

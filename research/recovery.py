@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.program import canonical_json
 
 MISTAKES = ("left out", "written twice", "moved")

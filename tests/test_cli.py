@@ -157,7 +157,7 @@ def test_eval_with_a_teacher_as_reference_and_an_html_report(tmp_path):
 
 
 def test_eval_refuses_bad_setups_with_one_line_errors(tmp_path):
-    from structune.train.adapters import MANIFEST_FILE, AdapterManifest
+    from structune.adapters import MANIFEST_FILE, AdapterManifest
 
     inputs, albums = eval_files(tmp_path)
     empty = tmp_path / "empty.txt"
@@ -254,7 +254,7 @@ def _umask() -> int:
 
 
 def test_listings_as_json_and_an_adapter_removed(tmp_path):
-    from structune.train.adapters import MANIFEST_FILE, AdapterManifest
+    from structune.adapters import MANIFEST_FILE, AdapterManifest
 
     models = json.loads(run_cli("models", "--json", env_home=tmp_path).stdout)
     assert [m["name"] for m in models] == ["smollm2-135m"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from structune.train.adapters import MANIFEST_FILE, AdapterManifest
+from structune.adapters import MANIFEST_FILE, AdapterManifest
 
 # A case that loads no model runs in well under this; loading one takes longer.
 CASE_TIMEOUT_S = 20

@@ -311,7 +311,7 @@ def test_the_ordered_grammar_accepts_exactly_what_the_check_accepts(tokenizer):
 
 
 def test_an_ordered_list_over_a_too_long_source_is_refused(tokenizer):
-    from structune.constrain.extractive_grammar import MAX_ORDERED_PIECES
+    from structune.constrain.source_spans import MAX_ORDERED_PIECES
 
     long_text = "word " * MAX_ORDERED_PIECES
     with pytest.raises(UserError, match=r"shorten it .* or drop ordered=True"):

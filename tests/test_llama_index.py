@@ -16,6 +16,7 @@ from llama_index.core.prompts import PromptTemplate
 from pydantic import BaseModel
 
 from structune import UserError
+from structune.adapters import load_manifest
 from structune.integrations.llama_index import (
     StructuneFinetuneEngine,
     StructuneFinetuningHandler,
@@ -23,7 +24,6 @@ from structune.integrations.llama_index import (
 )
 from structune.llms.callable import CallableLLM
 from structune.tasks.albums import Album, curated_albums, curated_teacher
-from structune.train.adapters import load_manifest
 from structune.train.sources import conversations_from_jsonl
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from structune.constrain.extractive import Extracted
 from structune.errors import UserError
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.models.chat import render_chat, tokenize_chat
 from structune.program import Program
 from structune.tasks.citations import citation_program

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
+from structune.adapters import AdapterManifest
 from structune.errors import UserError
 from structune.evaluate.report import EvalReport, evaluate
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 from structune.tasks.albums import album_program
-from structune.train.adapters import AdapterManifest
 
 MOVIES = ["A", "B", "C", "D"]
 REFERENCE = {

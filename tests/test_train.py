@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from structune import StructuneError, TrainConfig, UserError, finetune, list_adapters
+from structune.adapters import load_manifest
 from structune.models.chat import render_chat
 from structune.program import canonical_json
 from structune.tasks.albums import album_program, curated_albums
-from structune.train.adapters import load_manifest
 from structune.train.data import IGNORE_INDEX, tokenize_conversation, training_batches
 from structune.train.lora import learning_rate_at
 

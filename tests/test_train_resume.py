@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from structune import StructuneError, TrainConfig, UserError, finetune
-from structune.train.adapters import load_manifest
+from structune.adapters import load_manifest
 from structune.train.checkpoints import (
     MARKER,
     WEIGHTS,
@@ -172,7 +172,7 @@ def test_non_finite_weights_are_never_written(tiny_model_dir, tmp_path, monkeypa
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from structune.train.adapters import AdapterManifest, save_adapter
+    from structune.adapters import AdapterManifest, save_adapter
     from structune.train.checkpoints import TrainState
 
     monkeypatch.setenv("STRUCTUNE_HOME", str(tmp_path))

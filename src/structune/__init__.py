@@ -21,7 +21,7 @@ _EXPORTS = {
     "BackendError": "structune.errors",
     "InvalidOutput": "structune.errors",
     "LLM": "structune.llms.base",
-    "Completion": "structune.llms.base",
+    "Completion": "structune.messages",
     "CallableLLM": "structune.llms.callable",
     "OpenAICompatibleLLM": "structune.llms.openai_compat",
     "LocalLLM": "structune.llms.local",
@@ -30,7 +30,7 @@ _EXPORTS = {
     "import_jsonl": "structune.record.jsonl",
     "TrainConfig": "structune.train.config",
     "finetune": "structune.train.lora",
-    "list_adapters": "structune.train.adapters",
+    "list_adapters": "structune.adapters",
     "compare": "structune.evaluate.compare",
 }
 
@@ -56,17 +56,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from structune.adapters import list_adapters
     from structune.constrain.distinct import Distinct
     from structune.errors import BackendError, InvalidOutput, StructuneError, UserError
     from structune.evaluate.compare import compare
-    from structune.llms.base import LLM, Completion
+    from structune.llms.base import LLM
     from structune.llms.callable import CallableLLM
     from structune.llms.local import LocalLLM
     from structune.llms.openai_compat import OpenAICompatibleLLM
+    from structune.messages import Completion
     from structune.program import Program
     from structune.record.jsonl import export_jsonl, import_jsonl
     from structune.record.store import DatasetStore
-    from structune.train.adapters import list_adapters
     from structune.train.config import TrainConfig
     from structune.train.lora import finetune
 

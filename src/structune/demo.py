@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from structune.adapters import AdapterManifest
 from structune.evaluate.compare import Comparison, compare
 from structune.llms.base import LLM, Constrained
 from structune.models.loading import DEFAULT_BASE_MODEL
@@ -26,7 +27,6 @@ from structune.paths import home
 from structune.record.recorder import RecordSummary, record
 from structune.record.store import DatasetStore
 from structune.tasks.albums import album_program, curated_albums, curated_teacher, heldout_movies
-from structune.train.adapters import AdapterManifest
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
 

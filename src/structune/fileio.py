@@ -80,7 +80,7 @@ def write_directory_atomically(path: str | Path, fill: Callable[[Path], None]) -
 
     A crash leaves the old folder (if any) or the complete new one, plus at worst a
     dot-named leftover (`.NAME.partial-PID`, `.NAME.old-PID`) that readers skip. A folder
-    already at `path` is replaced.
+    already at `path` is replaced; a failure before the new one is in place puts it back.
 
     Raises:
         StructuneError: writing failed (a full disk, a file-size limit, no permission); the
@@ -95,9 +95,7 @@ def write_directory_atomically(path: str | Path, fill: Callable[[Path], None]) -
         staging.mkdir()
         fill(staging)
         fsync_tree(staging)
-        if path.exists():
-            path.rename(aside)
-        staging.rename(path)
+        _swap_in(staging, path, aside)
         _fsync(path.parent)
     except Exception as exc:  # whatever raised it (OSError, a library's own I/O error type)
         shutil.rmtree(staging, ignore_errors=True)
@@ -110,6 +108,20 @@ def write_directory_atomically(path: str | Path, fill: Callable[[Path], None]) -
         shutil.rmtree(staging, ignore_errors=True)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _swap_in(staging: Path, path: Path, aside: Path) -> None:
+    """Rename `staging` to `path`, moving a folder already there to `aside` first and back
+    if the rename fails, so that `path` is never left empty by an error."""
+    if not path.exists():
+        staging.rename(path)
+        return
+    path.rename(aside)
+    try:
+        staging.rename(path)
+    except BaseException:
+        aside.rename(path)
+        raise
 
 
 def _fsync(path: Path) -> None:

@@ -12,7 +12,6 @@ checks them, and constrained decoding holds them to the inputs' text.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import string
@@ -33,7 +32,9 @@ from structune.constrain.extractive import (
     strip_extractive,
 )
 from structune.errors import InvalidOutput, UserError
-from structune.llms.base import LLM, Completion, Message
+from structune.hashing import content_hash
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 
@@ -76,8 +77,7 @@ def canonical_json(value: Any) -> str:
 
 def schema_hash(schema: Mapping[str, Any]) -> str:
     """A short, stable identity of a JSON Schema (key order does not matter)."""
-    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return content_hash(schema, length=16, compact=True)
 
 
 @dataclass(frozen=True)

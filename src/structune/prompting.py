@@ -16,7 +16,8 @@ from typing import Any
 
 from structune.constrain.checked import relaxed
 from structune.errors import InvalidOutput, UserError
-from structune.llms.base import LLM, Message
+from structune.llms.base import LLM
+from structune.messages import Message
 from structune.program import (
     DEFAULT_SYSTEM_PROMPT,
     FORMAT_INSTRUCTIONS,

@@ -123,6 +123,7 @@ def base_url_flag(parser: argparse.ArgumentParser) -> None:
 
 def load_models(specs: list[str], args: argparse.Namespace) -> dict[str, Any]:
     from structune.llms.spec import llm_from_spec
+    from structune.tasks import OFFLINE_TEACHERS
 
     if args.base_url is not None and not any(s.startswith("openai:") for s in specs):
         raise UserError(f"--base-url is for openai:MODEL specs; none among {', '.join(specs)}")
@@ -130,7 +131,9 @@ def load_models(specs: list[str], args: argparse.Namespace) -> dict[str, Any]:
     def base_url(spec: str) -> str | None:
         return args.base_url if spec.startswith("openai:") else None
 
-    return {spec: llm_from_spec(spec, base_url=base_url(spec)) for spec in specs}
+    return {
+        spec: llm_from_spec(spec, base_url=base_url(spec), named=OFFLINE_TEACHERS) for spec in specs
+    }
 
 
 def db_flag(parser: argparse.ArgumentParser) -> None:

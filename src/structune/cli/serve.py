@@ -120,7 +120,7 @@ def _export_adapter(args: argparse.Namespace) -> None:
             f"--type sets the tensor type of --format gguf; {args.format} keeps the "
             "adapter's own types: drop --type or add --format gguf"
         )
-    from structune.train.adapters import load_manifest
+    from structune.adapters import load_manifest
 
     load_manifest(args.adapter)  # an unknown id fails before any conversion
     if args.format == "merged":

@@ -126,7 +126,7 @@ def _train(args: argparse.Namespace) -> None:
     config = replace(train_config(args), checkpoint_every=args.checkpoint_every)
     config.validate()
     if args.parent is not None:
-        from structune.train.adapters import load_manifest
+        from structune.adapters import load_manifest
 
         load_manifest(args.parent)  # a typo fails now, not after the data is read
     else:
@@ -159,7 +159,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _adapters(args: argparse.Namespace) -> None:
-    from structune.train.adapters import list_adapters
+    from structune.adapters import list_adapters
 
     manifests = list_adapters()
     if args.json:
@@ -175,6 +175,6 @@ def _adapters(args: argparse.Namespace) -> None:
 
 
 def _adapters_rm(args: argparse.Namespace) -> None:
-    from structune.train.adapters import remove_adapter
+    from structune.adapters import remove_adapter
 
     print(f"removed adapter {args.adapter} ({remove_adapter(args.adapter)})")

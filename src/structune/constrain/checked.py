@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from structune.constrain.keywords import Dialect
-    from structune.llms.base import Completion
+    from structune.messages import Completion
 
 RELAX_KEY = "x-structune-relax"
 # A violation is decoded again at most this many times, sampling at the request's

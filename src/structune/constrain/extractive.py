@@ -59,7 +59,7 @@ class Extracted:
             so the prompt's schema does not show it and the grammar can enforce it: it
             offers only the source's runs that match, starting and ending on a word or
             punctuation, of at most 16 pieces in words mode and 128 characters in chars mode
-            (`extractive_grammar.MAX_PATTERN_PIECES`, `MAX_PATTERN_CHARS`).
+            (`source_spans.MAX_PATTERN_PIECES`, `MAX_PATTERN_CHARS`).
     """
 
     source: str | None = None

@@ -5,46 +5,38 @@ dialect has both pieces: `%regex {"substring_chunks": [...]}` matches any run of
 chunks, and `%json {...}` inlines a JSON-schema sub-grammar. So the parts of the schema
 that lead to a marked string (objects, arrays, unions, `$ref`s) are written as Lark rules,
 every part without a marker stays an inline `%json` (the engine's full schema coverage),
-and each marked string becomes a terminal `"\\"" SPAN "\\""`.
+and each marked string becomes a terminal `"\\"" SPAN "\\""`. What a copy from the source
+looks like in Lark (a span, a pattern's matches, an ordered list of spans) is written by
+`source_spans`; this module walks the schema and decides where each copy stands.
 
-The chunks are the source's pieces (`extractive.pieces`), each JSON-escaped on its own:
-escaping is per character, so a run of escaped chunks is exactly the escaped run, and
-quotes, backslashes, control characters and non-ASCII text in the source come out as
-valid JSON (non-ASCII raw, as llguidance's JSON grammar writes it). Objects are written
-with their declared properties only, in schema order, and `oneOf` is written as `anyOf`
-(validation afterwards still holds the answer to exactly one branch); a keyword this
-writer cannot enforce on the path to a marked string is refused by name, never ignored.
-Marked strings take no other keyword than `minLength` 1 (non-empty): lengths the engine
-counts are those of the escaped text, which differ from the value's.
-
-A marker with a `pattern` is written as the source's runs that match it, one literal each
-(`_matching_runs`: runs of up to `MAX_PATTERN_PIECES` pieces, checked with Python's `re`,
-so the grammar and the check afterwards agree exactly).
-
-A list of `ordered` items is written piece by piece instead (`_LarkWriter.ordered`): each
-item is a span starting after the previous one ends, so the list follows the source, can
-repeat a value only where the source repeats it, and cannot loop. Its grammar grows with
-the source (a rule per piece; `benchmarks/extractive_grammar.py` times it), so sources
-past `MAX_ORDERED_PIECES` are refused.
+Objects are written with their declared properties only, in schema order, and `oneOf` is
+written as `anyOf` (validation afterwards still holds the answer to exactly one branch); a
+keyword this writer cannot enforce on the path to a marked string is refused by name, never
+ignored. Marked strings take no other keyword than `minLength` 1 (non-empty): lengths the
+engine counts are those of the escaped text, which differ from the value's.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from structune.constrain.extractive import (
     MARKER_KEY,
     SOURCES_KEY,
     Extracted,
-    Mode,
     has_extracted,
     numbers,
-    pieces,
     resolve,
+)
+from structune.constrain.source_spans import (
+    MAX_ORDERED_PIECES,
+    matching_literals,
+    ordered_rules,
+    seq,
+    source_units,
+    substring_regex,
 )
 from structune.errors import UserError
 
@@ -69,18 +61,6 @@ _COMPACT = {"whitespace_flexible": False}
 # than write it: the engine would let the decoder open an item it could never finish, and
 # the answer would stop there, unparseable.
 _NOTHING = "/[^\\s\\S]/"
-
-MAX_ORDERED_PIECES = 2_000
-"""The most source pieces (words, spaces, punctuation: ~850 words of a paper) an ordered
-list is decoded over. Its grammar has a rule per piece, and the engine recurses along them
-when it starts a matcher: ~2,800 pieces overflow an 8 MB stack (a crash, not an error)."""
-
-MAX_PATTERN_PIECES = 16
-"""The longest run of source pieces (words, spaces, punctuation) a marker's `pattern` is
-tried on in words mode (a surname with its particles, "van der Maaten", is 5): every start
-times every length is checked in Python."""
-MAX_PATTERN_CHARS = 128
-"""The same in chars mode, where a piece is one character."""
 
 
 def extractive_grammar(schema: Mapping[str, Any], *, prune: bool = True) -> str:
@@ -233,12 +213,12 @@ class _LarkWriter:
         after = first = ""
         for member, needed in reversed(members):
             if needed:
-                first, after = _seq(member, after), _seq('","', member, after)
+                first, after = seq(member, after), seq('","', member, after)
             else:
-                written = _seq(member, after)
+                written = seq(member, after)
                 first = f"({written} | {first})" if first else f"({written})?"
-                after = _seq(f'("," {member})?', after)
-        return _seq('"{"', first, '"}"')
+                after = seq(f'("," {member})?', after)
+        return seq('"{"', first, '"}"')
 
     def array(self, node: Mapping[str, Any], where: str) -> str:
         low, high = node.get("minItems", 0), node.get("maxItems")
@@ -271,7 +251,7 @@ class _LarkWriter:
             more = f'("," {item})*' if more_low == 0 else f'("," {item}){{{more_low},}}'
         else:
             more = f'("," {item}){{{more_low},{high - 1}}}'
-        return _seq('"["', _seq(item, more) if low >= 1 else f"({item} {more})?", '"]"')
+        return seq('"["', seq(item, more) if low >= 1 else f"({item} {more})?", '"]"')
 
     def span(self, marker: Extracted, *, nonempty: bool) -> str:
         """A terminal: a JSON string whose content is a run of the marker's source."""
@@ -282,7 +262,7 @@ class _LarkWriter:
             self.define(
                 f"{marker.mode}:{name}",
                 "SOURCE",
-                lambda name=name: "%regex " + _chunks(self.sources[name], marker.mode),
+                lambda name=name: substring_regex(self.sources[name], marker.mode),
             )
             for name in names
         ]
@@ -300,11 +280,9 @@ class _LarkWriter:
         the marker's pattern; none match: `_NOTHING`."""
 
         def body() -> str:
-            runs = _matching_runs(_units(self.sources, names, marker.mode), marker)
-            copies = sorted({copy for ends in runs.values() for copy in ends.values()})
-            if not copies:
+            literals = matching_literals(source_units(self.sources, names, marker.mode), marker)
+            if not literals:
                 return _NOTHING
-            literals = (json.dumps(c.translate(_ESCAPES), ensure_ascii=False) for c in copies)
             return '"\\"" (' + " | ".join(literals) + ') "\\""'
 
         key = f"matching:{marker.mode}:{marker.pattern}:{','.join(names)}"
@@ -351,8 +329,8 @@ class _LarkWriter:
             return f"{literal} {values[name]}"
 
         marked = json.dumps(json.dumps(key, ensure_ascii=False) + ":", ensure_ascii=False)
-        opening = _seq('"{"', *[_seq(member(n), '","') for n in names[:at]], marked)
-        closing = _seq(*[_seq('","', member(n)) for n in names[at + 1 :]], '"}"')
+        opening = seq('"{"', *[seq(member(n), '","') for n in names[:at]], marked)
+        closing = seq(*[seq('","', member(n)) for n in names[at + 1 :]], '"}"')
         marker = Extracted.from_json(resolve(properties[key], self.root)[MARKER_KEY], where)
         return self.ordered(marker, nonempty_list=nonempty_list, opening=opening, closing=closing)
 
@@ -362,19 +340,13 @@ class _LarkWriter:
         """A list whose items are spans of the source in the source's order (`opening` and
         `closing` wrap each span into an object, see `ordered_objects`).
 
-        One rule set per source position keeps the grammar linear in the source: `s{i}`
-        starts an item at a piece at or after i, `c{j}` copies piece j or closes the item
-        after piece j-1, `t{j}` ends the list or opens the next item at or after j. Items
-        start and end on a piece that is not whitespace, so none is empty; each one
-        consumes a piece, so the list cannot loop. Texts of several sources are joined
-        with a barrier that no item crosses. With a `pattern`, an item is one of the runs
-        that match it instead (`ordered_matching`).
+        The rules themselves are `source_spans.ordered_rules`.
         """
         names = [marker.source] if marker.source else list(self.sources)
         key = f"ordered:{marker}:{nonempty_list}:{','.join(names)}:{opening}:{closing}"
         if key in self.names:
             return self.names[key]
-        raw = _units(self.sources, names, marker.mode)
+        raw = source_units(self.sources, names, marker.mode)
         if len(raw) > MAX_ORDERED_PIECES:
             raise UserError(
                 f"the source of the ordered list has {len(raw):,} pieces, more than the "
@@ -382,8 +354,7 @@ class _LarkWriter:
                 "chunks), or drop ordered=True (the order is still checked afterwards)"
             )
         prefix = self.names[key] = f"ordered{len(self.names)}"
-        write = self.ordered_matching if marker.pattern is not None else self.ordered_pieces
-        rules, first = write(marker, raw, prefix, opening, closing)
+        rules, first = ordered_rules(marker, raw, prefix, opening, closing)
         if not first:
             if nonempty_list and not self.prune:
                 body = f'"[" {_NOTHING}'  # the placeholder source matches no pattern
@@ -399,140 +370,6 @@ class _LarkWriter:
         self.lines.append(f"{prefix}: {body}")
         self.lines.extend(rules)
         return prefix
-
-    def ordered_pieces(
-        self,
-        marker: Extracted,
-        raw: Sequence[str | None],
-        prefix: str,
-        opening: str,
-        closing: str,
-    ) -> tuple[list[str], str]:
-        """The rules of an ordered list copied piece by piece, and its first item."""
-        units = [u.translate(_ESCAPES) if u is not None else None for u in raw]
-        blank = [u is None or not u.strip() for u in units]
-        n = len(units)
-        # next_start[i]: the first piece at or after i that an item can start on.
-        next_start: list[int | None] = [None] * (n + 1)
-        for i in range(n - 1, -1, -1):
-            next_start[i] = i if not blank[i] else next_start[i + 1]
-        # closable[j]: after copying piece j-1, the item can still be closed, now or later.
-        closable = [False] * (n + 1)
-        for j in range(n, 0, -1):
-            closable[j] = not blank[j - 1] or (j < n and units[j] is not None and closable[j + 1])
-        rules: list[str] = []
-
-        def start(i: int | None) -> str:
-            return _seq(opening, f'"\\"" {prefix}_s{i}') if i is not None else ""
-
-        for i in range(n):
-            if next_start[i] == i:
-                later = next_start[i + 1]
-                alternatives = [f"{json.dumps(units[i], ensure_ascii=False)} {prefix}_c{i + 1}"]
-                if later is not None:
-                    alternatives.append(f"{prefix}_s{later}")
-                rules.append(f"{prefix}_s{i}: {' | '.join(alternatives)}")
-        for j in range(1, n + 1):
-            if not closable[j]:
-                continue
-            alternatives = []
-            if j < n and units[j] is not None and closable[j + 1]:
-                alternatives.append(f"{json.dumps(units[j], ensure_ascii=False)} {prefix}_c{j + 1}")
-            if not blank[j - 1]:
-                alternatives.append(f'"\\"" {prefix}_t{j}')
-            rules.append(f"{prefix}_c{j}: {' | '.join(alternatives)}")
-            if not blank[j - 1]:
-                rules.append(f"{prefix}_t{j}: {_then(closing, start(next_start[j]))}")
-        return rules, start(next_start[0])
-
-    def ordered_matching(
-        self,
-        marker: Extracted,
-        raw: Sequence[str | None],
-        prefix: str,
-        opening: str,
-        closing: str,
-    ) -> tuple[list[str], str]:
-        """The rules of an ordered list whose items match the marker's pattern, and its
-        first item: `s{k}` is the k-th piece a matching run starts on (copy one of its
-        runs, or skip to the next start), `t{j}` follows a run that ends before piece j."""
-        runs = _matching_runs(raw, marker)
-        starts = sorted(runs)
-
-        def start(at: int) -> str:
-            k = bisect.bisect_left(starts, at)
-            return _seq(opening, f'"\\"" {prefix}_s{k}') if k < len(starts) else ""
-
-        rules = []
-        for k, i in enumerate(starts):
-            alternatives = [
-                f'{json.dumps(copy.translate(_ESCAPES), ensure_ascii=False)} "\\"" {prefix}_t{j}'
-                for j, copy in runs[i].items()
-            ]
-            if k + 1 < len(starts):
-                alternatives.append(f"{prefix}_s{k + 1}")
-            rules.append(f"{prefix}_s{k}: {' | '.join(alternatives)}")
-        for j in sorted({j for ends in runs.values() for j in ends}):
-            rules.append(f"{prefix}_t{j}: {_then(closing, start(j))}")
-        return rules, start(0)
-
-
-def _then(closing: str, more: str) -> str:
-    """What follows an item of an ordered list: its `closing`, then the list's end or,
-    where another item can start, a comma and `more`."""
-    tail = f'"]" | "," {more}' if more else '"]"'
-    return _seq(closing, f"({tail})")
-
-
-def _units(sources: Mapping[str, str], names: Sequence[str], mode: Mode) -> list[str | None]:
-    """The pieces of the named sources in order, a None barrier after each text."""
-    units: list[str | None] = []
-    for name in names:
-        units += pieces(sources[name], mode)
-        units.append(None)
-    return units
-
-
-def _matching_runs(units: Sequence[str | None], marker: Extracted) -> dict[int, dict[int, str]]:
-    """start → {end: text} of the runs `units[start:end]` whose text matches the marker's
-    pattern: at most `MAX_PATTERN_PIECES` pieces (`MAX_PATTERN_CHARS` in chars mode),
-    starting and ending on a piece that is not whitespace, within one source text."""
-    pattern = re.compile(marker.pattern or "")
-    longest = MAX_PATTERN_CHARS if marker.mode == "chars" else MAX_PATTERN_PIECES
-    runs: dict[int, dict[int, str]] = {}
-    for i, first in enumerate(units):
-        if first is None or not first.strip():
-            continue
-        text = ""
-        for j in range(i, min(i + longest, len(units))):
-            unit = units[j]
-            if unit is None:
-                break
-            text += unit
-            if unit.strip() and pattern.fullmatch(text):
-                runs.setdefault(i, {})[j + 1] = text
-    return runs
-
-
-# How JSON writes a character inside a string (as `json.dumps` does); others stay as they are.
-_ESCAPES = {c: f"\\u{c:04x}" for c in range(0x20)} | {
-    ord('"'): '\\"',
-    ord("\\"): "\\\\",
-    ord("\b"): "\\b",
-    ord("\f"): "\\f",
-    ord("\n"): "\\n",
-    ord("\r"): "\\r",
-    ord("\t"): "\\t",
-}
-
-
-def _chunks(text: str, mode: Mode) -> str:
-    escaped = [p.translate(_ESCAPES) for p in pieces(text, mode)]  # json.dumps is 10x slower
-    return json.dumps({"substring_chunks": escaped}, ensure_ascii=False)
-
-
-def _seq(*parts: str) -> str:
-    return " ".join(p for p in parts if p)
 
 
 def _ordered_field(items: Mapping[str, Any], root: Mapping[str, Any]) -> str | None:

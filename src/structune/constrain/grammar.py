@@ -27,7 +27,6 @@ cache key.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -48,13 +47,14 @@ from structune.constrain.distinct import DISTINCT_KEY, DistinctList, hold_distin
 from structune.constrain.extractive import SOURCES_KEY, has_extracted, strip_extractive
 from structune.constrain.strict import strict_objects
 from structune.errors import UserError
+from structune.hashing import content_hash
 
 log = logging.getLogger(__name__)
 
 # An ordered extracted list can start its next item at any later piece of its source, so
 # the Earley parser holds a few items per source piece in one row; llguidance's default
 # (2,000) would stop a list over a source of ~700 words mid-answer. The writer refuses
-# sources past `extractive_grammar.MAX_ORDERED_PIECES`, which stays under this.
+# sources past `source_spans.MAX_ORDERED_PIECES`, which stays under this.
 MAX_ITEMS_IN_ROW = 20_000
 
 # Limits measured with llguidance 1.9 on 2 cores. JSON nesting: llguidance's parser stops at
@@ -286,7 +286,7 @@ def _extractive_grammar(schema: Mapping[str, Any], ll_tokenizer: Any) -> str:
 
     lark = extractive_grammar(schema)  # refuses a schema without bound sources
     shape = {**schema, SOURCES_KEY: dict.fromkeys(schema[SOURCES_KEY], "x")}
-    key = _digest(shape)
+    key = content_hash(shape, length=64)
     if key not in _VALIDATED:
         whole = extractive_grammar(shape, prune=False)  # placeholders fill no number
         _validate(llguidance.LLMatcher.grammar_from_lark(whole), ll_tokenizer)
@@ -294,12 +294,6 @@ def _extractive_grammar(schema: Mapping[str, Any], ll_tokenizer: Any) -> str:
         if len(_VALIDATED) > _MAX_CACHED_GRAMMARS:
             _VALIDATED.popitem(last=False)
     return llguidance.LLMatcher.grammar_from_lark(lark)
-
-
-def _digest(schema: Mapping[str, Any]) -> str:
-    return hashlib.sha256(
-        json.dumps(schema, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
 
 
 def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
@@ -327,7 +321,7 @@ def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
         compiled = SchemaGrammar(grammar, ll_tokenizer, coverage, _checker(schema), distinct)
         _try_decoding(compiled)
     with _GRAMMARS_LOCK:
-        _GRAMMARS[(_digest(schema), id(tokenizer))] = (tokenizer, compiled)
+        _GRAMMARS[(content_hash(schema, length=64), id(tokenizer))] = (tokenizer, compiled)
         if len(_GRAMMARS) > _MAX_CACHED_GRAMMARS:
             _GRAMMARS.popitem(last=False)
     return compiled
@@ -343,8 +337,8 @@ def cached_grammar(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar |
     Raises:
         UserError: the schema is not an object, or is past `check_schema_size`'s bounds.
     """
-    check_schema_size(schema)  # before `_digest`: json.dumps recurses
-    key = (_digest(schema), id(tokenizer))
+    check_schema_size(schema)  # before hashing it: json.dumps recurses
+    key = (content_hash(schema, length=64), id(tokenizer))
     with _GRAMMARS_LOCK:  # the server compiles on one thread and decodes on another
         cached = _GRAMMARS.get(key)
         if cached is None or cached[0] is not tokenizer:

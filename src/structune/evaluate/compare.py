@@ -39,7 +39,8 @@ from structune.evaluate.content import (
     table_header,
     table_row,
 )
-from structune.llms.base import LLM, Completion, Constrained
+from structune.llms.base import LLM, Constrained
+from structune.messages import Completion
 from structune.program import Program, extract_json_object
 
 

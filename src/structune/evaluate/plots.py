@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from structune.adapters import AdapterManifest
 from structune.errors import UserError
-from structune.train.adapters import AdapterManifest
 
 
 def require_matplotlib() -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 import pydantic
 
+from structune.adapters import AdapterManifest, load_manifest
 from structune.errors import UserError
 from structune.evaluate.agreement import DEFAULT_REL_TOL, Agreement, agreement, combined
 from structune.evaluate.compare import Comparison, ModelScore, answer_data, compare
@@ -48,7 +49,6 @@ from structune.evaluate.plots import require_matplotlib as require_matplotlib
 from structune.fileio import write_atomically
 from structune.llms.base import LLM
 from structune.program import Program, short_validation_error
-from structune.train.adapters import AdapterManifest, load_manifest
 
 log = logging.getLogger(__name__)
 

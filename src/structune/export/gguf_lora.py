@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from structune.adapters import load_manifest
 from structune.errors import UserError
 from structune.fileio import check_writable
-from structune.train.adapters import load_manifest
 
 
 def export_gguf_lora(adapter_id: str, out: str | Path) -> Path:

@@ -5,7 +5,7 @@ The base GGUF is rewritten rather than converted from transformers weights: its 
 reads the same model it already runs, and only the weights change. Each adapted weight
 becomes W + scale · B·A (q/k rows in llama.cpp's rotary order, as in the GGUF LoRA).
 
-The default tensor type is F32: the transformers model that structune trains and serves is
+The default tensor type is F32: the transformers model that is trained and served here is
 the base GGUF dequantized to fp32, so an F32 export holds exactly its weights and greedy
 answers agree with it (benchmarks/export_agreement.py). F16 halves the file; Q8_0 quarters
 it, at the cost of agreement. One-dimensional tensors (norms) stay F32, as llama.cpp's
@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from structune.adapters import load_manifest
 from structune.errors import UserError
 from structune.export.gguf_lora import lora_pairs
 from structune.fileio import check_writable
-from structune.train.adapters import load_manifest
 
 TensorType = Literal["f32", "f16", "q8_0"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from structune.train.adapters import load_manifest
+from structune.adapters import load_manifest
 
 
 def export_merged(adapter_id: str, out: str | Path) -> Path:

@@ -19,11 +19,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from structune.adapters import load_manifest
 from structune.errors import UserError
 from structune.fileio import write_atomically
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.models.chat import render_chat
-from structune.train.adapters import load_manifest
 
 START, END = "<|im_start|>", "<|im_end|>"
 

@@ -5,6 +5,7 @@ Import backends from their modules (`structune.llms.local.LocalLLM`,
 that importing any part of structune stays fast.
 """
 
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 
 __all__ = ["LLM", "Completion", "Message"]

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from structune.errors import UserError
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 
 
 class CallableLLM(LLM):

@@ -30,7 +30,8 @@ from structune.constrain.checked import (
 from structune.constrain.extractive import strip_extractive
 from structune.constrain.grammar import full_schema, plan_schema, schema_grammar
 from structune.errors import BackendError, UserError
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 
 
 class LlamaCppLLM(LLM):

@@ -22,7 +22,8 @@ from typing import Any
 
 from structune.constrain.checked import RESAMPLE_SEED, RESAMPLE_TEMPERATURE
 from structune.errors import BackendError, UserError
-from structune.llms.base import LLM, Completion, Message, SchemaPerRow, schemas_per_row
+from structune.llms.base import LLM, SchemaPerRow, schemas_per_row
+from structune.messages import Completion, Message
 from structune.models.chat import tokenize_chat
 from structune.models.loading import DEFAULT_BASE_MODEL, load_model
 from structune.models.precision import DType, fast_dtype
@@ -69,7 +70,7 @@ class LocalLLM(LLM):
 
         model_id = base
         if adapter is not None:
-            from structune.train.adapters import load_manifest
+            from structune.adapters import load_manifest
 
             manifest = load_manifest(adapter)
             if base not in (DEFAULT_BASE_MODEL, manifest.base_model):
@@ -269,7 +270,7 @@ class _StopWhen:
 def _merge_adapter(model: Any, adapter_path: str) -> Any:
     from peft import PeftModel
 
-    from structune.train.adapters import ADAPTER_WEIGHTS, peft_deprecations_hidden
+    from structune.adapters import ADAPTER_WEIGHTS, peft_deprecations_hidden
 
     weights = Path(adapter_path) / ADAPTER_WEIGHTS
     if not weights.is_file():

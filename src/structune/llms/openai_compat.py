@@ -21,7 +21,8 @@ import httpx
 
 from structune.constrain.extractive import strip_extractive
 from structune.errors import BackendError, UserError
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 
 log = logging.getLogger(__name__)
 

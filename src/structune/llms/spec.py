@@ -4,33 +4,34 @@
   `OPENAI_API_KEY`);
 - `local:BASE` or `local:BASE+ADAPTER_ID`: a local transformers model, with an adapter;
 - `llamacpp:BASE_OR_GGUF`: a built-in model's GGUF or a GGUF file, through llama.cpp;
-- `offline:albums`, `offline:citations`: the offline teachers of the built-in tasks;
-- `ADAPTER_ID`: shorthand for the adapter on its own base model.
+- `ADAPTER_ID`: shorthand for the adapter on its own base model;
+- a name the caller maps to a model of its own: the CLI passes the built-in tasks' offline
+  teachers (`offline:albums`, `offline:citations`), which this layer does not know.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from structune.errors import UserError
 from structune.llms.base import LLM
 
-OFFLINE_TEACHERS = ("offline:albums", "offline:citations")
 
-
-def llm_from_spec(spec: str, *, base_url: str | None = None) -> LLM:
+def llm_from_spec(
+    spec: str,
+    *,
+    base_url: str | None = None,
+    named: Mapping[str, Callable[[], LLM]] | None = None,
+) -> LLM:
     """The model `spec` names (see the module docstring); `base_url` is the API root of an
-    `openai:` model. Specs are checked before anything loads: an unknown name, a missing
-    file or adapter, an unset API key fail at once."""
+    `openai:` model; `named` maps further names to functions that build their models.
+    Specs are checked before anything loads: an unknown name, a missing file or adapter,
+    an unset API key fail at once."""
+    named = named or {}
     if base_url is not None and not spec.startswith("openai:"):
         raise UserError(f"--base-url is for openai:MODEL specs, not {spec!r}")
-    if spec == "offline:albums":
-        from structune.tasks.albums import curated_teacher
-
-        return curated_teacher()
-    if spec == "offline:citations":
-        from structune.llms.callable import CallableLLM
-        from structune.tasks.citations import citation_teacher
-
-        return CallableLLM(citation_teacher, model_id="rules:citations")
+    if spec in named:
+        return named[spec]()
     if spec.startswith("openai:"):
         from structune.llms.openai_compat import OpenAICompatibleLLM
 
@@ -59,8 +60,8 @@ def llm_from_spec(spec: str, *, base_url: str | None = None) -> LLM:
 
     if (adapters_dir() / spec).is_dir():
         return LocalLLM.load(adapter=spec)
+    kinds = ["openai:MODEL", "local:BASE", "local:BASE+ADAPTER", "llamacpp:GGUF", *named]
     raise UserError(
-        f"unknown model {spec!r}; use openai:MODEL, local:BASE, local:BASE+ADAPTER, llamacpp:GGUF, "
-        f"{', '.join(OFFLINE_TEACHERS)}, a built-in model ({', '.join(BUILTIN_MODELS)}) "
-        "or an adapter id (`structune adapters`)"
+        f"unknown model {spec!r}; use {', '.join(kinds)}, a built-in model "
+        f"({', '.join(BUILTIN_MODELS)}) or an adapter id (`structune adapters`)"
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from structune.errors import UserError
-from structune.llms.base import Message
+from structune.messages import Message
 
 
 def render_chat(tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool) -> str:

@@ -11,10 +11,11 @@ nothing falls back to OpenAI.
 An index folder holds one PDF. A manifest (`structune-index.json`) records the PDF's
 sha256, the chunk settings, the embedding model and library versions; ingesting the same
 bytes with the same settings again returns at once without loading the model. A new index
-is persisted into a sibling staging folder and renamed into place, so a failed or
-interrupted ingest leaves the previous index as it was, and bad input is refused before
-anything is written. A PDF is untrusted input: its text is read in a bounded child process
-(`structune.rag.pdf_text`), so a crafted file is refused and never takes this one down.
+is persisted into a sibling staging folder and renamed into place
+(`structune.fileio.write_directory_atomically`), so a failed or interrupted ingest leaves
+the previous index as it was, and bad input is refused before anything is written. A PDF
+is untrusted input: its text is read in a bounded child process (`structune.rag.pdf_text`),
+so a crafted file is refused and never takes this one down.
 
 all-MiniLM-L6-v2 reads at most 256 word pieces of a text: with the notebook's 1024-token
 chunks only the start of each chunk shapes its embedding (the whole chunk is still stored
@@ -28,9 +29,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from structune.errors import BackendError, UserError
+from structune.fileio import write_directory_atomically
 from structune.rag.pdf_text import read_pdf_text
 
 if TYPE_CHECKING:
@@ -141,6 +140,8 @@ def ingest(
     Raises:
         UserError: bad chunk settings, an `index_dir` that holds something other than an
             index, or a PDF that `read_pdf` refuses. The existing index is left untouched.
+        StructuneError: writing the index failed (a full disk, no permission); the
+            existing index is left untouched.
     """
     started = time.perf_counter()
     pdf_path, index_dir = Path(pdf_path), Path(index_dir)
@@ -325,9 +326,7 @@ def _persist_atomically(
 ) -> None:
     from llama_index.core import StorageContext, VectorStoreIndex
 
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=index_dir.parent, prefix=f".{index_dir.name}.staging-"))
-    try:
+    def fill(staging: Path) -> None:
         # The nodes carry their embeddings: the index stores them without calling the model.
         index = VectorStoreIndex(
             nodes, embed_model=embed_model, storage_context=StorageContext.from_defaults()
@@ -338,32 +337,8 @@ def _persist_atomically(
         (staging / MANIFEST_NAME).write_text(
             json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
         )
-        _fsync_files(staging)
-        _swap_into_place(staging, index_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
-
-def _swap_into_place(staging: Path, index_dir: Path) -> None:
-    """Rename `staging` to `index_dir`, retiring the old index only once the new one is there."""
-    if not index_dir.exists():
-        os.replace(staging, index_dir)
-        return
-    retired = staging.with_name(staging.name.replace(".staging-", ".old-", 1))
-    os.replace(index_dir, retired)
-    try:
-        os.replace(staging, index_dir)
-    except BaseException:
-        os.replace(retired, index_dir)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-
-
-def _fsync_files(folder: Path) -> None:
-    for path in folder.iterdir():
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
+    write_directory_atomically(index_dir, fill)
 
 
 def _check_chunking(chunk_size: int, chunk_overlap: int) -> None:

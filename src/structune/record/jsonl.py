@@ -23,7 +23,7 @@ from typing import Any
 
 from structune.errors import InvalidOutput, UserError
 from structune.fileio import write_atomically
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.program import Program, extract_json_object
 from structune.record.store import DatasetStore, Example
 
@@ -158,7 +158,9 @@ def _from_line(
     if task_name is None:
         raise ValueError("this line has no structune metadata: give a task name (--task)")
     parsed, error = _check_answer(completion, program)
-    # A plain line has no input variables: its prompt is its identity.
+    # A plain line has no input variables: its prompt is its identity. Not `content_hash`:
+    # this digest is stored in the example's inputs, taken over the prompt as written (keys
+    # unsorted), and importing the file again must give the same ids.
     inputs = {"prompt_sha256": hashlib.sha256(json.dumps(prompt).encode()).hexdigest()}
     example = Example(
         task=task_name,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from structune.errors import BackendError, InvalidOutput, StructuneError, UserError
-from structune.llms.base import LLM, Completion, JsonSchema, Message, schemas_per_row
+from structune.llms.base import LLM, JsonSchema, schemas_per_row
+from structune.messages import Completion, Message
 from structune.program import Program
 from structune.record.store import DatasetStore, Example, example_id
 

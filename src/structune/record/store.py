@@ -12,7 +12,6 @@ lives in `PRAGMA user_version`; `_MIGRATIONS` only ever grows.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,7 +23,8 @@ from typing import Any
 
 from structune.errors import UserError
 from structune.fileio import check_writable
-from structune.llms.base import Message
+from structune.hashing import content_hash
+from structune.messages import Message
 from structune.paths import default_db_path
 from structune.program import canonical_json
 
@@ -59,8 +59,7 @@ _MIGRATIONS = [
 
 def example_id(task: str, inputs: Mapping[str, Any], teacher: str) -> str:
     """The identity of an example: the same task, inputs and teacher give the same id."""
-    key = json.dumps([task, inputs, teacher], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(key.encode()).hexdigest()[:24]
+    return content_hash([task, inputs, teacher], length=24)
 
 
 @dataclass(frozen=True)

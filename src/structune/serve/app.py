@@ -44,7 +44,8 @@ from starlette.exceptions import HTTPException
 
 from structune.constrain.checked import SchemaCheck
 from structune.errors import StructuneError, UserError
-from structune.llms.base import LLM, Message
+from structune.llms.base import LLM
+from structune.messages import Message
 from structune.program import schema_hash
 from structune.serve.batching import Batcher, QueueFull
 
@@ -387,14 +388,14 @@ class _ModelPool:
         self.lock = threading.Lock()
 
     def names(self) -> list[str]:
-        from structune.train.adapters import list_adapters
+        from structune.adapters import list_adapters
 
         return [self.base, *(m.id for m in list_adapters() if m.id not in self.broken)]
 
     def preload(self) -> None:
         """Load the base now; check every adapter's files, leaving out those that fail."""
+        from structune.adapters import ADAPTER_WEIGHTS, list_adapters
         from structune.models.loading import check_model_spec
-        from structune.train.adapters import ADAPTER_WEIGHTS, list_adapters
 
         self.get(self.base)
         for m in list_adapters():

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from structune.errors import BackendError
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
 from structune.llms.local import GenerationStopped, LocalLLM
+from structune.messages import Completion, Message
 
 log = logging.getLogger(__name__)
 

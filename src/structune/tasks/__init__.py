@@ -1,21 +1,47 @@
-"""Ready-made tasks, and how a program is named on the command line."""
+"""Ready-made tasks, and how a program and a task's offline teacher are named on the
+command line."""
 
 from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
 from structune.errors import UserError
 from structune.program import Program
 
+if TYPE_CHECKING:
+    from structune.llms.base import LLM
+
 BUILTIN_PROGRAMS = {
     "album": "structune.tasks.albums:album_program",
     "citations": "structune.tasks.citations:citation_program",
 }
+
+
+def _curated_album_teacher() -> LLM:
+    from structune.tasks.albums import curated_teacher
+
+    return curated_teacher()
+
+
+def _rule_based_citation_teacher() -> LLM:
+    from structune.llms.callable import CallableLLM
+    from structune.tasks.citations import citation_teacher
+
+    return CallableLLM(citation_teacher, model_id="rules:citations")
+
+
+OFFLINE_TEACHERS: dict[str, Callable[[], LLM]] = {
+    "offline:albums": _curated_album_teacher,
+    "offline:citations": _rule_based_citation_teacher,
+}
+"""The built-in tasks' teachers that answer without a model, by the spec naming them on
+the command line; give them to `structune.llms.spec.llm_from_spec(spec, named=...)`."""
 
 
 DEFAULT_TEMPLATE = "{input}"

@@ -18,8 +18,8 @@ from typing import Any
 import pydantic
 
 from structune.errors import UserError
-from structune.llms.base import Message
 from structune.llms.callable import CallableLLM
+from structune.messages import Message
 from structune.program import Program
 
 

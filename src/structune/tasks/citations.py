@@ -28,7 +28,7 @@ from pydantic import Field
 
 from structune.constrain.extractive import Extracted
 from structune.errors import UserError
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.program import FORMAT_INSTRUCTIONS, Program
 
 

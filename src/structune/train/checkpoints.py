@@ -34,10 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from structune.adapters import non_finite_weights
 from structune.errors import StructuneError
 from structune.fileio import fsync_tree, write_directory_atomically
+from structune.hashing import content_hash
 from structune.paths import home
-from structune.train.adapters import non_finite_weights
 from structune.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def run_key(*, base: str, parent: str | None, dataset_hash: str, config: TrainCo
     # how often a run saves, and whether it recomputes activations, change nothing it computes
     del settings["checkpoint_every"], settings["gradient_checkpointing"]
     identity = {"base": base, "parent": parent, "dataset": dataset_hash, "config": settings}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(identity, length=16)
 
 
 class RunCheckpoints:

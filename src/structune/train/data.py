@@ -14,15 +14,14 @@ some of them more in the loss, built from `split_training_chat` and `tokenize_co
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from structune.errors import UserError
-from structune.llms.base import Message
+from structune.hashing import content_hash
+from structune.messages import Message
 from structune.models.chat import (
     RenderedChat,
     chat_token_ids,
@@ -44,16 +43,14 @@ class TokenizedExample:
 
 
 def dataset_hash(conversations: Sequence[Sequence[Message]]) -> str:
-    canonical = json.dumps([list(c) for c in conversations], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return content_hash([list(c) for c in conversations], length=16)
 
 
 def examples_hash(examples: Sequence[TokenizedExample]) -> str:
     """A short hash of the token ids, labels and weights a run trains on: the data part of
     its identity (`structune.train.checkpoints.run_key`), whichever `ExampleTokenizer`
     made them."""
-    canonical = json.dumps([[e.input_ids, e.labels, e.weights] for e in examples])
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return content_hash([[e.input_ids, e.labels, e.weights] for e in examples], length=16)
 
 
 class ExampleTokenizer(Protocol):

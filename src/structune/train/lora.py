@@ -37,17 +37,17 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
-from structune.errors import UserError
-from structune.llms.base import Message
-from structune.models.loading import DEFAULT_BASE_MODEL, load_model
-from structune.models.precision import fast_dtype
-from structune.train.adapters import (
+from structune.adapters import (
     AdapterManifest,
     load_manifest,
     non_finite_weights,
     peft_deprecations_hidden,
     save_adapter,
 )
+from structune.errors import UserError
+from structune.messages import Message
+from structune.models.loading import DEFAULT_BASE_MODEL, load_model
+from structune.models.precision import fast_dtype
 from structune.train.checkpoints import (
     RunCheckpoints,
     TrainState,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from structune.errors import UserError
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.program import Program
 from structune.record.jsonl import import_jsonl
 from structune.record.store import DatasetStore

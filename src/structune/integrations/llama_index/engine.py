@@ -15,7 +15,7 @@ from typing import Any
 
 from structune.errors import UserError
 from structune.integrations.llama_index.llm import StructuneLLM
-from structune.llms.base import Message
+from structune.messages import Message
 from structune.models.loading import DEFAULT_BASE_MODEL
 from structune.train.config import TrainConfig
 
@@ -60,7 +60,7 @@ class StructuneFinetuneEngine:
         self.config = TrainConfig(**overrides)
         self.config.validate()
         if model_adapter_id is not None:
-            from structune.train.adapters import load_manifest
+            from structune.adapters import load_manifest
 
             base_model = load_manifest(model_adapter_id).base_model  # refuses unknown ids
         self.data_path = Path(data_path)

@@ -24,7 +24,8 @@ from typing import Any
 from pydantic import Field, PrivateAttr
 
 from structune.integrations.llama_index._imports import require_llama_index
-from structune.llms.base import LLM, Completion, Message
+from structune.llms.base import LLM
+from structune.messages import Completion, Message
 from structune.models.loading import DEFAULT_BASE_MODEL
 
 require_llama_index()
@@ -90,8 +91,9 @@ class StructuneLLM(CustomLLM):
                 self._backend = LocalLLM.load(self.model, adapter=self.adapter)
             else:
                 from structune.llms.spec import llm_from_spec
+                from structune.tasks import OFFLINE_TEACHERS
 
-                self._backend = llm_from_spec(self.model)
+                self._backend = llm_from_spec(self.model, named=OFFLINE_TEACHERS)
         return self._backend
 
     @property

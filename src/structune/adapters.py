@@ -5,6 +5,8 @@ Each adapter is a folder `adapters_dir()/<id>/` holding what PEFT writes
 stack) and `structune.json`, the manifest: base model, dataset identity, training config,
 loss history, parent adapter and library versions, so an adapter can be reproduced.
 Adapters are immutable; continuing training writes a new adapter whose parent is the old.
+Training writes them and inference, export and serving read them: the registry sits below
+both, so that loading a tuned model never imports the trainer.
 """
 
 from __future__ import annotations
