@@ -71,6 +71,19 @@ def test_lists_are_found_through_properties_items_refs_and_optional_fields():
     assert "uniqueItems" not in held["$defs"]["Names"]
 
 
+def test_a_recursive_schema_is_followed_once_round_each_cycle():
+    node = {
+        "type": "object",
+        "properties": {
+            "names": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            "left": {"$ref": "#/$defs/Node"},
+            "right": {"anyOf": [{"$ref": "#/$defs/Node"}, {"type": "null"}]},
+        },
+    }
+    _, lists = hold_distinct({"$ref": "#/$defs/Node", "$defs": {"Node": node}})
+    assert lists == (DistinctList(("names",)),)  # the root's own; deeper ones are checked
+
+
 def test_a_marker_the_decoder_cannot_follow_is_refused_by_name():
     item = {"type": "object", "properties": {"title": {"type": "string"}}}
     hidden = {"oneOf": [{"type": "array", "items": item, DISTINCT_KEY: "title"}, {"type": "null"}]}

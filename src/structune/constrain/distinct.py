@@ -41,7 +41,8 @@ from structune.errors import UserError
 
 DISTINCT_KEY = "x-structune-distinct"
 ITEM = "[]"  # a path step into a list's items
-_MAX_DEPTH = 32  # $refs followed before a walk stops (a recursive schema)
+_MAX_REFS = 32  # a chain of bare $refs followed this far, no farther
+_MAX_VISITS = 10_000  # subschemas a walk looks at, at most (a wide recursive schema)
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 MAX_PROBED = 4096  # tokens probed at one step, at most (~10 µs each)
 
@@ -117,25 +118,30 @@ def hold_distinct(schema: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[Dist
     """
     root = dict(schema)
     held: dict[int, DistinctList] = {}
+    budget = [_MAX_VISITS]
 
-    def walk(node: Any, path: tuple[str, ...], depth: int) -> None:
-        node = _resolved(root, node, depth)
-        if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
+    def walk(node: Any, path: tuple[str, ...], inside: frozenset[int]) -> None:
+        # A recursive schema is followed once round each cycle, and a wide one only so far:
+        # a list held nowhere keeps its uniqueItems, which is then only checked.
+        node = _resolved(root, node)
+        if not isinstance(node, Mapping) or id(node) in inside or budget[0] <= 0:
             return
-        found = _distinct_list(root, node, path, depth)
+        budget[0] -= 1
+        inside = inside | {id(node)}
+        found = _distinct_list(root, node, path)
         if found is not None:
             held[id(node)] = found
         for name, sub in _mapping(node.get("properties")).items():
-            walk(sub, (*path, name), depth)
+            walk(sub, (*path, name), inside)
         if isinstance(node.get("items"), Mapping):
-            walk(node["items"], (*path, ITEM), depth)
+            walk(node["items"], (*path, ITEM), inside)
         for key in ("anyOf", "allOf"):
             for branch in node.get(key) or []:
-                walk(branch, path, depth)
+                walk(branch, path, inside)
         if "$ref" in node:
-            walk({"$ref": node["$ref"]}, path, depth + 1)
+            walk({"$ref": node["$ref"]}, path, inside)
 
-    walk(root, (), 0)
+    walk(root, (), frozenset())
     _refuse_unheld_markers(root, held)
     if not held:
         return root, ()
@@ -144,53 +150,56 @@ def hold_distinct(schema: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[Dist
 
 
 def _distinct_list(
-    root: Mapping[str, Any], node: Mapping[str, Any], path: tuple[str, ...], depth: int
+    root: Mapping[str, Any], node: Mapping[str, Any], path: tuple[str, ...]
 ) -> DistinctList | None:
-    items = _resolved(root, node.get("items"), depth)
+    items = _resolved(root, node.get("items"))
     by = node.get(DISTINCT_KEY)
     if by is not None:
         fields = _mapping(items.get("properties")) if isinstance(items, Mapping) else {}
-        if not isinstance(by, str) or not _is_string(root, fields.get(by), depth):
+        if not isinstance(by, str) or not _is_string(root, fields.get(by)):
             raise UserError(
                 f"{DISTINCT_KEY} {by!r} at {_pointer(path)} names no string field of the "
                 "list's items: name one (Distinct(by=...) on a list of models)"
             )
-        return _held(root, path, by, fields[by], depth)
-    if node.get("uniqueItems") is True and _is_string(root, items, depth):
-        return _held(root, path, None, items, depth)
+        return _held(root, path, by, fields[by])
+    if node.get("uniqueItems") is True and _is_string(root, items):
+        return _held(root, path, None, items)
     return None
 
 
 def _held(
-    root: Mapping[str, Any], path: tuple[str, ...], by: str | None, strings: Any, depth: int
+    root: Mapping[str, Any], path: tuple[str, ...], by: str | None, strings: Any
 ) -> DistinctList:
-    strings = _resolved(root, strings, depth)
+    strings = _resolved(root, strings)
     max_length = strings.get("maxLength")
     if not isinstance(max_length, int) or isinstance(max_length, bool):
         max_length = None
-    return DistinctList(path, by, _enum(root, strings, depth), max_length)
+    return DistinctList(path, by, _enum(root, strings), max_length)
 
 
-def _is_string(root: Mapping[str, Any], node: Any, depth: int) -> bool:
-    node = _resolved(root, node, depth)
+def _is_string(root: Mapping[str, Any], node: Any) -> bool:
+    node = _resolved(root, node)
     if not isinstance(node, Mapping):
         return False
     if "enum" in node or "const" in node:
-        return _enum(root, node, depth) is not None
+        return _enum(root, node) is not None
     return node.get("type") == "string" or MARKER_KEY in node
 
 
-def _enum(root: Mapping[str, Any], node: Any, depth: int) -> tuple[str, ...] | None:
-    node = _resolved(root, node, depth)
+def _enum(root: Mapping[str, Any], node: Any) -> tuple[str, ...] | None:
+    node = _resolved(root, node)
+    if not isinstance(node, Mapping):
+        return None
     values = node.get("enum", [node["const"]] if "const" in node else None)
     if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
         return tuple(values)
     return None
 
 
-def _resolved(root: Mapping[str, Any], node: Any, depth: int) -> Any:
-    """`node`, or the local definition its bare `$ref` points to."""
-    for _ in range(_MAX_DEPTH - depth):
+def _resolved(root: Mapping[str, Any], node: Any) -> Any:
+    """`node`, or the local definition its bare `$ref` points to (None for a remote one,
+    or a chain of `$ref`s longer than `_MAX_REFS`)."""
+    for _ in range(_MAX_REFS):
         if not (isinstance(node, Mapping) and set(node) == {"$ref"}):
             return node
         ref = node["$ref"]
@@ -200,7 +209,7 @@ def _resolved(root: Mapping[str, Any], node: Any, depth: int) -> Any:
         for step in ref[2:].split("/"):
             step = step.replace("~1", "/").replace("~0", "~")
             node = node.get(step) if isinstance(node, Mapping) else None
-    return node
+    return None if isinstance(node, Mapping) and set(node) == {"$ref"} else node
 
 
 def _refuse_unheld_markers(root: Mapping[str, Any], held: Mapping[int, DistinctList]) -> None:
