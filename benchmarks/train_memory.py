@@ -60,7 +60,9 @@ def child(
 
     report: dict[str, float] = {}
     if mode == "load":
-        load_model(base, dtype="float32")
+        model, _ = load_model(base, dtype="float32")
+        # the weights may be mapped from the safetensors file, resident only once read
+        sum(float(p.detach().sum()) for p in model.parameters())
     else:
         conversations = training_conversations(data, papers)
         longest = sorted(conversations, key=lambda c: -sum(len(m["content"]) for m in c))
