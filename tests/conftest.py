@@ -35,6 +35,28 @@ def smollm2_dir(structune_home: Path) -> Path:
     return Path(resolve_model("smollm2-135m"))
 
 
+# A tiny decoder's shape: 2 layers, 64 wide; each architecture's config takes these.
+TINY_SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": True,
+}
+
+
+def save_tiny_model(out: Path, model_class: Any, config: Any, tokenizer: Any) -> Path:
+    """Save a random-initialised `model_class(config)` (seed 0) and `tokenizer` in `out`."""
+    import torch
+
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 64-wide Llama with SmolLM2's tokenizer and chat template: trains in
@@ -44,24 +66,14 @@ def tiny_model_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
+        **TINY_SHAPE,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    out = tmp_path_factory.mktemp("tiny-llama")
-    import torch
-
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_model(
+        tmp_path_factory.mktemp("tiny-llama"), LlamaForCausalLM, config, tokenizer
+    )
 
 
 @pytest.fixture(scope="session")

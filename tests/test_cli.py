@@ -257,7 +257,7 @@ def test_listings_as_json_and_an_adapter_removed(tmp_path):
     from structune.adapters import MANIFEST_FILE, AdapterManifest
 
     models = json.loads(run_cli("models", "--json", env_home=tmp_path).stdout)
-    assert [m["name"] for m in models] == ["smollm2-135m"]
+    assert [m["name"] for m in models] == ["smollm2-135m", "qwen2.5-coder-0.5b"]
     assert json.loads(run_cli("adapters", "--json", env_home=tmp_path).stdout) == []
     manifest = AdapterManifest(
         id="a-1", base_model="smollm2-135m", task="album", dataset_hash="0", dataset_size=1,

