@@ -139,7 +139,7 @@ def test_loss_falls_on_the_answer_only_under_each_chat_template(model_dir):
 
 def test_lora_adapts_every_linear_layer_of_attention_and_mlp(model_dir):
     from structune.models.loading import load_model
-    from structune.train.lora import _with_lora
+    from structune.train.lora import with_lora
 
     model, _ = load_model(str(model_dir))
     layers = model.get_decoder().layers
@@ -149,7 +149,7 @@ def test_lora_adapts_every_linear_layer_of_attention_and_mlp(model_dir):
         if isinstance(module, torch.nn.Linear) and ".layers." in name
     }
     assert len(linear) == 7 * len(layers)  # q, k, v, o; gate, up, down
-    peft_model = _with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
+    peft_model = with_lora(model, TrainConfig(lora_r=4, lora_alpha=8), None)
     adapted = {
         name.removeprefix("base_model.model.")
         for name, module in peft_model.named_modules()
