@@ -116,7 +116,7 @@ def test_models_lists_every_builtin_with_size_architecture_and_whether_installed
     assert set(rows) == set(BUILTIN_MODELS)
     assert rows[QWEN]["architecture"] == "qwen2" and rows[QWEN]["size_bytes"] == 491_400_064
     assert rows[QWEN]["installed"] is False
-    assert rows[QWEN]["install"] == "pip install 'structune[qwen]'"
+    assert rows[QWEN]["install"] == "pip install 'structune[qwen]' (in a clone: scripts/setup qwen)"
     assert rows["smollm2-135m"]["installed"] is True
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
