@@ -6,7 +6,7 @@ Reads lora.pdf, instructgpt.pdf and llama2_excerpt.pdf from the folder `--papers
 one pymupdf text per page, and runs `structune.tasks.citations.extract_citations` on them. For
 each hand-checked page (every (first author, year) on it, read off the page text by eye;
 pages numbered from 0, as pymupdf numbers them) it prints the pairs found, expected,
-missing and extra. Then the checks tests/test_citations.py runs on the pages written for
+missing and extra. Then the checks tests/unit/test_citations.py runs on the pages written for
 it, here on the papers: known citations found with their citing clause; every author the
 teacher reads in `SURNAME_PATTERN`'s shape; `authors="as cited"` naming the same works, in
 spans of the page; instructgpt's reference-list pages yielding no citations; lora citing

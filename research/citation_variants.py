@@ -225,7 +225,7 @@ def narrative_variants(
     citations, each with probability 1/2 and at least one, written narratively: "(Smith et
     al., 2020; Lee & Kim, 2019)" becomes "Smith et al. (2020); Lee & Kim (2019)", the
     teacher's answer citing the same works. Page by page, InstructGPT writes 28 narrative
-    citations against 97 brackets, lora 46 against 55 (`tests/test_citations.py`), and
+    citations against 97 brackets, lora 46 against 55 (`tests/unit/test_citations.py`), and
     students tuned on the first wrote lora's narrative sentences whole as the author ("E2E
     NLG Challenge was first introduced in Novikova et al. (2017)"). Inputs without such a
     bracket are not drawn; other keys are kept as they are."""

@@ -3,7 +3,7 @@
 The identity is the SHA-256 of the value's JSON with keys sorted and non-ASCII text
 written as UTF-8, in hex, cut to the length its user needs. Several identities are
 persisted (example ids in datasets, schema hashes in their rows, run keys naming
-checkpoint folders), so the serialization must never change: `tests/test_hashing.py` pins
+checkpoint folders), so the serialization must never change: `tests/unit/test_hashing.py` pins
 known values.
 """
 

@@ -28,7 +28,9 @@ from structune.train.checkpoints import (
     checkpoints_dir,
     load_checkpoint,
 )
-from test_train import conversations
+from training_data import conversations
+
+TESTS = Path(__file__).resolve().parents[1]  # the shared helpers (training_data)
 
 CONFIG = TrainConfig(
     max_steps=8,
@@ -200,7 +202,7 @@ DISK_FULL_SCRIPT = """
 import json, resource, signal, sys
 from structune import StructuneError, TrainConfig, finetune
 from structune.train.checkpoints import RunCheckpoints
-from test_train import conversations
+from training_data import conversations
 
 base, data = sys.argv[1], conversations(2)
 config = TrainConfig(max_steps=4, batch_size=2, lora_r=4, checkpoint_every=1)
@@ -254,7 +256,7 @@ def test_disk_full_while_saving_is_a_clear_error_and_what_was_saved_still_loads(
     monkeypatch.setenv("STRUCTUNE_HOME", str(tmp_path))
     out = subprocess.run(
         [sys.executable, "-c", DISK_FULL_SCRIPT, str(tiny_model_dir)],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(Path(__file__).parent)])},
         capture_output=True,
         text=True,
         timeout=300,

@@ -228,7 +228,7 @@ def pages() -> dict[str, str]:
     """Pages of papers written for these tests (tests/data/citation_pages) as pymupdf's
     `get_text` gives a page: hard line breaks, words hyphenated across lines, ligatures,
     accents spaced before their letter ("B\u00a8ohm"); headers and page numbers left in."""
-    folder = Path(__file__).parent / "data" / "citation_pages"
+    folder = Path(__file__).parents[1] / "data" / "citation_pages"
     return {name: (folder / f"{name}.txt").read_text(encoding="utf-8") for name in PAGE_CITATIONS}
 
 

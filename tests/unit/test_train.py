@@ -13,20 +13,10 @@ from safetensors.torch import load_file
 from structune import StructuneError, TrainConfig, UserError, finetune, list_adapters
 from structune.adapters import load_manifest
 from structune.models.chat import render_chat
-from structune.program import canonical_json
-from structune.tasks.albums import album_program, curated_albums
+from structune.tasks.albums import album_program
 from structune.train.data import IGNORE_INDEX, tokenize_conversation, training_batches
 from structune.train.lora import learning_rate_at
-
-
-def conversations(n=6):
-    return [
-        [
-            *album_program.messages({"movie_name": a["movie_name"]}),
-            {"role": "assistant", "content": canonical_json(a["album"])},
-        ]
-        for a in curated_albums()[:n]
-    ]
+from training_data import conversations
 
 
 def test_loss_falls_only_on_the_answer_and_matches_inference_tokens(tokenizer):

@@ -37,7 +37,7 @@ from structune.train.checkpoints import (
     load_checkpoint,
 )
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 class _Payload:

@@ -18,13 +18,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+from test_train_resume import max_weight_difference, stop_after_saving
 
 from structune import TrainConfig, finetune
 from structune.train.checkpoints import checkpoints_dir
 from structune.train.data import TokenizedExample, training_batches
 from structune.train.distributed import Ranks
-from test_train import conversations
-from test_train_resume import max_weight_difference, stop_after_saving
+from training_data import conversations
+
+TESTS = Path(__file__).resolve().parents[1]  # the shared helpers (training_data)
 
 EXAMPLES = 5  # with global batches of 2, every third batch holds one example
 CONFIG = TrainConfig(
@@ -34,7 +36,7 @@ CONFIG = TrainConfig(
 RANK_SCRIPT = """
 import json, os, sys
 from structune import TrainConfig, UserError, finetune
-from test_train import conversations
+from training_data import conversations
 
 base, examples, config = sys.argv[1], int(sys.argv[2]), TrainConfig(**json.loads(sys.argv[3]))
 reports = sys.argv[4]
@@ -71,7 +73,7 @@ def run_two_ranks(script: Path, home: Path, base: Path) -> list[dict]:
         **os.environ,
         "STRUCTUNE_HOME": str(home),
         "OMP_NUM_THREADS": "1",  # two ranks on two cores: one thread each
-        "PYTHONPATH": str(Path(__file__).parent),
+        "PYTHONPATH": os.pathsep.join([str(TESTS), str(Path(__file__).parent)]),
     }
     # a session of its own, so that a hang kills the ranks too, not only torchrun
     launcher = subprocess.Popen(

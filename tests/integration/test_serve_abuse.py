@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from test_serve import running_server
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ from structune.llms.callable import CallableLLM
 from structune.tasks.albums import Album, curated_albums, curated_teacher
 from structune.train.sources import conversations_from_jsonl
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = (
     "Generate an example album, with an artist and a list of songs. "
     "Using the movie {movie_name} as inspiration."
