@@ -71,6 +71,17 @@ def test_lists_are_found_through_properties_items_refs_and_optional_fields():
     assert "uniqueItems" not in held["$defs"]["Names"]
 
 
+def test_a_definition_used_twice_is_held_at_both_places():
+    tags = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/Tags"}, "b": {"$ref": "#/$defs/Tags"}},
+        "$defs": {"Tags": tags},
+    }
+    _, lists = hold_distinct(schema)
+    assert set(lists) == {DistinctList(("a",)), DistinctList(("b",))}
+
+
 def test_a_recursive_schema_is_followed_once_round_each_cycle():
     node = {
         "type": "object",

@@ -117,7 +117,7 @@ def hold_distinct(schema: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[Dist
             such string field.
     """
     root = dict(schema)
-    held: dict[int, DistinctList] = {}
+    held: dict[int, list[DistinctList]] = {}  # a list's node → each place it is reached
     budget = [_MAX_VISITS]
 
     def walk(node: Any, path: tuple[str, ...], inside: frozenset[int]) -> None:
@@ -130,7 +130,7 @@ def hold_distinct(schema: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[Dist
         inside = inside | {id(node)}
         found = _distinct_list(root, node, path)
         if found is not None:
-            held[id(node)] = found
+            held.setdefault(id(node), []).append(found)
         for name, sub in _mapping(node.get("properties")).items():
             walk(sub, (*path, name), inside)
         if isinstance(node.get("items"), Mapping):
@@ -145,7 +145,7 @@ def hold_distinct(schema: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[Dist
     _refuse_unheld_markers(root, held)
     if not held:
         return root, ()
-    lists = tuple(dict.fromkeys(held.values()))
+    lists = tuple(dict.fromkeys(place for places in held.values() for place in places))
     return _without(root, set(held)), lists
 
 
@@ -212,7 +212,7 @@ def _resolved(root: Mapping[str, Any], node: Any) -> Any:
     return None if isinstance(node, Mapping) and set(node) == {"$ref"} else node
 
 
-def _refuse_unheld_markers(root: Mapping[str, Any], held: Mapping[int, DistinctList]) -> None:
+def _refuse_unheld_markers(root: Mapping[str, Any], held: Mapping[int, object]) -> None:
     def visit(node: Any, where: str) -> None:
         if isinstance(node, Mapping):
             if DISTINCT_KEY in node and id(node) not in held:
