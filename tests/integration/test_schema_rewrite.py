@@ -299,7 +299,7 @@ def test_an_overlapping_oneof_is_refused_unless_relaxed_and_then_checked(tokeniz
 
 
 def test_what_no_grammar_holds_is_named_with_the_flag_to_pass(tokenizer):
-    schema = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
+    schema = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}  # strings: held
     with pytest.raises(UserError, match=r"uniqueItems \(at #\).*relax=True"):
         compile_schema(schema, tokenizer)
     assert compile_schema(relaxed(schema), tokenizer).coverage.checked == ("uniqueItems",)
