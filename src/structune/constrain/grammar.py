@@ -306,7 +306,9 @@ def compile_schema(schema: Mapping[str, Any], tokenizer: Any) -> SchemaGrammar:
     if cached is not None:
         return cached
     ll_tokenizer = llguidance_tokenizer(tokenizer)
-    # Distinct lists are held by the decoder beside the grammar (`constrain.distinct`).
+    # Distinct lists are held by the decoder beside the grammar (`constrain.distinct`);
+    # its walks are recursive, so the schema's size is bounded first.
+    check_schema_size(schema)
     held, distinct = hold_distinct(schema)
     if has_extracted(held):  # tried once per shape, not per source (`_extractive_grammar`)
         grammar = schema_grammar(held, ll_tokenizer)
