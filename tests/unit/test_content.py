@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from structune.constrain.distinct import same_item_key
 from structune.evaluate.agreement import agreement
 from structune.evaluate.compare import Comparison, compare
-from structune.evaluate.content import ContentScores, TopValue, content_scores, normalise
+from structune.evaluate.content import ContentScores, TopValue, content_scores
 from structune.evaluate.report import evaluate
 from structune.llms.callable import CallableLLM
 from structune.tasks.albums import album_program, curated_albums, curated_teacher
@@ -34,7 +35,7 @@ def test_five_identical_songs_are_one_distinct_item_in_five():
 
 
 def test_near_duplicates_repeat_and_numbered_items_do_not():
-    assert normalise("  the  City!") == normalise("The City") == "the city"
+    assert same_item_key("  the  City!") == same_item_key("The City") == "the city"
     songs = [
         ("The City", 1),
         ("the city!", 2),  # the same title once case and punctuation are set aside

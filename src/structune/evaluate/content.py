@@ -3,9 +3,10 @@
 An album whose five songs share one title, the same album name for every movie, lengths
 lifted from the training answers: all schema-valid. These scores walk the answers' JSON
 generically (no field is special) and judge valid answers only, since an invalid answer is
-already counted as a failure. Strings are compared once normalised (`normalise`: NFKC,
-case-folded, punctuation dropped, whitespace collapsed), so "The City" and "the city!" are
-one value; paths are those of `agreement.leaf_values` (`songs[].title`).
+already counted as a failure. Strings are compared once normalised (NFKC, case-folded,
+punctuation dropped, whitespace collapsed: `constrain.distinct.same_item_key`, the key the
+decoder's distinct ban uses), so "The City" and "the city!" are one value; paths are those
+of `agreement.leaf_values` (`songs[].title`).
 
 - Distinct list items: in every list of strings or of objects (an object stands for its
   string leaves, or for its JSON where it has none: a song is its title, whatever its
@@ -31,13 +32,13 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from difflib import SequenceMatcher
 from typing import Any
 
+from structune.constrain.distinct import same_item_key
 from structune.evaluate.agreement import Agreement, leaf_values
 
 NEAR_DUPLICATE = 0.9
@@ -261,13 +262,6 @@ def table_row(content: ContentScores | None, names: Sequence[str]) -> str:
     )
 
 
-def normalise(text: str) -> str:
-    """Case-folded, punctuation dropped, whitespace collapsed: "The  City!" → "the city"."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    kept = "".join(c for c in folded if not unicodedata.category(c).startswith("P"))
-    return " ".join(kept.split())
-
-
 def near_duplicate(a: str, b: str) -> bool:
     """Two normalised strings are near-duplicates: similar enough, and the same numbers."""
     return (
@@ -305,11 +299,11 @@ def _item_keys(items: list[Any]) -> list[tuple[str, bool]] | None:
     """Each item as (text to compare, whether nearness applies); None for a list that is
     neither all strings nor all objects (numbers may repeat by right)."""
     if items and all(isinstance(i, str) for i in items):
-        return [(normalise(i), True) for i in items]
+        return [(same_item_key(i), True) for i in items]
     if items and all(isinstance(i, Mapping) for i in items):
         keys = []
         for item in items:
-            texts = [normalise(s) for s in _strings_of(leaf_values(item))]
+            texts = [same_item_key(s) for s in _strings_of(leaf_values(item))]
             keys.append(
                 (" | ".join(texts), True) if texts else (json.dumps(item, sort_keys=True), False)
             )
@@ -339,8 +333,8 @@ def _echoes(data: Any) -> bool:
     paths: dict[str, set[str]] = {}
     for path, values in leaf_values(data).items():
         for v in values:
-            if isinstance(v, str) and normalise(v):
-                paths.setdefault(normalise(v), set()).add(path)
+            if isinstance(v, str) and same_item_key(v):
+                paths.setdefault(same_item_key(v), set()).add(path)
     return any(len(p) > 1 for p in paths.values())
 
 
@@ -377,7 +371,7 @@ def _value_key(value: Any) -> Any:
     277.0 are equal and hash alike; no float(), which overflows on a model's 400-digit
     int); None for booleans and nulls, which are left out."""
     if isinstance(value, str):
-        return ("str", normalise(value))
+        return ("str", same_item_key(value))
     if isinstance(value, int | float) and not isinstance(value, bool):
         return ("num", value)
     return None
