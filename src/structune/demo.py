@@ -2,8 +2,9 @@
 
 Albums (`run_demo`): record a teacher (the curated set, or an API with `teacher=`) → LoRA
 fine-tune the base model on at most 40 valid examples → compare base vs tuned, each with
-plain decoding and under the schema's grammar (and the teacher, when it is an API), on
-held-out movies → a table and the Goodfellas answer of each model.
+plain decoding and under the schema's grammar, the tuned model also with its song titles
+held distinct (and the teacher, when it is an API), on held-out movies → a table with the
+answers' content columns, and the Goodfellas answer of each model.
 
 Citations through RAG (`run_rag_demo`): ingest a PDF (the user's, or a sample paper written
 here) → one question per chunk, each retrieving its context → record the teacher's
@@ -26,7 +27,13 @@ from structune.models.loading import DEFAULT_BASE_MODEL
 from structune.paths import home
 from structune.record.recorder import RecordSummary, record
 from structune.record.store import DatasetStore
-from structune.tasks.albums import album_program, curated_albums, curated_teacher, heldout_movies
+from structune.tasks.albums import (
+    DISTINCT_TITLES_SCHEMA,
+    album_program,
+    curated_albums,
+    curated_teacher,
+    heldout_movies,
+)
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
 
@@ -78,6 +85,7 @@ def run_demo(
         "base + grammar": Constrained(base_llm),
         f"tuned ({adapter.id})": tuned_llm,
         "tuned + grammar": Constrained(tuned_llm),
+        "tuned + grammar + distinct": Constrained(tuned_llm, DISTINCT_TITLES_SCHEMA),
     }
     if not teacher.model_id.startswith("curated:"):  # the curated set knows no held-out movie
         models[f"teacher ({teacher.model_id})"] = teacher

@@ -206,3 +206,30 @@ def test_train_decode_export_and_reload_give_the_same_answers(model_dir, tmp_pat
     expected = answers(tuned)
     merged = export_merged(manifest.id, tmp_path / "merged")
     assert answers(LocalLLM.load(str(merged), dtype="float32")) == expected
+
+
+def test_the_gguf_lora_names_each_adapted_weight_as_llama_cpp_does(model_dir, tmp_path):
+    import gguf
+    import numpy as np
+
+    from structune.export.gguf_lora import export_gguf_lora
+
+    manifest = finetune(
+        conversations(2),
+        base=str(model_dir),
+        config=TrainConfig(max_steps=1, batch_size=2, lora_r=4, lora_alpha=8, checkpoint_every=0),
+        progress=False,
+    )
+    reader = gguf.GGUFReader(export_gguf_lora(manifest.id, tmp_path / "adapter.gguf"))
+    architecture = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    model_type = LocalLLM.load(str(model_dir)).model.config.model_type
+    assert architecture == {"llama": "llama", "qwen2": "qwen2", "gemma3_text": "gemma3"}[model_type]
+    tensors = {t.name: t for t in reader.tensors}
+    assert len(tensors) == 2 * 7 * TINY_SHAPE["num_hidden_layers"]  # A and B per linear
+    assert {"blk.0.attn_q.weight.lora_b", "blk.1.ffn_down.weight.lora_a"} <= set(tensors)
+
+    trained = load_file(load_manifest(manifest.id).path / "adapter_model.safetensors")
+    q_b = trained["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"].numpy()
+    exported = np.asarray(tensors["blk.0.attn_q.weight.lora_b"].data).reshape(q_b.shape)
+    # llama.cpp keeps llama's q/k rows in its rotary order; other families as trained
+    assert np.array_equal(exported, q_b) == (architecture != "llama")

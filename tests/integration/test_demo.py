@@ -1,4 +1,6 @@
-"""The main job's wiring, with tiny budgets: record → fine-tune → compare four rows."""
+"""The main job's wiring, with tiny budgets: record → fine-tune → compare five rows."""
+
+import json
 
 import pytest
 
@@ -24,8 +26,13 @@ def test_demo_records_trains_and_compares(smollm2_dir, tmp_path):
             "base + grammar",
             f"tuned ({result.adapter.id})",
             "tuned + grammar",
+            "tuned + grammar + distinct",
         ]
         assert all(s.answers == 2 for s in result.comparison.scores)
+        for answer in result.comparison.answers["tuned + grammar + distinct"]:
+            if answer.valid:
+                titles = [song["title"].casefold() for song in json.loads(answer.text)["songs"]]
+                assert len(set(titles)) == len(titles), answer.text
         assert (tmp_path / "report.json").is_file()
         # a second run records nothing new: the store already has every curated answer
         again = run_demo(

@@ -71,3 +71,48 @@ def test_qwen_answers_an_album_plainly_and_under_the_grammar(qwen):
     album = album_program.run(qwen, inputs, max_tokens=300, constrained=True)
     assert isinstance(album, Album) and album.songs
     print(f"\nplain: {plain.text[:200]!r}\nconstrained: {album.model_dump_json()}")
+
+
+def test_qwen_adapter_exports_to_gguf_that_llama_cpp_runs(tmp_path):
+    """qwen2's tensors keep transformers' row order in GGUF (no q/k permutation, unlike
+    llama): a merged F32 file answers as the adapter does in transformers, and the GGUF
+    LoRA applies over the base file."""
+    from llama_cpp import Llama
+
+    from structune.export.gguf_lora import export_gguf_lora
+    from structune.export.gguf_merged import export_gguf_merged
+    from structune.llms.llama_cpp import LlamaCppLLM
+    from structune.models.loading import builtin_gguf_path
+    from structune.tasks.albums import heldout_movies
+
+    conversations = [
+        [
+            *album_program.messages({"movie_name": a["movie_name"]}),
+            {"role": "assistant", "content": canonical_json(a["album"])},
+        ]
+        for a in curated_albums()[:4]
+    ]
+    config = TrainConfig(max_steps=2, batch_size=2, lora_r=8, learning_rate=0.005)
+    adapter = finetune(conversations, base=QWEN, config=config, task="album", progress=False)
+    prompts = [album_program.messages({"movie_name": m}) for m in heldout_movies()[:2]]
+    tuned = LocalLLM.load(adapter=adapter.id, dtype="float32")
+    expected = [c.text for c in tuned.complete_many(prompts, max_tokens=16)]
+    del tuned
+
+    merged = LlamaCppLLM(
+        export_gguf_merged(adapter.id, tmp_path / "merged.gguf", progress=False),
+        n_ctx=1024,
+        n_threads=2,
+    )
+    assert [merged.complete(p, max_tokens=16).text for p in prompts] == expected
+    del merged
+
+    base = str(builtin_gguf_path(QWEN))
+    lora = export_gguf_lora(adapter.id, tmp_path / "adapter.gguf")
+    runs = {
+        name: Llama(base, n_ctx=1024, n_threads=2, verbose=False, **extra).create_chat_completion(
+            prompts[0], max_tokens=16, temperature=0
+        )["choices"][0]["message"]["content"]
+        for name, extra in [("base", {}), ("lora", {"lora_path": str(lora)})]
+    }
+    assert runs["lora"] != runs["base"]  # the adapter is applied

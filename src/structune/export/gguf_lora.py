@@ -4,7 +4,9 @@ llama.cpp (and llama-cpp-python's `Llama(..., lora_path=...)`, Ollama's `ADAPTER
 LoRA adapters in GGUF: per adapted weight a `.lora_a` (r x in) and `.lora_b` (out x r)
 tensor under llama.cpp's tensor names, plus `adapter.lora.alpha`. Llama-family q/k
 projections are stored row-permuted in GGUF (llama.cpp's rotary layout), so `lora_b` of
-q and k gets the same permutation the converter applies to those weights.
+q and k gets the same permutation the converter applies to those weights; qwen2 and gemma3
+weights are stored as transformers holds them (llama.cpp's convert_hf_to_gguf.py permutes
+only for llama).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def export_gguf_lora(adapter_id: str, out: str | Path) -> Path:
     pairs = list(lora_pairs(adapter_id))  # refuses a base llama.cpp cannot take first
     out = check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(out, "llama")
+    writer = gguf.GGUFWriter(out, _architecture(adapter_id)[0])
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(peft_config["lora_alpha"]))
@@ -49,16 +51,13 @@ def lora_pairs(adapter_id: str) -> Iterator[tuple[str, Any, Any]]:
     import numpy as np
     from safetensors.numpy import load_file
 
-    manifest = load_manifest(adapter_id)
-    base_config = _base_config(manifest.base_model)
-    if base_config.get("model_type") != "llama":
-        raise UserError(
-            f"GGUF export supports Llama-family bases; {manifest.base_model} is "
-            f"{base_config.get('model_type')!r}"
-        )
+    architecture, base_config = _architecture(adapter_id)
     n_head, n_kv = base_config["num_attention_heads"], base_config["num_key_value_heads"]
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, base_config["num_hidden_layers"])
-    weights = load_file(manifest.path / "adapter_model.safetensors")
+    permuted = architecture == "llama"
+    names = gguf.get_tensor_name_map(
+        _gguf_architectures()[architecture], base_config["num_hidden_layers"]
+    )
+    weights = load_file(load_manifest(adapter_id).path / "adapter_model.safetensors")
     for key in sorted(k for k in weights if ".lora_A." in k):
         # base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
         module = key.removeprefix("base_model.model.").split(".lora_")[0]
@@ -67,11 +66,36 @@ def lora_pairs(adapter_id: str) -> Iterator[tuple[str, Any, Any]]:
             raise UserError(f"no llama.cpp tensor name for {module}; cannot export to GGUF")
         lora_a = weights[key].astype(np.float32)
         lora_b = weights[key.replace(".lora_A.", ".lora_B.")].astype(np.float32)
-        if module.endswith("q_proj"):
+        if permuted and module.endswith("q_proj"):
             lora_b = _permute(lora_b, n_head, n_head)
-        elif module.endswith("k_proj"):
+        elif permuted and module.endswith("k_proj"):
             lora_b = _permute(lora_b, n_head, n_kv)
         yield target, lora_a, lora_b
+
+
+def _architecture(adapter_id: str) -> tuple[str, dict[str, Any]]:
+    """The base's llama.cpp architecture name and its transformers config; refuses a base
+    whose tensor names this export does not know."""
+    manifest = load_manifest(adapter_id)
+    config = _base_config(manifest.base_model)
+    model_type = config.get("model_type")
+    architecture = _MODEL_TYPES.get(model_type)
+    if architecture is None:
+        raise UserError(
+            f"GGUF export supports {', '.join(sorted(_MODEL_TYPES))} bases; "
+            f"{manifest.base_model} is {model_type!r}: export `--format merged` instead"
+        )
+    return architecture, config
+
+
+# transformers model_type → llama.cpp architecture; gguf's table names each one's tensors
+_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "gemma3": "gemma3", "gemma3_text": "gemma3"}
+
+
+def _gguf_architectures() -> dict[str, Any]:
+    import gguf
+
+    return {name: gguf.MODEL_ARCH[name.upper()] for name in set(_MODEL_TYPES.values())}
 
 
 def _permute(weights: Any, n_head: int, n_head_kv: int) -> Any:

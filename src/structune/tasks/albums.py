@@ -13,10 +13,11 @@ import json
 import re
 from collections.abc import Sequence
 from importlib.resources import files
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 
+from structune.constrain.distinct import Distinct
 from structune.errors import UserError
 from structune.llms.callable import CallableLLM
 from structune.messages import Message
@@ -37,6 +38,16 @@ class Album(pydantic.BaseModel):
     artist: str
     songs: list[Song]
 
+
+class DistinctTitlesAlbum(Album):
+    """The album with its song titles held distinct while decoding: the schema to hold an
+    album answer to (`Constrained(llm, DISTINCT_TITLES_SCHEMA)`), not to prompt with, so
+    the prompt and the recorded dataset keep the notebook's `Album`."""
+
+    songs: Annotated[list[Song], Distinct(by="title")]
+
+
+DISTINCT_TITLES_SCHEMA = DistinctTitlesAlbum.model_json_schema()
 
 PROMPT_TEMPLATE = (
     "Generate an example album, with an artist and a list of songs. "
