@@ -78,7 +78,7 @@ def _architecture(adapter_id: str) -> tuple[str, dict[str, Any]]:
     whose tensor names this export does not know."""
     manifest = load_manifest(adapter_id)
     config = _base_config(manifest.base_model)
-    model_type = config.get("model_type")
+    model_type = str(config.get("model_type"))
     architecture = _MODEL_TYPES.get(model_type)
     if architecture is None:
         raise UserError(
