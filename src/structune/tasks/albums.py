@@ -1,7 +1,7 @@
 """The notebook's album task: a movie in, an `Album` out.
 
 The curated answers in `data/albums.jsonl` stand in for the notebook's GPT-4 teacher
-where no API is configured: 44 hand-written albums for distinct movies, in the format
+where no API is configured: 120 hand-written albums for distinct movies, in the format
 GPT-4 answered. `data/heldout_movies.txt` holds 50 other movies that no curated answer
 uses, for comparisons on inputs never seen in training (Goodfellas, the notebook's own
 test input, first).
