@@ -258,6 +258,8 @@ def test_unknown_adapter_lists_the_known_ones(tiny_model_dir):
 def test_invalid_config_is_refused():
     with pytest.raises(UserError, match="batch_size must be a positive number"):
         finetune(conversations(), config=TrainConfig(batch_size=0), progress=False)
+    with pytest.raises(UserError, match="unlikelihood must be 0"):
+        finetune(conversations(), config=TrainConfig(unlikelihood=-1), progress=False)
 
 
 def test_corrupt_adapter_file_is_a_clear_error(tiny_model_dir):
@@ -356,3 +358,50 @@ def test_a_jsonl_adapter_records_its_program_only_when_told(tiny_model_dir, tmp_
     assert "does not record its task" in caplog.text
 
     assert main(["-q", "train", "--task", "album", "--program", "album"]) == 1
+
+
+def test_unlikelihood_sums_each_earlier_distinct_token_other_than_the_target():
+    from structune.train.lora import repetition_unlikelihood
+
+    torch.manual_seed(0)
+    answers = [torch.tensor([5, 6, 5, 7, 6, 6]), torch.tensor([1, 1, 2])]
+    logits = torch.randn(9, 10)
+    expected = []
+    offset = 0
+    for answer in answers:
+        for i, target in enumerate(answer.tolist()):
+            p = logits[offset + i].softmax(-1)
+            candidates = set(answer[:i].tolist()) - {target}
+            expected.append(sum(-torch.log(1 - p[c]) for c in candidates) + 0.0)
+        offset += len(answer)
+    torch.testing.assert_close(
+        repetition_unlikelihood(logits, answers), torch.tensor(expected, dtype=torch.float32)
+    )
+
+
+def test_answer_loss_adds_each_answers_own_unlikelihood_term(tiny_model_dir, tokenizer):
+    # two answers of different lengths in one padded batch: each token's candidates come
+    # from its own answer only
+    from structune.models.loading import load_model
+    from structune.train.data import collate
+    from structune.train.lora import answer_loss, repetition_unlikelihood, with_lora
+
+    examples = [tokenize_conversation(tokenizer, c, max_length=2048) for c in conversations(2)]
+    model, _ = load_model(str(tiny_model_dir), dtype="float32")
+    model = with_lora(model, TrainConfig(lora_r=4, lora_alpha=8))
+    batch = collate(examples, pad_token_id=0)
+    alone = []
+    with torch.no_grad():
+        for example in examples:
+            single = collate([example], pad_token_id=0)
+            keep = single["labels"][:, 1:] != IGNORE_INDEX
+            hidden = model.get_base_model().get_decoder()(input_ids=single["input_ids"])
+            logits = model.get_base_model().get_output_embeddings()(
+                hidden.last_hidden_state[:, :-1][keep]
+            )
+            alone.append(repetition_unlikelihood(logits, [single["labels"][:, 1:][keep]]).sum())
+        plain = answer_loss(model, batch, reduction="sum")
+        with_term = answer_loss(model, batch, reduction="sum", unlikelihood=2.0)
+    assert float(sum(alone)) > 0
+    # the sums are ~10^3 in float32: their difference carries ~10^-4 of rounding
+    assert float(with_term - plain) == pytest.approx(2.0 * float(sum(alone)), abs=2e-3)

@@ -56,7 +56,7 @@ def train_flags(parser: argparse.ArgumentParser) -> None:
         "--learning-rate",
         type=flags.positive_number,
         default=defaults.learning_rate,
-        help="peak learning rate (AdamW, warm-up then cosine decay)",
+        help="peak learning rate (AdamW, warm-up then linear decay to zero)",
     )
     parser.add_argument(
         "--lora-r", type=flags.positive, default=defaults.lora_r, help="the adapter's rank"
@@ -77,6 +77,14 @@ def train_flags(parser: argparse.ArgumentParser) -> None:
         "--group-by-length",
         action="store_true",
         help="batch examples of similar length: faster steps, a higher loss on small datasets",
+    )
+    parser.add_argument(
+        "--unlikelihood",
+        type=flags.non_negative_number,
+        default=defaults.unlikelihood,
+        metavar="WEIGHT",
+        help="weight of a loss against repeating the answer's earlier tokens (0: off), for "
+        "answers whose list items must differ (Welleck et al., 2019)",
     )
 
 
@@ -110,6 +118,7 @@ def train_config(args: argparse.Namespace) -> Any:
         lora_dropout=args.lora_dropout,
         gradient_checkpointing=args.gradient_checkpointing,
         group_by_length=args.group_by_length,
+        unlikelihood=args.unlikelihood,
     )
 
 

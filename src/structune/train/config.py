@@ -20,7 +20,9 @@ class TrainConfig:
     for more time (`benchmarks/train_memory.py`), the same weights, so a run stopped for
     want of memory resumes with it on. `group_by_length` batches examples of similar length
     together: less padding, faster steps, a higher loss on small datasets (see
-    `structune.train.data.training_batches`).
+    `structune.train.data.training_batches`). `unlikelihood` > 0 adds that weight of
+    Welleck et al.'s token-level unlikelihood loss, which penalises repeating the answer's
+    earlier tokens (`structune.train.lora.repetition_unlikelihood`).
     """
 
     epochs: float = 3.0
@@ -38,6 +40,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     gradient_checkpointing: bool = False
     group_by_length: bool = False
+    unlikelihood: float = 0.0
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps is not None:
@@ -62,6 +65,8 @@ class TrainConfig:
             problems.append(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if not 0.0 <= self.lora_dropout < 1.0:
             problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not (self.unlikelihood >= 0 and math.isfinite(self.unlikelihood)):
+            problems.append(f"unlikelihood must be 0 (off) or positive, got {self.unlikelihood}")
         if self.checkpoint_every < 0:
             problems.append(
                 f"checkpoint_every must be 0 (off) or positive, got {self.checkpoint_every}"

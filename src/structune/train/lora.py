@@ -231,10 +231,16 @@ def with_lora(model: Any, config: TrainConfig, parent: AdapterManifest | None = 
 
 
 def answer_loss(
-    model: Any, batch: dict[str, Any], *, reduction: Literal["mean", "sum"] = "mean"
+    model: Any,
+    batch: dict[str, Any],
+    *,
+    reduction: Literal["mean", "sum"] = "mean",
+    unlikelihood: float = 0.0,
 ) -> Any:
     """Next-token cross-entropy over the answer tokens only: their mean, or their sum,
     each token's loss times its weight where the batch carries `weights` (`collate`).
+    With `unlikelihood` > 0 each token's loss adds that times its unlikelihood term
+    (`repetition_unlikelihood`).
 
     The vocabulary projection is applied only at answer positions: with a 49k-token
     vocabulary it is a fifth of the model's FLOPs, and most positions are prompt.
@@ -253,11 +259,45 @@ def answer_loss(
     targets = batch["labels"][:, 1:]  # position t predicts token t + 1
     keep = targets != IGNORE_INDEX  # (batch, length - 1)
     logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])  # (answer tokens, vocab)
-    if "weights" not in batch:
+    if "weights" not in batch and not unlikelihood:
         return F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
     losses = F.cross_entropy(logits.float(), targets[keep], reduction="none")
-    weighted = losses * batch["weights"][:, 1:][keep]
-    return weighted.sum() if reduction == "sum" else weighted.mean()
+    if unlikelihood:
+        answers = targets[keep].split(keep.sum(dim=1).tolist())
+        losses = losses + unlikelihood * repetition_unlikelihood(logits.float(), answers)
+    if "weights" in batch:
+        losses = losses * batch["weights"][:, 1:][keep]
+    return losses.sum() if reduction == "sum" else losses.mean()
+
+
+def repetition_unlikelihood(logits: Any, answers: Sequence[Any]) -> Any:
+    """Per answer token, the token-level unlikelihood term of Welleck et al. (2019,
+    "Neural Text Generation with Unlikelihood Training"): -sum log(1 - p(c)) over the
+    candidates c, the distinct tokens earlier in the same answer other than the target.
+
+    Cross-entropy alone teaches a small student that copying the previous song's title is
+    the likeliest next title (its greedy answers repeat one title four times); this term
+    pushes down exactly those copies, and leaves the tokens a JSON answer must repeat
+    (quotes, keys) alone wherever they are the target.
+
+    `logits` is (answer tokens, vocab), the answers' tokens laid end to end; `answers`
+    holds each answer's target tokens, in that order.
+    """
+    import torch
+
+    terms = []
+    offset = 0
+    for answer in answers:
+        n = len(answer)
+        log_p = logits[offset : offset + n].log_softmax(dim=-1)  # (n, vocab)
+        offset += n
+        seen_before = torch.ones(n, n, dtype=torch.bool, device=logits.device).tril(-1)
+        same = answer[:, None] == answer[None, :]  # (n, n): token j equals token i
+        first = ~(same & seen_before).any(dim=1)  # token j occurs here for the first time
+        candidate = seen_before & ~same & first[None, :]  # (position i, earlier token j)
+        p = log_p.gather(1, answer[None, :].expand(n, n)).exp()  # p(token j at position i)
+        terms.append(-(torch.log1p(-p.clamp(max=1 - 1e-5)) * candidate).sum(dim=1))
+    return torch.cat(terms)
 
 
 def answer_token_count(example: TokenizedExample) -> int:
@@ -265,7 +305,7 @@ def answer_token_count(example: TokenizedExample) -> int:
     return sum(label != IGNORE_INDEX for label in example.labels[1:])
 
 
-def _summed_answer_loss(model: Any, ranks: Ranks) -> Any:
+def _summed_answer_loss(model: Any, ranks: Ranks, unlikelihood: float) -> Any:
     """A module whose forward is `model`'s summed answer loss, wrapped in
     DistributedDataParallel when there are several ranks.
 
@@ -281,7 +321,7 @@ def _summed_answer_loss(model: Any, ranks: Ranks) -> Any:
             self.model = model
 
         def forward(self, batch: dict[str, Any]) -> Any:
-            return answer_loss(self.model, batch, reduction="sum")
+            return answer_loss(self.model, batch, reduction="sum", unlikelihood=unlikelihood)
 
     if ranks.world_size == 1:
         return SummedAnswerLoss()
@@ -312,7 +352,8 @@ def _train_loop(
     # (measured here: 9 ms a step against 52 ms)
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0, fused=True)
     state = restore(load_checkpoint(start), model, optimizer) if start else TrainState()
-    loss_of = _summed_answer_loss(model, ranks)  # after restore: DDP starts from rank 0's weights
+    # after restore: DDP starts from rank 0's weights
+    loss_of = _summed_answer_loss(model, ranks, config.unlikelihood)
     tokens_per_batch = config.batch_size * sum(map(answer_token_count, examples)) / len(examples)
     batches = training_batches(
         examples,
