@@ -360,22 +360,24 @@ def test_a_jsonl_adapter_records_its_program_only_when_told(tiny_model_dir, tmp_
     assert main(["-q", "train", "--task", "album", "--program", "album"]) == 1
 
 
-def test_unlikelihood_sums_each_earlier_distinct_token_other_than_the_target():
+def test_unlikelihood_sums_each_earlier_distinct_word_other_than_the_target():
     from structune.train.lora import repetition_unlikelihood
 
     torch.manual_seed(0)
-    answers = [torch.tensor([5, 6, 5, 7, 6, 6]), torch.tensor([1, 1, 2])]
-    logits = torch.randn(9, 10)
+    answers = [torch.tensor([5, 6, 5, 7, 6, 6, 3, 8]), torch.tensor([1, 1, 2])]
+    logits = torch.randn(11, 10)
+    words = torch.tensor([i != 3 for i in range(10)])  # token 3 (a digit, say) may repeat
     expected = []
     offset = 0
     for answer in answers:
         for i, target in enumerate(answer.tolist()):
             p = logits[offset + i].softmax(-1)
-            candidates = set(answer[:i].tolist()) - {target}
+            candidates = set(answer[:i].tolist()) - {target, 3}
             expected.append(sum(-torch.log(1 - p[c]) for c in candidates) + 0.0)
         offset += len(answer)
     torch.testing.assert_close(
-        repetition_unlikelihood(logits, answers), torch.tensor(expected, dtype=torch.float32)
+        repetition_unlikelihood(logits, answers, words),
+        torch.tensor(expected, dtype=torch.float32),
     )
 
 
@@ -384,9 +386,12 @@ def test_answer_loss_adds_each_answers_own_unlikelihood_term(tiny_model_dir, tok
     # from its own answer only
     from structune.models.loading import load_model
     from structune.train.data import collate
-    from structune.train.lora import answer_loss, repetition_unlikelihood, with_lora
+    from structune.train.lora import answer_loss, repetition_unlikelihood, with_lora, word_tokens
 
     examples = [tokenize_conversation(tokenizer, c, max_length=2048) for c in conversations(2)]
+    words = word_tokens(tokenizer)
+    assert all(words[i] for i in tokenizer(" Room I'll", add_special_tokens=False).input_ids)
+    assert not any(words[i] for i in tokenizer(' 237 "},', add_special_tokens=False).input_ids)
     model, _ = load_model(str(tiny_model_dir), dtype="float32")
     model = with_lora(model, TrainConfig(lora_r=4, lora_alpha=8))
     batch = collate(examples, pad_token_id=0)
@@ -399,9 +404,10 @@ def test_answer_loss_adds_each_answers_own_unlikelihood_term(tiny_model_dir, tok
             logits = model.get_base_model().get_output_embeddings()(
                 hidden.last_hidden_state[:, :-1][keep]
             )
-            alone.append(repetition_unlikelihood(logits, [single["labels"][:, 1:][keep]]).sum())
+            answer = single["labels"][:, 1:][keep]
+            alone.append(repetition_unlikelihood(logits, [answer], words).sum())
         plain = answer_loss(model, batch, reduction="sum")
-        with_term = answer_loss(model, batch, reduction="sum", unlikelihood=2.0)
+        with_term = answer_loss(model, batch, reduction="sum", unlikelihood=2.0, words=words)
     assert float(sum(alone)) > 0
     # the sums are ~10^3 in float32: their difference carries ~10^-4 of rounding
     assert float(with_term - plain) == pytest.approx(2.0 * float(sum(alone)), abs=2e-3)
