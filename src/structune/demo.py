@@ -28,6 +28,7 @@ from structune.paths import home
 from structune.record.recorder import RecordSummary, record
 from structune.record.store import DatasetStore
 from structune.tasks.albums import (
+    ALBUM_TRAINING,
     DISTINCT_TITLES_SCHEMA,
     album_program,
     curated_albums,
@@ -59,7 +60,7 @@ def run_demo(
     train_size: int = 40,
     heldout: int = 20,
     config: TrainConfig | None = None,
-    max_tokens: int = 384,
+    max_tokens: int = 256,
     report_path: Path | None = None,
 ) -> DemoResult:
     """Run the album workflow; see the module docstring."""
@@ -76,7 +77,7 @@ def run_demo(
     ]
     conversations = [e.training_conversation() for e in examples[:train_size]]
     log.info("2/3 fine-tuning %s on %d examples", base, len(conversations))
-    adapter = finetune(conversations, base=base, config=config, task=program.name)
+    adapter = finetune(conversations, base=base, config=config or ALBUM_TRAINING, task=program.name)
 
     log.info("3/3 comparing on %d held-out movies", heldout)
     base_llm, tuned_llm = LocalLLM.load(base), LocalLLM.load(adapter=adapter.id)

@@ -290,3 +290,17 @@ def test_a_mistyped_base_fails_at_once_listing_the_built_ins(tmp_path):
                      env_home=tmp_path)  # fmt: skip
     assert time.perf_counter() - started < 5
     assert result.returncode == 1 and "built-in models: smollm2-135m" in result.stderr
+
+
+def test_demo_training_flags_left_out_take_the_album_recipe():
+    from structune.cli.demo import _album_training
+    from structune.cli.train import train_config
+    from structune.tasks.albums import ALBUM_TRAINING
+    from structune.train.config import TrainConfig
+
+    parser = build_parser()
+    assert _album_training(parser.parse_args(["demo"])) == ALBUM_TRAINING
+    given = _album_training(parser.parse_args(["demo", "--lora-r", "8", "--unlikelihood", "0"]))
+    assert (given.lora_r, given.lora_alpha, given.unlikelihood) == (8, 16, 0.0)
+    assert given.epochs == ALBUM_TRAINING.epochs
+    assert train_config(parser.parse_args(["train", "--task", "album"])) == TrainConfig()

@@ -29,12 +29,13 @@ def add_commands(command: Any) -> None:
     demo.add_argument("--report", type=Path, help="also write the comparison as JSON here")
     flags.base_url_flag(demo)
     flags.db_flag(demo)
-    train_flags(demo)
+    # the flags train part one; those left out take the album task's recipe
+    train_flags(demo, recipe="structune.tasks.albums.ALBUM_TRAINING")
 
 
 def _demo(args: argparse.Namespace) -> None:
     flags.output_file(args.report)
-    train_config(args).validate()
+    _album_training(args).validate()
     if args.pdf is not None and args.part != "albums" and not args.pdf.is_file():
         raise UserError(f"{args.pdf} not found; give the path of a PDF with --pdf, or leave it out")
     teacher = flags.load_models([args.teacher], args)[args.teacher] if args.teacher else None
@@ -43,6 +44,12 @@ def _demo(args: argparse.Namespace) -> None:
             _demo_albums(args, teacher, store)
         if args.part in ("all", "rag"):
             _demo_rag(args, teacher, store)
+
+
+def _album_training(args: argparse.Namespace) -> Any:
+    from structune.tasks.albums import ALBUM_TRAINING
+
+    return train_config(args, ALBUM_TRAINING)
 
 
 def _demo_albums(args: argparse.Namespace, teacher: Any, store: Any) -> None:
@@ -54,7 +61,7 @@ def _demo_albums(args: argparse.Namespace, teacher: Any, store: Any) -> None:
         base=args.base,
         store=store,
         heldout=args.heldout,
-        config=train_config(args),
+        config=_album_training(args),
         report_path=args.report,
     )
     _print_recording(result.recording)

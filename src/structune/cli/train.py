@@ -35,11 +35,16 @@ def add_commands(command: Any) -> None:
     rm.set_defaults(handler=_adapters_rm)
 
 
-def train_flags(parser: argparse.ArgumentParser) -> None:
-    """The training hyper-parameters, shared by `train` and `demo`."""
+def train_flags(parser: argparse.ArgumentParser, *, recipe: str | None = None) -> None:
+    """The training hyper-parameters, shared by `train` and `demo`. With `recipe` (the
+    name of a task's `TrainConfig`), a flag left out takes that recipe's value, read only
+    when the command runs (`train_config`), so `--help` imports no task."""
     from structune.train.config import TrainConfig
 
-    defaults = TrainConfig()
+    defaults: Any = TrainConfig()
+    if recipe is not None:
+        parser.epilog = f"Training flags left out take the values of {recipe}."
+        defaults = _Unset()
     parser.add_argument(
         "--base", default="smollm2-135m", help="base model spec (`structune models` lists them)"
     )
@@ -47,7 +52,10 @@ def train_flags(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=flags.positive_number, default=defaults.epochs, help="passes over the data"
     )
     parser.add_argument(
-        "--max-steps", type=flags.positive, help="stop after this many steps (wins over epochs)"
+        "--max-steps",
+        type=flags.positive,
+        default=defaults.max_steps,
+        help="stop after this many steps (wins over epochs)",
     )
     parser.add_argument(
         "--batch-size", type=flags.positive, default=defaults.batch_size, help="examples per step"
@@ -71,11 +79,13 @@ def train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gradient-checkpointing",
         action="store_true",
+        default=defaults.gradient_checkpointing,
         help="recompute activations in the backward pass: less memory, slower steps",
     )
     parser.add_argument(
         "--group-by-length",
         action="store_true",
+        default=defaults.group_by_length,
         help="batch examples of similar length: faster steps, a higher loss on small datasets",
     )
     parser.add_argument(
@@ -105,21 +115,38 @@ def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def train_config(args: argparse.Namespace) -> Any:
+class _Unset:
+    """Every flag's default is argparse.SUPPRESS: a flag left out sets no attribute."""
+
+    def __getattr__(self, name: str) -> str:
+        return argparse.SUPPRESS
+
+
+def train_config(args: argparse.Namespace, recipe: Any = None) -> Any:
+    """The `TrainConfig` of the flags given, over `recipe` (a `TrainConfig`) where the
+    parser took one (`train_flags(recipe=...)`) and left out flags set nothing."""
+    from dataclasses import replace
+
     from structune.train.config import TrainConfig
 
-    return TrainConfig(
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        lora_r=args.lora_r,
-        lora_alpha=2 * args.lora_r,
-        lora_dropout=args.lora_dropout,
-        gradient_checkpointing=args.gradient_checkpointing,
-        group_by_length=args.group_by_length,
-        unlikelihood=args.unlikelihood,
-    )
+    given = {
+        name: getattr(args, name)
+        for name in (
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "learning_rate",
+            "lora_r",
+            "lora_dropout",
+            "gradient_checkpointing",
+            "group_by_length",
+            "unlikelihood",
+        )
+        if hasattr(args, name)
+    }
+    if "lora_r" in given:
+        given["lora_alpha"] = 2 * given["lora_r"]
+    return replace(recipe or TrainConfig(), **given)
 
 
 def _train(args: argparse.Namespace) -> None:
