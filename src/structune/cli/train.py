@@ -93,7 +93,7 @@ def train_flags(parser: argparse.ArgumentParser, *, recipe: str | None = None) -
         type=flags.non_negative_number,
         default=defaults.unlikelihood,
         metavar="WEIGHT",
-        help="weight of a loss against repeating the answer's earlier tokens (0: off), for "
+        help="weight of a loss against repeating the answer's earlier words (0: off), for "
         "answers whose list items must differ (Welleck et al., 2019)",
     )
 

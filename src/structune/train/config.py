@@ -22,7 +22,7 @@ class TrainConfig:
     together: less padding, faster steps, a higher loss on small datasets (see
     `structune.train.data.training_batches`). `unlikelihood` > 0 adds that weight of
     Welleck et al.'s token-level unlikelihood loss, which penalises repeating the answer's
-    earlier tokens (`structune.train.lora.repetition_unlikelihood`).
+    earlier words (`structune.train.lora.repetition_unlikelihood`).
     """
 
     epochs: float = 3.0
