@@ -24,6 +24,7 @@ from structune.adapters import AdapterManifest
 from structune.errors import UserError
 from structune.evaluate.report import EvalReport, evaluate
 from structune.llms.base import LLM
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion, Message
 from structune.tasks.albums import album_program
 
@@ -55,7 +56,7 @@ class Scripted(LLM):
         messages: Sequence[Message],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         movie = re.search(r"the movie (\w+) as", messages[-1]["content"]).group(1)
