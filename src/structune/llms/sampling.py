@@ -3,10 +3,10 @@
 `Sampling` is frozen and hashable, so the server batches requests by it and a record can
 carry it. Temperature 0 decodes greedily (`GREEDY`, the default everywhere); a
 `repetition_penalty` applies greedy or sampled. Under a grammar the options shape only the
-choice among the tokens the grammar allows: a local model masks forbidden tokens after
-every other logits change, so no option can make an answer leave its schema. A `seed`
-makes a sampled answer repeat, for a conversation decoded alone (in a batch, the random
-draws are shared among its rows).
+choice among the tokens the grammar allows: a local model masks forbidden tokens after the
+repetition penalty, and temperature and top-p then only rescale or drop tokens, so no option
+can make an answer leave its schema. A `seed` makes a sampled answer repeat for the same
+conversations decoded in the same batches (the rows of a batch share one random stream).
 """
 
 from __future__ import annotations
@@ -20,15 +20,6 @@ MAX_TEMPERATURE = 2.0  # the OpenAI API's range
 MAX_SEED = 2**32 - 1  # llama.cpp's seeds are 32-bit
 
 
-def _finite(value: object) -> bool:
-    """A real int or float, neither NaN nor infinite (a bool or a string is a mistake)."""
-    return _integer(value) or (isinstance(value, float) and math.isfinite(value))
-
-
-def _integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class Sampling:
     """Decoding options.
@@ -40,6 +31,12 @@ class Sampling:
         seed: the random seed of a sampled answer, from 0 to `MAX_SEED`; None draws afresh.
         repetition_penalty: above 1 discourages tokens already in the prompt or answer,
             below 1 favours them; 1 leaves the logits alone.
+
+    Example: `program.run(llm, inputs, sampling=Sampling(temperature=0.7, seed=1),
+    constrained=True)` samples an answer that is still held to the schema.
+
+    Raises:
+        UserError: a value out of its range, naming the field and the range.
     """
 
     temperature: float = 0.0
@@ -69,6 +66,15 @@ class Sampling:
     def greedy(self) -> bool:
         """Whether each token is the likeliest one (temperature 0): no randomness."""
         return self.temperature == 0.0
+
+
+def _finite(value: object) -> bool:
+    """A real int or float, neither NaN nor infinite (a bool or a string is a mistake)."""
+    return _integer(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 GREEDY = Sampling()
