@@ -25,6 +25,7 @@ _EXPORTS = {
     "CallableLLM": "structune.llms.callable",
     "OpenAICompatibleLLM": "structune.llms.openai_compat",
     "LocalLLM": "structune.llms.local",
+    "Sampling": "structune.llms.sampling",
     "DatasetStore": "structune.record.store",
     "export_jsonl": "structune.record.jsonl",
     "import_jsonl": "structune.record.jsonl",
@@ -45,6 +46,7 @@ __all__ = [
     "LocalLLM",
     "OpenAICompatibleLLM",
     "Program",
+    "Sampling",
     "StructuneError",
     "TrainConfig",
     "UserError",
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from structune.llms.callable import CallableLLM
     from structune.llms.local import LocalLLM
     from structune.llms.openai_compat import OpenAICompatibleLLM
+    from structune.llms.sampling import Sampling
     from structune.messages import Completion
     from structune.program import Program
     from structune.record.jsonl import export_jsonl, import_jsonl

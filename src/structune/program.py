@@ -34,6 +34,7 @@ from structune.constrain.extractive import (
 from structune.errors import InvalidOutput, UserError
 from structune.hashing import content_hash
 from structune.llms.base import LLM
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion, Message
 
 T = TypeVar("T", bound=pydantic.BaseModel)
@@ -233,6 +234,7 @@ class Program(Generic[T]):
         *,
         max_retries: int = 0,
         max_tokens: int = 512,
+        sampling: Sampling = GREEDY,
         constrained: bool = False,
         relax: bool = False,
     ) -> T:
@@ -244,6 +246,8 @@ class Program(Generic[T]):
         schema as `response_format` (OpenAI-compatible servers); the answer is validated all
         the same, since an answer cut off by `max_tokens` is still invalid. Extracted fields
         are checked against `inputs`, and a local model decodes them as copies of the inputs.
+        `sampling` picks the tokens (greedy by default); under a grammar a sampled answer
+        is held to the schema all the same.
 
         Distinct list items (`Distinct`, `uniqueItems` on strings) are held while a local
         model decodes. A schema keyword that no grammar can enforce (`uniqueItems` on numbers
@@ -268,7 +272,9 @@ class Program(Generic[T]):
         if schema is not None and relax:
             schema = relaxed(schema)
         for attempt in range(max_retries + 1):
-            completion = llm.complete(messages, max_tokens=max_tokens, json_schema=schema)
+            completion = llm.complete(
+                messages, max_tokens=max_tokens, sampling=sampling, json_schema=schema
+            )
             text = completion.text
             try:
                 return self.parse_completion(completion, inputs)

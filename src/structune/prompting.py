@@ -17,6 +17,7 @@ from typing import Any
 from structune.constrain.checked import relaxed
 from structune.errors import InvalidOutput, UserError
 from structune.llms.base import LLM
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Message
 from structune.program import (
     DEFAULT_SYSTEM_PROMPT,
@@ -36,7 +37,7 @@ def prompt_once(
     constrained: bool = False,
     relax: bool = False,
     max_tokens: int = 512,
-    temperature: float = 0.0,
+    sampling: Sampling = GREEDY,
 ) -> str:
     """The model's answer to `text`: its raw text, or the validated JSON (compact).
 
@@ -52,12 +53,10 @@ def prompt_once(
     if relax and not constrained:
         raise UserError("relax loosens the grammar of constrained decoding: add constrained")
     if program is not None:
-        return _with_program(
-            llm, text, program, template, constrained, relax, max_tokens, temperature
-        )
+        return _with_program(llm, text, program, template, constrained, relax, max_tokens, sampling)
     messages: list[Message] = [{"role": "user", "content": text}]
     if schema is None:
-        return llm.complete(messages, max_tokens=max_tokens, temperature=temperature).text
+        return llm.complete(messages, max_tokens=max_tokens, sampling=sampling).text
     _check_schema(schema)
     instructions = FORMAT_INSTRUCTIONS.format(schema=json.dumps(schema, ensure_ascii=False))
     messages = [
@@ -67,7 +66,7 @@ def prompt_once(
     answer = llm.complete(
         messages,
         max_tokens=max_tokens,
-        temperature=temperature,
+        sampling=sampling,
         json_schema=(relaxed(schema) if relax else schema) if constrained else None,
     ).text
     value = extract_json_object(answer)
@@ -83,7 +82,7 @@ def _with_program(
     constrained: bool,
     relax: bool,
     max_tokens: int,
-    temperature: float,
+    sampling: Sampling,
 ) -> str:
     from structune.tasks import load_program
 
@@ -93,7 +92,7 @@ def _with_program(
     if schema is not None and relax:
         schema = relaxed(schema)
     completion = llm.complete(
-        program.messages(inputs), max_tokens=max_tokens, temperature=temperature, json_schema=schema
+        program.messages(inputs), max_tokens=max_tokens, sampling=sampling, json_schema=schema
     )
     return program.parse_completion(completion, inputs).model_dump_json()
 

@@ -168,6 +168,23 @@ def test_constrained_structured_predict_returns_a_valid_object_from_the_base_mod
     assert isinstance(movie, Movie) and movie.title
 
 
+def test_sampling_fields_reach_the_model_and_are_checked(tiny_model_dir):
+    from structune.llms.local import LocalLLM
+
+    backend = LocalLLM.load(str(tiny_model_dir), dtype="float32")
+
+    def sampled(seed: int) -> str:
+        llm = StructuneLLM(backend=backend, max_tokens=8, temperature=1.0, top_p=0.9, seed=seed)
+        return llm.complete("Say something.").text
+
+    assert sampled(1) == sampled(1)
+    assert sampled(2) != sampled(1)
+    with pytest.raises(ValueError, match="top_p"):
+        StructuneLLM(backend=backend, top_p=0)
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        StructuneLLM(backend=backend, repetition_penalty=float("nan"))
+
+
 @pytest.mark.slow
 def test_the_notebook_script_runs_end_to_end(tmp_path):
     env = {**os.environ, "OPENAI_API_KEY": ""}

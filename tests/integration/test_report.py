@@ -24,6 +24,7 @@ from structune.adapters import AdapterManifest
 from structune.errors import UserError
 from structune.evaluate.report import EvalReport, evaluate
 from structune.llms.base import LLM
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion, Message
 from structune.tasks.albums import album_program
 
@@ -55,7 +56,7 @@ class Scripted(LLM):
         messages: Sequence[Message],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         movie = re.search(r"the movie (\w+) as", messages[-1]["content"]).group(1)
@@ -153,7 +154,8 @@ def test_json_carries_the_numbers_and_the_settings(report):
     assert scores["teacher"]["agreement"] is None
     assert data["answers"]["base"][0]["data"] is None and data["answers"]["base"][0]["truncated"]
     assert data["reference"]["name"] == "teacher" and data["reference"]["scored_inputs"] == 4
-    assert data["settings"] == {"rel_tol": 1e-6, "max_tokens": 512}
+    greedy = {"temperature": 0.0, "top_p": 1.0, "seed": None, "repetition_penalty": 1.0}
+    assert data["settings"] == {"rel_tol": 1e-6, "max_tokens": 512, "sampling": greedy}
     assert data["schema_hash"] == album_program.schema_hash
     assert data["adapters"][0]["loss_history"] == ADAPTER.loss_history
 

@@ -150,6 +150,20 @@ def test_concurrent_requests_are_all_answered(client):
             "max_tokens",
         ),
         ({"model": "smollm2-135m", "messages": []}, 400, "messages"),
+        *(
+            (
+                {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], **bad},
+                400,
+                field,
+            )
+            for bad, field in [
+                ({"top_p": 0}, "top_p"),
+                ({"top_p": 1.5}, "top_p"),
+                ({"seed": -1}, "seed"),
+                ({"repetition_penalty": 0}, "repetition_penalty"),
+                ({"temperature": 2.5}, "temperature"),
+            ]
+        ),
         (
             {
                 "model": "smollm2-135m",
@@ -173,6 +187,27 @@ def test_bad_requests_are_4xx_with_a_message(server, body, status, says):
     )
     assert response.status_code == status
     assert says in response.json()["error"]["message"]
+
+
+def test_a_seeded_request_repeats_its_sampled_answer(client):
+    def sampled(seed: int) -> str:
+        completion = client.chat.completions.create(
+            model="smollm2-135m",
+            messages=[{"role": "user", "content": "Write one sentence about the sea."}],
+            max_tokens=12,
+            temperature=1.0,
+            top_p=0.95,
+            seed=seed,
+            extra_body={"repetition_penalty": 1.1},
+        )
+        return completion.choices[0].message.content
+
+    # Sent together, they wait together while the first decodes; each still decodes alone
+    # (in one batch the rows would share the random draws and part ways).
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(sampled, [3] * 4))
+    assert len(set(answers)) == 1, answers
+    assert sampled(3) == answers[0]
 
 
 def test_malformed_json_and_huge_bodies_are_refused(server):

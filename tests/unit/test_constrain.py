@@ -15,6 +15,7 @@ from structune.constrain.grammar import compile_schema
 from structune.constrain.strict import strict_objects
 from structune.llms.base import Constrained
 from structune.llms.local import LocalLLM
+from structune.llms.sampling import GREEDY, Sampling
 
 
 class Verdict(pydantic.BaseModel):
@@ -158,8 +159,8 @@ def test_a_callable_model_refuses_a_schema_instead_of_ignoring_it():
         llm.complete([{"role": "user", "content": "hi"}], json_schema={"type": "object"})
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_a_value_still_open_as_the_budget_runs_out_is_closed_and_said_so(tiny_llm, temperature):
+@pytest.mark.parametrize("sampling", [GREEDY, Sampling(temperature=1.0)])
+def test_a_value_still_open_as_the_budget_runs_out_is_closed_and_said_so(tiny_llm, sampling):
     # The random model rarely ends a free string by itself: it would be cut off. Inside the
     # string "]" and "}" are ordinary characters, so only the quote may close it.
     schema = {
@@ -169,7 +170,7 @@ def test_a_value_still_open_as_the_budget_runs_out_is_closed_and_said_so(tiny_ll
     }
     prompts = [[{"role": "user", "content": f"{word}?"}] for word in ["x", "tea", "ok", "a"]]
     completions = tiny_llm.complete_many(
-        prompts, max_tokens=48, json_schema=schema, temperature=temperature
+        prompts, max_tokens=48, json_schema=schema, sampling=sampling
     )
     for completion in completions:
         assert completion.finish_reason == "stop", completion.text

@@ -24,6 +24,7 @@ from structune.constrain.distinct import (
 )
 from structune.constrain.extractive import Extracted
 from structune.llms.local import LocalLLM
+from structune.llms.sampling import GREEDY, Sampling
 
 
 class Song(pydantic.BaseModel):
@@ -150,12 +151,12 @@ def test_without_the_constraint_the_tiny_model_repeats(tiny_llm):
     assert any(repeats(p["tags"]) for p in parsed), parsed
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_no_answer_repeats_an_item_greedy_or_sampled(tiny_llm, temperature):
+@pytest.mark.parametrize("sampling", [GREEDY, Sampling(temperature=1.0)])
+def test_no_answer_repeats_an_item_greedy_or_sampled(tiny_llm, sampling):
     program = Program("Album {n}", Album)
     prompts = [program.messages({"n": i}) for i in range(4)]
     answers = tiny_llm.complete_many(
-        prompts, max_tokens=200, temperature=temperature, json_schema=program.json_schema
+        prompts, max_tokens=200, sampling=sampling, json_schema=program.json_schema
     )
     for answer in answers:
         check = answer.schema_check

@@ -12,6 +12,7 @@ import pytest
 from structune import UserError
 from structune.constrain.grammar import compile_schema
 from structune.llms.local import LocalLLM
+from structune.llms.sampling import Sampling
 
 ENFORCED = {
     "nested objects": {
@@ -93,7 +94,7 @@ def test_every_finished_answer_validates(tiny_llm, name):
     schema = ENFORCED[name]
     prompts = [[{"role": "user", "content": f"Answer {i}: {name}"}] for i in range(4)]
     completions = tiny_llm.complete_many(
-        prompts, max_tokens=48, temperature=1.0, json_schema=schema
+        prompts, max_tokens=48, sampling=Sampling(temperature=1.0), json_schema=schema
     )
     finished = [c for c in completions if c.finish_reason == "stop"]
     for completion in finished:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from structune.errors import UserError
+
+if TYPE_CHECKING:
+    from structune.llms.sampling import Sampling
 
 
 def positive(text: str) -> int:
@@ -66,6 +69,45 @@ def temperature(text: str) -> float:
     if not 0.0 <= value <= 2.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
     return value
+
+
+def top_p(text: str) -> float:
+    """A nucleus: a probability mass in (0, 1]."""
+    value = _number(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """`--temperature --top-p --seed --repetition-penalty`: how the model picks tokens."""
+    parser.add_argument(
+        "--temperature", type=temperature, default=0.0, help="0 decodes greedily; up to 2"
+    )
+    parser.add_argument(
+        "--top-p", type=top_p, default=1.0, help="sample from this much probability mass"
+    )
+    parser.add_argument(
+        "--seed", type=non_negative, help="seed the sampling, so a rerun gives the same answers"
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=positive_number,
+        default=1.0,
+        help="above 1 discourages repeating tokens, greedy or sampled; 1 is none",
+    )
+
+
+def sampling_from(args: argparse.Namespace) -> Sampling:
+    """The `structune.Sampling` that `sampling_flags` read."""
+    from structune.llms.sampling import Sampling
+
+    return Sampling(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        repetition_penalty=args.repetition_penalty,
+    )
 
 
 def port(text: str) -> int:

@@ -19,6 +19,7 @@ def add_commands(command: Any) -> None:
     )
     cmp.add_argument("--model", action="append", required=True, help="repeatable: a model spec")
     cmp.add_argument("--max-tokens", type=flags.positive, default=384, help="answer budget")
+    flags.sampling_flags(cmp)
     cmp.add_argument(
         "--constrained",
         action="store_true",
@@ -55,6 +56,7 @@ def add_commands(command: Any) -> None:
     flags.relax_flag(ev)
     training_db_flag(ev)
     ev.add_argument("--max-tokens", type=flags.positive, default=384, help="answer budget")
+    flags.sampling_flags(ev)
     ev.add_argument("--json", type=Path, help="also write the report as JSON here")
     ev.add_argument("--html", type=Path, help="also write the report as one HTML file here")
     flags.base_url_flag(ev)
@@ -87,9 +89,7 @@ def add_commands(command: Any) -> None:
     )
     flags.relax_flag(prompt)
     prompt.add_argument("--max-tokens", type=flags.positive, default=512, help="answer budget")
-    prompt.add_argument(
-        "--temperature", type=flags.temperature, default=0.0, help="0 decodes greedily"
-    )
+    flags.sampling_flags(prompt)
     flags.base_url_flag(prompt)
 
 
@@ -135,11 +135,17 @@ def _compare(args: argparse.Namespace) -> None:
     from structune.llms.base import Constrained
 
     program, inputs, _, training = _setup(args, args.model)
+    sampling = flags.sampling_from(args)
     models = flags.load_models(args.model, args)
     if args.constrained:
         models = {f"{spec}+grammar": Constrained(m, relax=args.relax) for spec, m in models.items()}
     comparison = compare(
-        program, models, inputs, max_tokens=args.max_tokens, training_answers=training
+        program,
+        models,
+        inputs,
+        max_tokens=args.max_tokens,
+        sampling=sampling,
+        training_answers=training,
     )
     print(comparison.table())
     if args.json:
@@ -156,6 +162,7 @@ def _eval(args: argparse.Namespace) -> None:
     )
     gold = read_gold(args.gold, program) if args.gold else None
     check_setup(program, inputs, gold=gold)
+    sampling = flags.sampling_from(args)
     flags.output_file(args.html)
     if args.html:
         require_matplotlib()
@@ -172,6 +179,7 @@ def _eval(args: argparse.Namespace) -> None:
         gold=gold,
         adapters=adapters,
         max_tokens=args.max_tokens,
+        sampling=sampling,
         training_answers=training,
     )
     print(report.table())
@@ -192,6 +200,7 @@ def _prompt(args: argparse.Namespace) -> None:
         raise UserError("--constrained holds the answer to a schema: give --schema or --program")
     flags.check_relax(args)
     schema = _read_schema(args.schema) if args.schema else None
+    sampling = flags.sampling_from(args)
     (model,) = flags.load_models([args.model], args).values()
     answer = prompt_once(
         model,
@@ -202,7 +211,7 @@ def _prompt(args: argparse.Namespace) -> None:
         constrained=args.constrained,
         relax=args.relax,
         max_tokens=args.max_tokens,
-        temperature=args.temperature,
+        sampling=sampling,
     )
     print(answer)
 

@@ -61,6 +61,7 @@ def add_commands(command: Any) -> None:
     ask.add_argument("--program", default="citations", help="the program to answer with")
     ask.add_argument("--top-k", type=flags.positive, default=1, help="chunks to answer from")
     ask.add_argument("--max-tokens", type=flags.positive, default=1024, help="answer budget")
+    flags.sampling_flags(ask)
     ask.add_argument("--constrained", action="store_true", help="decode under the schema")
     flags.base_url_flag(ask)
 
@@ -121,6 +122,7 @@ def _ask(args: argparse.Namespace) -> None:
     if not args.question.strip():
         raise UserError("the question is empty; ask something about the document")
     program = load_program(args.program)
+    sampling = flags.sampling_from(args)
     (model,) = flags.load_models([args.model], args).values()
     (answer,) = ask(
         load_index(args.index),
@@ -130,6 +132,7 @@ def _ask(args: argparse.Namespace) -> None:
         top_k=args.top_k,
         constrained=args.constrained,
         max_tokens=args.max_tokens,
+        sampling=sampling,
     )
     if answer.answer is not None:
         print(answer.answer.model_dump_json(indent=2))

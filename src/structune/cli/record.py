@@ -28,6 +28,7 @@ def add_commands(command: Any) -> None:
     rec.add_argument(
         "--max-tokens", type=flags.positive, default=1024, help="answer budget per input"
     )
+    flags.sampling_flags(rec)
     rec.add_argument("--constrained", action="store_true", help="hold the teacher to the schema")
     flags.base_url_flag(rec)
     flags.db_flag(rec)
@@ -66,6 +67,7 @@ def _record(args: argparse.Namespace) -> None:
 
     program = load_program(args.program, template=args.template)
     inputs = read_inputs(args.inputs, program)
+    sampling = flags.sampling_from(args)
     (teacher,) = flags.load_models([args.teacher], args).values()
     store, note = _writable_store(args)
     with store:
@@ -76,6 +78,7 @@ def _record(args: argparse.Namespace) -> None:
             store=store,
             batch_size=args.batch_size,
             max_tokens=args.max_tokens,
+            sampling=sampling,
             constrained=args.constrained,
         )
     print(

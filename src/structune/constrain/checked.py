@@ -27,15 +27,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from structune.constrain.keywords import Dialect
+    from structune.llms.sampling import Sampling
     from structune.messages import Completion
 
 RELAX_KEY = "x-structune-relax"
-# A violation is decoded again at most this many times, sampling at the request's
-# temperature, or at RESAMPLE_TEMPERATURE for a greedy request (greedy would repeat it).
+# A violation is decoded again at most this many times (`resampling`).
 MAX_RESAMPLES = 3
 RESAMPLE_TEMPERATURE = 0.7
 RESAMPLE_SEED = 0  # attempt n samples with seed RESAMPLE_SEED + n: reruns repeat
 _MAX_MESSAGE = 300
+
+
+def resampling(sampling: Sampling, attempt: int) -> Sampling:
+    """How attempt `attempt` decodes a violation again: at the request's sampling, or at
+    RESAMPLE_TEMPERATURE for a greedy request (greedy would repeat it), with the seed
+    RESAMPLE_SEED + attempt."""
+    return replace(
+        sampling,
+        temperature=sampling.temperature or RESAMPLE_TEMPERATURE,
+        seed=RESAMPLE_SEED + attempt,
+    )
 
 
 def relaxed(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,8 +174,8 @@ def check_answers(
     Args:
         completions: one finished or cut answer per row.
         grammars: the grammar each row decoded under, with its full schema's check.
-        resample: `resample(rows, attempt)` decodes those rows again, sampling with the
-            seed `RESAMPLE_SEED + attempt`, and returns one completion per row.
+        resample: `resample(rows, attempt)` decodes those rows again, sampling as
+            `resampling(sampling, attempt)` says, and returns one completion per row.
 
     Returns:
         The answers, each with its `schema_check`; a violation left after `MAX_RESAMPLES`

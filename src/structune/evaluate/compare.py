@@ -40,6 +40,7 @@ from structune.evaluate.content import (
     table_row,
 )
 from structune.llms.base import LLM, Constrained
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion
 from structune.program import Program, extract_json_object
 
@@ -175,6 +176,7 @@ def compare(
     inputs: Sequence[Mapping[str, Any]],
     *,
     max_tokens: int = 512,
+    sampling: Sampling = GREEDY,
     gold: Sequence[pydantic.BaseModel | Mapping[str, Any]] | None = None,
     training_answers: Sequence[pydantic.BaseModel | Mapping[str, Any]] | None = None,
 ) -> Comparison:
@@ -186,6 +188,7 @@ def compare(
             wrap a model in `Constrained` for a row decoded under the program's schema.
         inputs: held-out inputs (keep them out of the training data).
         max_tokens: the answer budget; answers cut off here count as truncated.
+        sampling: how every model picks tokens (greedy by default).
         gold: the right answer to each input (objects of the output model, or their JSON
             data), for per-field accuracy and exact match.
 
@@ -203,7 +206,9 @@ def compare(
             else None
         )
         started = time.perf_counter()
-        completions = llm.complete_many(conversations, max_tokens=max_tokens, json_schema=schemas)
+        completions = llm.complete_many(
+            conversations, max_tokens=max_tokens, sampling=sampling, json_schema=schemas
+        )
         wall = time.perf_counter() - started
         answers = [
             _score_answer(program, dict(item), c, expected[i] if expected else None)

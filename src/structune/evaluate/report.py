@@ -26,7 +26,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -48,6 +48,7 @@ from structune.evaluate.content import (
 from structune.evaluate.plots import require_matplotlib as require_matplotlib
 from structune.fileio import write_atomically
 from structune.llms.base import LLM
+from structune.llms.sampling import GREEDY, Sampling
 from structune.program import Program, short_validation_error
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ def evaluate(
     training_answers: Sequence[pydantic.BaseModel | Mapping[str, Any]] | None = None,
     adapters: Sequence[AdapterManifest] = (),
     max_tokens: int = 512,
+    sampling: Sampling = GREEDY,
     rel_tol: float = DEFAULT_REL_TOL,
 ) -> EvalReport:
     """Compare `models` on `inputs` and score their agreement with a reference.
@@ -163,6 +165,7 @@ def evaluate(
         adapters: manifests of the adapters among the models: checked against the
             program's task, and their loss curves go into the HTML report.
         max_tokens: the answer budget; answers cut off here count as truncated.
+        sampling: how every model picks tokens (greedy by default); recorded in the report.
         rel_tol: numbers agree within this relative tolerance.
 
     Raises:
@@ -174,7 +177,13 @@ def evaluate(
         raise UserError(f"reference {reference!r} is not among the models: {', '.join(models)}")
     check_setup(program, inputs, gold=gold, adapters=adapters)
     comparison = compare(
-        program, models, inputs, max_tokens=max_tokens, gold=gold, training_answers=training_answers
+        program,
+        models,
+        inputs,
+        max_tokens=max_tokens,
+        sampling=sampling,
+        gold=gold,
+        training_answers=training_answers,
     )
     if gold is not None:
         references: list[dict[str, Any] | None] | None = [
@@ -194,6 +203,7 @@ def evaluate(
         model_ids={name: llm.model_id for name, llm in models.items()},
         settings={
             "max_tokens": max_tokens,
+            "sampling": asdict(sampling),
             "rel_tol": rel_tol,
             **({"training_answers": len(training_answers)} if training_answers is not None else {}),
         },

@@ -4,6 +4,7 @@ A backend turns chat messages into a `Completion`. `complete_many` exists so tha
 backends can decode many conversations as one batch; remote and callable backends keep the
 default, which simply calls `complete` in turn.
 
+`sampling` says how each token is picked (`structune.llms.sampling`); greedy by default.
 `json_schema`, when given, asks the backend to hold its answer to that schema: local
 models decode under a grammar, OpenAI-compatible servers get it as `response_format`.
 A backend that cannot enforce a schema refuses it rather than ignoring it. `complete_many`
@@ -19,6 +20,7 @@ from typing import Any
 
 from structune.constrain.extractive import Extraction, with_extraction
 from structune.errors import UserError
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion, Message
 
 JsonSchema = Mapping[str, Any]
@@ -59,7 +61,7 @@ class LLM(ABC):
         messages: Sequence[Message],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         """Answer one conversation, held to `json_schema` when one is given."""
@@ -69,7 +71,7 @@ class LLM(ABC):
         conversations: Sequence[Sequence[Message]],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: SchemaPerRow = None,
     ) -> list[Completion]:
         """Answer many conversations, in order. Local backends override this to batch.
@@ -78,9 +80,7 @@ class LLM(ABC):
         """
         schemas = schemas_per_row(json_schema, len(conversations))
         return [
-            self.complete(
-                messages, max_tokens=max_tokens, temperature=temperature, json_schema=schema
-            )
+            self.complete(messages, max_tokens=max_tokens, sampling=sampling, json_schema=schema)
             for messages, schema in zip(conversations, schemas, strict=True)
         ]
 
@@ -119,11 +119,11 @@ class Constrained(LLM):
         messages: Sequence[Message],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         return self.complete_many(
-            [messages], max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+            [messages], max_tokens=max_tokens, sampling=sampling, json_schema=json_schema
         )[0]
 
     def complete_many(
@@ -131,7 +131,7 @@ class Constrained(LLM):
         conversations: Sequence[Sequence[Message]],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: SchemaPerRow = None,
     ) -> list[Completion]:
         """Answer under this wrapper's schema, else under the schemas passed.
@@ -154,6 +154,6 @@ class Constrained(LLM):
         return self.llm.complete_many(
             conversations,
             max_tokens=max_tokens,
-            temperature=temperature,
+            sampling=sampling,
             json_schema=[relaxed(s) for s in held] if self.relax else held,
         )

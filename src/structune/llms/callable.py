@@ -8,6 +8,7 @@ from typing import Any
 
 from structune.errors import UserError
 from structune.llms.base import LLM
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion, Message
 
 
@@ -17,6 +18,8 @@ class CallableLLM(LLM):
     Args:
         fn: returns the answer text for a conversation.
         model_id: the name recorded as the teacher; defaults to the function's name.
+
+    The function answers as it answers: `sampling` is not passed to it.
     """
 
     def __init__(self, fn: Callable[[Sequence[Message]], str], *, model_id: str | None = None):
@@ -28,7 +31,7 @@ class CallableLLM(LLM):
         messages: Sequence[Message],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         if json_schema is not None:

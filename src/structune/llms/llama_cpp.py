@@ -20,17 +20,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from structune.constrain.checked import (
-    RESAMPLE_SEED,
-    RESAMPLE_TEMPERATURE,
-    HeldBy,
-    SchemaChecker,
-    check_answers,
-)
+from structune.constrain.checked import HeldBy, SchemaChecker, check_answers, resampling
 from structune.constrain.extractive import strip_extractive
 from structune.constrain.grammar import full_schema, plan_schema, schema_grammar
 from structune.errors import BackendError, UserError
 from structune.llms.base import LLM
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion, Message
 
 
@@ -80,26 +75,24 @@ class LlamaCppLLM(LLM):
         messages: Sequence[Message],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         self._refuse_control_token_text(messages)
         if json_schema is None:
-            return self._create(messages, max_tokens, temperature, None)
+            return self._create(messages, max_tokens, sampling, None)
         # llama.cpp's grammar cannot copy from the input: extracted fields are checked
         # after parsing instead.
         json_schema = strip_extractive(json_schema)
         plan = plan_schema(json_schema)
         schema_grammar(plan.schema)  # refuses what no engine here can enforce
         response_format = {"type": "json_object", "schema": plan.schema}
-        completion = self._create(messages, max_tokens, temperature, response_format)
+        completion = self._create(messages, max_tokens, sampling, response_format)
         held = HeldBy(plan.coverage, SchemaChecker(full_schema(json_schema)))
 
         def resample(rows: list[int], attempt: int) -> list[Completion]:
-            again = temperature or RESAMPLE_TEMPERATURE
-            return [
-                self._create(messages, max_tokens, again, response_format, RESAMPLE_SEED + attempt)
-            ]
+            again = resampling(sampling, attempt)
+            return [self._create(messages, max_tokens, again, response_format)]
 
         return check_answers([completion], [held], resample)[0]
 
@@ -107,17 +100,25 @@ class LlamaCppLLM(LLM):
         self,
         messages: Sequence[Message],
         max_tokens: int,
-        temperature: float,
+        sampling: Sampling,
         response_format: dict[str, Any] | None,
-        seed: int | None = None,
     ) -> Completion:
         started = time.perf_counter()
+        if sampling.seed is not None:
+            # A prompt found in llama.cpp's cache has its last token evaluated alone, and its
+            # logits differ from a whole prompt's in the last bits: enough to change a draw.
+            self.llama.reset()
         out: Any = self.llama.create_chat_completion(
             list(messages),  # type: ignore[arg-type]
             max_tokens=max_tokens,
-            temperature=temperature,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            # off: llama-cpp-python's defaults (top-k 40, min-p 0.05) would narrow `sampling`
+            top_k=0,
+            min_p=0.0,
+            repeat_penalty=sampling.repetition_penalty,
+            seed=sampling.seed,
             response_format=response_format,  # type: ignore[arg-type]
-            seed=seed,
         )
         choice, usage = out["choices"][0], out["usage"]
         return Completion(

@@ -2,9 +2,11 @@
 
 Conversations are rendered and tokenized by `tokenize_chat`, the same function training
 uses (message contents never yield control tokens), then decoded in batches: prompts are
-sorted by length so each batch pads little, padded on the left, and decoded greedily
-unless a temperature is given. A base model plus adapter is merged once at load time, so
-decoding costs what the base model costs. With a `json_schema`, every row decodes under its
+sorted by length so each batch pads little, padded on the left, and decoded as `sampling`
+says (greedy by default; a seed seeds the whole call). Under a grammar, the grammar's mask
+comes after the repetition penalty and before temperature and top-p, which can only narrow
+the tokens it allows. A base model plus adapter is merged once at load time, so decoding
+costs what the base model costs. With a `json_schema`, every row decodes under its
 own grammar matcher (`structune.constrain`); a list of schemas gives each row its own
 grammar (extracted fields copy from the row's own source text). Each finished answer is then
 checked against its full schema, and a violation decoded again with a seed
@@ -20,9 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from structune.constrain.checked import RESAMPLE_SEED, RESAMPLE_TEMPERATURE
+from structune.constrain.checked import resampling
 from structune.errors import BackendError, UserError
 from structune.llms.base import LLM, SchemaPerRow, schemas_per_row
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion, Message
 from structune.models.chat import tokenize_chat
 from structune.models.loading import DEFAULT_BASE_MODEL, load_model
@@ -91,11 +94,11 @@ class LocalLLM(LLM):
         messages: Sequence[Message],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         return self.complete_many(
-            [messages], max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+            [messages], max_tokens=max_tokens, sampling=sampling, json_schema=json_schema
         )[0]
 
     def complete_many(
@@ -103,7 +106,7 @@ class LocalLLM(LLM):
         conversations: Sequence[Sequence[Message]],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: SchemaPerRow = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[Completion]:
@@ -127,23 +130,23 @@ class LocalLLM(LLM):
             tokenize_chat(self.tokenizer, m, add_generation_prompt=True) for m in conversations
         ]
 
-        def decode(rows: list[int], temperature: float) -> list[Completion]:
-            return self._decode_rows(
-                [prompts[i] for i in rows],
-                max_tokens,
-                temperature,
-                None if grammars is None else [grammars[i] for i in rows],
-                should_stop,
-            )
+        def decode(rows: list[int], sampling: Sampling) -> list[Completion]:
+            with self._seeded(sampling.seed):
+                return self._decode_rows(
+                    [prompts[i] for i in rows],
+                    max_tokens,
+                    sampling,
+                    None if grammars is None else [grammars[i] for i in rows],
+                    should_stop,
+                )
 
-        completions = decode(list(range(len(prompts))), temperature)
+        completions = decode(list(range(len(prompts))), sampling)
         if grammars is None:
             return completions
         from structune.constrain.checked import check_answers
 
         def resample(rows: list[int], attempt: int) -> list[Completion]:
-            with self._seeded(RESAMPLE_SEED + attempt):
-                return decode(rows, temperature or RESAMPLE_TEMPERATURE)
+            return decode(rows, resampling(sampling, attempt))
 
         return check_answers(completions, grammars, resample)
 
@@ -151,7 +154,7 @@ class LocalLLM(LLM):
         self,
         prompts: list[list[int]],
         max_tokens: int,
-        temperature: float,
+        sampling: Sampling,
         grammars: Any,
         should_stop: Callable[[], bool] | None,
     ) -> list[Completion]:
@@ -171,7 +174,7 @@ class LocalLLM(LLM):
             completions = self._generate(
                 [prompts[i] for i in batch],
                 max_tokens,
-                temperature,
+                sampling,
                 None if grammars is None else [grammars[i] for i in batch],
                 should_stop,
             )
@@ -179,10 +182,13 @@ class LocalLLM(LLM):
         return [results[i] for i in range(len(prompts))]
 
     @contextmanager
-    def _seeded(self, seed: int) -> Iterator[None]:
-        """Sample with `seed`, leaving the caller's random state as it was."""
+    def _seeded(self, seed: int | None) -> Iterator[None]:
+        """Sample with `seed`, leaving the caller's random state as it was; None: as it is."""
         import torch
 
+        if seed is None:
+            yield
+            return
         device = self.model.device
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(seed)
@@ -192,7 +198,7 @@ class LocalLLM(LLM):
         self,
         prompts: list[list[int]],
         max_tokens: int,
-        temperature: float,
+        sampling: Sampling,
         grammars: Any,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[Completion]:
@@ -201,20 +207,26 @@ class LocalLLM(LLM):
 
         tok = self.tokenizer
         enc = tok.pad({"input_ids": prompts}, return_tensors="pt", padding=True)
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": temperature}
-            if temperature > 0
-            else {"do_sample": False}
-        )
+        options = _generate_options(sampling)
+        processors = LogitsProcessorList()
+        if sampling.repetition_penalty != 1.0:
+            from transformers import RepetitionPenaltyLogitsProcessor
+
+            # here rather than as generate's flag, so that it comes before the grammar's mask
+            processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
         if grammars is not None:
             from structune.constrain.processor import BudgetClosing, GrammarLogitsProcessor
 
             processor = GrammarLogitsProcessor(
                 grammars, closing=BudgetClosing.for_tokenizer(tok, max_tokens)
             )
-            sampling["logits_processor"] = LogitsProcessorList([processor])
+            # generate runs ours after its own processors and before temperature and top-p,
+            # which only rescale or drop tokens: nothing after the mask allows what it forbids
+            processors.append(processor)
+        if processors:
+            options["logits_processor"] = processors
         if should_stop is not None:
-            sampling["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
+            options["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
         started = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
@@ -222,7 +234,7 @@ class LocalLLM(LLM):
                 max_new_tokens=max_tokens,
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id,
-                **sampling,
+                **options,
             )
         if should_stop is not None and should_stop():
             raise GenerationStopped("decoding was stopped before the answers were complete")
@@ -249,6 +261,21 @@ class LocalLLM(LLM):
                 )
             )
         return completions
+
+
+def _generate_options(sampling: Sampling) -> dict[str, Any]:
+    """`generate`'s flags for `sampling`. The model's own generation config never adds to
+    them (Qwen2.5's asks for top-k 20 and a repetition penalty of 1.05): the repetition
+    penalty is a processor of ours, and the flags left out are set to None."""
+    options: dict[str, Any] = {"top_k": None, "repetition_penalty": None}
+    if sampling.greedy:
+        return {**options, "do_sample": False, "temperature": None, "top_p": None}
+    return {
+        **options,
+        "do_sample": True,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+    }
 
 
 class GenerationStopped(BackendError):

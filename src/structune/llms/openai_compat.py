@@ -22,6 +22,7 @@ import httpx
 from structune.constrain.extractive import strip_extractive
 from structune.errors import BackendError, UserError
 from structune.llms.base import LLM
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion, Message
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,14 @@ class OpenAICompatibleLLM(LLM):
         messages: Sequence[Message],
         *,
         max_tokens: int = 512,
-        temperature: float = 0.0,
+        sampling: Sampling = GREEDY,
         json_schema: Mapping[str, Any] | None = None,
     ) -> Completion:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": list(messages),
             "max_tokens": max_tokens,
-            "temperature": temperature,
+            **_sampling_fields(sampling),
         }
         if json_schema is not None:  # the server enforces it
             # Extracted fields are checked after parsing: a server cannot copy from our inputs.
@@ -164,6 +165,17 @@ class OpenAICompatibleLLM(LLM):
                     delay = max(delay, min(asked, MAX_RETRY_AFTER_S))
         log.warning("retrying %s in %.1fs (attempt %d)", self.base_url, delay, attempt + 2)
         time.sleep(delay)
+
+
+def _sampling_fields(sampling: Sampling) -> dict[str, Any]:
+    """`sampling` in OpenAI's request fields. `repetition_penalty` is not one of them: it is
+    sent only when asked for, to the servers that take it (vLLM, llama.cpp's)."""
+    fields: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p}
+    if sampling.seed is not None:
+        fields["seed"] = sampling.seed
+    if sampling.repetition_penalty != 1.0:
+        fields["repetition_penalty"] = sampling.repetition_penalty
+    return fields
 
 
 def _transport_failure(url: str, exc: httpx.TransportError, attempts: int) -> str:

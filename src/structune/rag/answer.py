@@ -19,6 +19,7 @@ from typing import Any
 
 from structune.errors import InvalidOutput
 from structune.llms.base import LLM
+from structune.llms.sampling import GREEDY, Sampling
 from structune.program import Program
 from structune.rag.ingest import retrieve
 from structune.rag.questions import Question
@@ -79,6 +80,7 @@ def ask(
     top_k: int = 1,
     constrained: bool = False,
     max_tokens: int = 1024,
+    sampling: Sampling = GREEDY,
 ) -> list[RagAnswer]:
     """Answer each question from its top-k chunks, all questions as one batch of `llm`.
 
@@ -90,6 +92,7 @@ def ask(
     completions = llm.complete_many(
         [program.messages(i) for i in inputs],
         max_tokens=max_tokens,
+        sampling=sampling,
         json_schema=[program.decoding_schema(i) for i in inputs] if constrained else None,
     )
     answers = []

@@ -24,6 +24,7 @@ from typing import Any
 
 from structune.errors import BackendError, InvalidOutput, StructuneError, UserError
 from structune.llms.base import LLM, JsonSchema, schemas_per_row
+from structune.llms.sampling import GREEDY, Sampling
 from structune.messages import Completion, Message
 from structune.program import Program
 from structune.record.store import DatasetStore, Example, example_id
@@ -60,12 +61,14 @@ def record(
     store: DatasetStore,
     batch_size: int = 8,
     max_tokens: int = 1024,
+    sampling: Sampling = GREEDY,
     constrained: bool = False,
     progress: bool = True,
 ) -> RecordSummary:
     """Ask `teacher` to answer `program` for each input and record the answers in `store`.
 
-    With `constrained`, the teacher is held to the program's schema (see `Program.run`).
+    With `constrained`, the teacher is held to the program's schema (see `Program.run`);
+    `sampling` is how it picks tokens (greedy by default).
     Answers whose extracted fields are not copied from their inputs are stored invalid.
 
     Raises:
@@ -92,7 +95,7 @@ def record(
     ) as bar:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            outcomes = _ask(teacher, program, batch, max_tokens=max_tokens, constrained=constrained)
+            outcomes = _ask(teacher, program, batch, max_tokens, sampling, constrained=constrained)
             examples = [
                 _to_example(program, teacher.model_id, item, outcome)
                 for item, outcome in zip(batch, outcomes, strict=True)
@@ -128,8 +131,9 @@ def _ask(
     teacher: LLM,
     program: Program[Any],
     batch: list[dict[str, Any]],
-    *,
     max_tokens: int,
+    sampling: Sampling,
+    *,
     constrained: bool,
 ) -> list[Completion | Exception]:
     """The teacher's answer to each input of `batch`, or the error it failed with."""
@@ -138,7 +142,9 @@ def _ask(
     if _batches(teacher):
         try:
             return list(
-                teacher.complete_many(conversations, max_tokens=max_tokens, json_schema=schemas)
+                teacher.complete_many(
+                    conversations, max_tokens=max_tokens, sampling=sampling, json_schema=schemas
+                )
             )
         except Exception as exc:  # the client's errors, or whatever a callable raises
             # One bad input fails the whole call; alone, it costs only its own answer.
@@ -148,7 +154,7 @@ def _ask(
                 _first_line(exc),
             )
     return [
-        _ask_one(teacher, messages, schema, max_tokens=max_tokens)
+        _ask_one(teacher, messages, schema, max_tokens, sampling)
         for messages, schema in zip(
             conversations, schemas_per_row(schemas, len(batch)), strict=True
         )
@@ -163,10 +169,16 @@ def _batches(teacher: LLM) -> bool:
 
 
 def _ask_one(
-    teacher: LLM, messages: Sequence[Message], schema: JsonSchema | None, *, max_tokens: int
+    teacher: LLM,
+    messages: Sequence[Message],
+    schema: JsonSchema | None,
+    max_tokens: int,
+    sampling: Sampling,
 ) -> Completion | Exception:
     try:
-        return teacher.complete(messages, max_tokens=max_tokens, json_schema=schema)
+        return teacher.complete(
+            messages, max_tokens=max_tokens, sampling=sampling, json_schema=schema
+        )
     except Exception as exc:  # the client's errors, or whatever a callable raises
         log.warning("the teacher failed on an input: %s", _first_line(exc))
         return exc

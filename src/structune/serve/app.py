@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException
 from structune.constrain.checked import SchemaCheck
 from structune.errors import StructuneError, UserError
 from structune.llms.base import LLM
+from structune.llms.sampling import MAX_SEED, MAX_TEMPERATURE, Sampling
 from structune.messages import Message
 from structune.program import schema_hash
 from structune.serve.batching import Batcher, QueueFull
@@ -76,10 +77,22 @@ class ChatRequest(pydantic.BaseModel):
     messages: list[ChatMessage] = pydantic.Field(min_length=1)
     max_tokens: int | None = pydantic.Field(default=None, ge=1)
     max_completion_tokens: int | None = pydantic.Field(default=None, ge=1)
-    temperature: float = pydantic.Field(default=0.0, ge=0.0, le=2.0)
+    temperature: float = pydantic.Field(default=0.0, ge=0.0, le=MAX_TEMPERATURE)
+    top_p: float = pydantic.Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = pydantic.Field(default=None, ge=0, le=MAX_SEED)
+    # not an OpenAI field; vLLM's and llama.cpp's servers take it too
+    repetition_penalty: float = pydantic.Field(default=1.0, gt=0.0, allow_inf_nan=False)
     n: int = 1
     stream: bool = False
     response_format: dict[str, Any] | None = None
+
+    def sampling(self) -> Sampling:
+        return Sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            repetition_penalty=self.repetition_penalty,
+        )
 
 
 class ApiError(Exception):
@@ -170,7 +183,7 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
         if body.n != 1:
-            raise ApiError(400, "n must be 1: structune decodes greedily, one choice per request")
+            raise ApiError(400, "n must be 1: structune answers one choice per request")
         if body.stream:
             raise ApiError(400, "stream=true is not supported; send stream=false")
         if body.model not in models.names():
@@ -196,7 +209,7 @@ def create_app(
                     body.model,
                     messages,
                     max_tokens=max_tokens,
-                    temperature=body.temperature,
+                    sampling=body.sampling(),
                     json_schema=schema,
                     schema_key=schema_hash(schema) if schema is not None else None,
                 ),

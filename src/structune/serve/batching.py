@@ -2,8 +2,9 @@
 
 Requests wait in one bounded queue. A single worker takes the oldest request plus every
 waiting request that can share its batch (same model, schema, token budget and
-temperature) and decodes them together in a thread, so the event loop keeps accepting
-connections while the CPU decodes.
+`Sampling`) and decodes them together in a thread, so the event loop keeps accepting
+connections while the CPU decodes. A seeded request decodes in a batch of its own: a seed
+determines one answer only for a conversation decoded alone.
 
 Overload is refused, not absorbed: with `max_queue` requests waiting, `submit` raises
 `QueueFull` at once, so latency stays bounded and the caller learns when to retry.
@@ -27,6 +28,7 @@ from typing import Any
 from structune.errors import BackendError
 from structune.llms.base import LLM
 from structune.llms.local import GenerationStopped, LocalLLM
+from structune.llms.sampling import Sampling
 from structune.messages import Completion, Message
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class _Job:
     model: str
     messages: list[Message]
     max_tokens: int
-    temperature: float
+    sampling: Sampling
     json_schema: Mapping[str, Any] | None
     future: asyncio.Future[Completion] = field(repr=False)
 
@@ -114,7 +116,7 @@ class Batcher:
         messages: list[Message],
         *,
         max_tokens: int,
-        temperature: float,
+        sampling: Sampling,
         json_schema: Mapping[str, Any] | None,
         schema_key: str | None,
     ) -> Completion:
@@ -126,9 +128,11 @@ class Batcher:
         self.refuse_if_full()
         if self._worker is None:
             self._worker = asyncio.create_task(self._run())
-        key = (model, schema_key, max_tokens, temperature)
+        key: tuple[Any, ...] = (model, schema_key, max_tokens, sampling)
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
-        job = _Job(key, model, messages, max_tokens, temperature, json_schema, future)
+        if sampling.seed is not None:
+            key = (*key, future)  # shared with no other job: a batch of its own
+        job = _Job(key, model, messages, max_tokens, sampling, json_schema, future)
         self.waiting.append(job)
         self._wake.set()
         try:
@@ -183,7 +187,7 @@ class Batcher:
         completions = llm.complete_many(
             [job.messages for job in batch],
             max_tokens=first.max_tokens,
-            temperature=first.temperature,
+            sampling=first.sampling,
             json_schema=first.json_schema,
             **(stop if isinstance(llm, LocalLLM) else {}),
         )

@@ -25,6 +25,7 @@ from pydantic import Field, PrivateAttr
 
 from structune.integrations.llama_index._imports import require_llama_index
 from structune.llms.base import LLM
+from structune.llms.sampling import MAX_SEED, MAX_TEMPERATURE, Sampling
 from structune.messages import Completion, Message
 from structune.models.loading import DEFAULT_BASE_MODEL
 
@@ -57,6 +58,8 @@ class StructuneLLM(CustomLLM):
         backend: an already built structune `LLM` (e.g. the offline teacher); wins over
             `model` and `adapter`.
         max_tokens: the most tokens one answer may take.
+        temperature, top_p, seed, repetition_penalty: how tokens are picked
+            (`structune.Sampling`); greedy by default.
         is_chat_model: LlamaIndex sends chat messages (True) or one formatted prompt.
         constrained: hold structured answers to their schema while decoding.
         context_window: override the backend's context window.
@@ -65,7 +68,10 @@ class StructuneLLM(CustomLLM):
     model: str = Field(default=DEFAULT_BASE_MODEL, description="base model spec")
     adapter: str | None = Field(default=None, description="tuned adapter id")
     max_tokens: int = Field(default=512, gt=0, description="most tokens in one answer")
-    temperature: float = Field(default=0.0, ge=0.0)
+    temperature: float = Field(default=0.0, ge=0.0, le=MAX_TEMPERATURE, description="0: greedy")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    repetition_penalty: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
     is_chat_model: bool = Field(default=True)
     constrained: bool = Field(default=False, description="grammar-constrain structured answers")
     context_window: int | None = Field(default=None, gt=0)
@@ -182,7 +188,12 @@ class StructuneLLM(CustomLLM):
         return self.backend.complete(
             messages,
             max_tokens=self.max_tokens,
-            temperature=self.temperature,
+            sampling=Sampling(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed,
+                repetition_penalty=self.repetition_penalty,
+            ),
             json_schema=json_schema,
         )
 
