@@ -318,7 +318,9 @@ def answer_token_count(example: TokenizedExample) -> int:
     return sum(label != IGNORE_INDEX for label in example.labels[1:])
 
 
-def _summed_answer_loss(model: Any, ranks: Ranks, unlikelihood: float, words: Any) -> Any:
+def _summed_answer_loss(
+    model: Any, ranks: Ranks, unlikelihood: float = 0.0, words: Any = None
+) -> Any:
     """A module whose forward is `model`'s summed answer loss, wrapped in
     DistributedDataParallel when there are several ranks.
 
