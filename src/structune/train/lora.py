@@ -288,6 +288,7 @@ def repetition_unlikelihood(logits: Any, answers: Sequence[Any], words: Any) -> 
     """
     import torch
 
+    words = words.to(logits.device)
     terms = []
     offset = 0
     for answer in answers:
