@@ -53,8 +53,9 @@ DISTINCT_TITLES_SCHEMA = DistinctTitlesAlbum.model_json_schema()
 # The album student's recipe (`benchmarks/album_training.py`, 40 examples, 30 steps, 20
 # held-out movies, greedy): cross-entropy alone gave 20/20 valid albums of which 0 had
 # all-distinct song titles, the student copying one title four times; the unlikelihood
-# loss against repeating the answer's earlier words at weight 4 gave 11/20 (1 at 1.0).
-ALBUM_TRAINING = TrainConfig(unlikelihood=4.0)
+# loss against repeating the answer's earlier words gave 11/20 at weight 4, 18/20 at 8
+# (docs/album-student.md).
+ALBUM_TRAINING = TrainConfig(unlikelihood=8.0)
 
 PROMPT_TEMPLATE = (
     "Generate an example album, with an artist and a list of songs. "
