@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from structune.cli import args as flags
@@ -44,7 +45,8 @@ def train_flags(parser: argparse.ArgumentParser, *, recipe: str | None = None) -
     defaults: Any = TrainConfig()
     if recipe is not None:
         parser.epilog = f"Training flags left out take the values of {recipe}."
-        defaults = _Unset()
+        # argparse.SUPPRESS as every default: a flag left out sets no attribute
+        defaults = SimpleNamespace(**dict.fromkeys(vars(defaults), argparse.SUPPRESS))
     parser.add_argument(
         "--base", default="smollm2-135m", help="base model spec (`structune models` lists them)"
     )
@@ -113,13 +115,6 @@ def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the same run (same data and flags) from its newest checkpoint",
     )
-
-
-class _Unset:
-    """Every flag's default is argparse.SUPPRESS: a flag left out sets no attribute."""
-
-    def __getattr__(self, name: str) -> str:
-        return argparse.SUPPRESS
 
 
 def train_config(args: argparse.Namespace, recipe: Any = None) -> Any:
