@@ -1,4 +1,4 @@
-"""The main job's wiring, with tiny budgets: record → fine-tune → compare five rows."""
+"""The main job's wiring, with tiny budgets: record → fine-tune → compare four rows."""
 
 import json
 
@@ -25,7 +25,6 @@ def test_demo_records_trains_and_compares(smollm2_dir, tmp_path):
             "base (smollm2-135m)",
             "base + grammar",
             f"tuned ({result.adapter.id})",
-            "tuned + grammar",
             "tuned + grammar + distinct",
         ]
         assert all(s.answers == 2 for s in result.comparison.scores)

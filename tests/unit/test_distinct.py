@@ -20,6 +20,7 @@ from structune.constrain.distinct import (
     DistinctList,
     DistinctTracker,
     hold_distinct,
+    near_duplicate,
     same_item_key,
 )
 from structune.constrain.extractive import Extracted
@@ -60,9 +61,9 @@ def test_lists_are_found_through_properties_items_refs_and_optional_fields():
     }
     held, lists = hold_distinct(schema)
     assert set(lists) == {
-        DistinctList(("album", "songs"), by="title", max_length=3),
-        DistinctList(("album", "tags"), values=("x", "y", "z")),
-        DistinctList(("maybe",)),
+        DistinctList(("album", "songs"), by="title", max_length=3, near=True),
+        DistinctList(("album", "tags"), values=("x", "y", "z"), near=True),
+        DistinctList(("maybe",)),  # uniqueItems: equal items only
     }
     text = json.dumps(held)
     assert DISTINCT_KEY not in text
@@ -128,6 +129,34 @@ def test_the_tracker_bans_the_tokens_that_would_close_on_a_repeat():
     assert tracker.repeats([closing]) == []  # "aa" would not
 
 
+def test_a_marker_refuses_near_items_and_uniqueitems_only_equal_ones():
+    class Tracks(pydantic.BaseModel):
+        near: Annotated[list[str], Distinct()]
+        exact: Annotated[list[str], Distinct(near=False)]
+
+    with pytest.raises(pydantic.ValidationError, match="repeats the item 'Songs of the Wind'"):
+        Tracks(near=["Song of the Wind", "Songs of the Wind"], exact=[])
+    Tracks(near=["Track 1", "Track 2"], exact=["Song of the Wind", "Songs of the Wind"])
+    schema, lists = hold_distinct(Tracks.model_json_schema())
+    assert [(held.path, held.near) for held in lists] == [(("near",), True), (("exact",), False)]
+    assert "x-structune-distinct-near" not in json.dumps(schema)
+    assert near_duplicate("song of the wind", "songs of the wind")
+    assert not near_duplicate("track 1", "track 2")  # numbers keep items apart
+    assert not near_duplicate("song for you", "song for me")
+
+
+@pytest.mark.parametrize("near", [True, False])
+def test_the_tracker_bans_a_close_near_a_held_item_when_asked(near):
+    texts = [bytes([i]) for i in range(128)]
+    tracker = DistinctTracker([DistinctList(("v",), near=near)], texts)
+    for char in '{"v":["Song of the Wind","Songs of the Wind':
+        tracker.add(ord(char))
+    assert tracker.repeats([ord('"')]) == ([ord('"')] if near else [])
+    for char in " 2":
+        tracker.add(ord(char))
+    assert tracker.repeats([ord('"')]) == []  # "Songs of the Wind 2": another number
+
+
 # --- decoding --------------------------------------------------------------------------------
 
 
@@ -144,7 +173,8 @@ def repeats(items: list[str]) -> bool:
 def test_without_the_constraint_the_tiny_model_repeats(tiny_llm):
     # The control: the same schema with the lists' distinctness left out.
     schema = Album.model_json_schema()
-    schema["properties"]["tags"].pop("uniqueItems")
+    for keyword in ("uniqueItems", "x-structune-distinct-near"):
+        schema["properties"]["tags"].pop(keyword)
     prompts = [[{"role": "user", "content": f"Album {i}"}] for i in range(4)]
     answers = tiny_llm.complete_many(prompts, max_tokens=200, json_schema=schema)
     parsed = [json.loads(a.text) for a in answers if a.finish_reason == "stop"]

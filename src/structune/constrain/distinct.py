@@ -8,8 +8,12 @@ is masked out. The model then writes another value, or a longer one; it never re
 
 What counts as the same item is `same_item_key`: case-folded, punctuation dropped,
 whitespace collapsed ("The City!" and "the city" are one), which implies JSON Schema's
-exact `uniqueItems` and is what the content metrics count as a repeat
-(`structune.evaluate.content`).
+exact `uniqueItems`. A `Distinct` marker also counts an item *near* an earlier one as the
+same (`near_duplicate`: "Song of the Wind" and "Songs of the Wind", not "Track 1" and
+"Track 2"), as the content metrics do (`structune.evaluate.content`): a student whose exact
+repeat is banned otherwise writes the plural or adds a word, which a reader sees as the
+same song. `uniqueItems` keeps JSON Schema's meaning (two people may be "Jon Smith" and
+"John Smith"); `Distinct(near=False)` asks for that meaning on a marker.
 
 Two ways to ask for it:
 - JSON Schema `uniqueItems: true` on an array of strings (plain strings, enums, extracted
@@ -30,9 +34,11 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from difflib import SequenceMatcher
 from functools import lru_cache
 from typing import Any
 
@@ -40,6 +46,10 @@ from structune.constrain.extractive import MARKER_KEY
 from structune.errors import UserError
 
 DISTINCT_KEY = "x-structune-distinct"
+NEAR_KEY = "x-structune-distinct-near"  # with it, near items repeat too (`near_duplicate`)
+NEAR_DUPLICATE = 0.9
+"""difflib ratio from which two normalised list items are one: "the city of night" and
+"the city of nights" 0.97, "song for you" and "song for me" 0.78."""
 ITEM = "[]"  # a path step into a list's items
 _MAX_REFS = 32  # a chain of bare $refs followed this far, no farther
 _MAX_VISITS = 10_000  # subschemas a walk looks at, at most (a wide recursive schema)
@@ -54,15 +64,41 @@ def same_item_key(text: str) -> str:
     return " ".join(kept.split())
 
 
+_DIGITS = re.compile(r"\d+")
+
+
+@lru_cache(maxsize=65536)  # the decoder asks the same pairs at every probe of a step
+def near_duplicate(a: str, b: str) -> bool:
+    """Two normalised strings (`same_item_key`) are near-duplicates: a difflib ratio of at
+    least `NEAR_DUPLICATE`, and the same numbers in them."""
+    if _DIGITS.findall(a) != _DIGITS.findall(b):
+        return False
+    matcher = SequenceMatcher(None, a, b)
+    return all(
+        ratio() >= NEAR_DUPLICATE
+        for ratio in (matcher.real_quick_ratio, matcher.quick_ratio, matcher.ratio)
+    )  # the quick ratios are upper bounds of the ratio: most pairs stop at the first
+
+
+def repeats_any(key: str, seen: Iterable[str], *, near: bool) -> bool:
+    """Whether an item whose `same_item_key` is `key` repeats one of `seen` (keys too)."""
+    return key in seen or (near and any(near_duplicate(key, s) for s in seen))
+
+
 @dataclass(frozen=True)
 class Distinct:
     """Pydantic marker: the list's items are distinct (`same_item_key`), or with `by`,
     the items' `by` field is. Held while decoding under a grammar, and checked by Pydantic.
 
     Example: `songs: Annotated[list[Song], Distinct(by="title")]`.
+
+    Args:
+        by: the items' string field that must differ (None: the items, strings).
+        near: an item near an earlier one repeats it too (`near_duplicate`).
     """
 
     by: str | None = None
+    near: bool = True
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
         from pydantic_core import core_schema
@@ -71,19 +107,20 @@ class Distinct:
 
     def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> Any:
         json_schema = handler(schema)
+        near = {NEAR_KEY: True} if self.near else {}
         if self.by is None:
-            return {**json_schema, "uniqueItems": True}
-        return {**json_schema, DISTINCT_KEY: self.by}
+            return {**json_schema, "uniqueItems": True, **near}
+        return {**json_schema, DISTINCT_KEY: self.by, **near}
 
     def _check(self, items: Any) -> Any:
-        seen: set[Any] = set()
+        seen: list[str] = []
         for item in items:
             value = item if self.by is None else _field(item, self.by)
             key = same_item_key(value) if isinstance(value, str) else json.dumps(value)
-            if key in seen:
+            if repeats_any(key, seen, near=self.near and isinstance(value, str)):
                 what = "item" if self.by is None else f"{self.by}"
                 raise ValueError(f"repeats the {what} {value!r}: the items must be distinct")
-            seen.add(key)
+            seen.append(key)
         return items
 
 
@@ -102,6 +139,7 @@ class DistinctList:
     by: str | None = None
     values: tuple[str, ...] | None = None  # the strings allowed, when an enum lists them
     max_length: int | None = None  # the strings' maxLength: at it, a string must close
+    near: bool = False  # near items repeat too (a `Distinct` marker's default)
 
     @property
     def value_path(self) -> tuple[str, ...]:
@@ -161,20 +199,24 @@ def _distinct_list(
                 f"{DISTINCT_KEY} {by!r} at {_pointer(path)} names no string field of the "
                 "list's items: name one (Distinct(by=...) on a list of models)"
             )
-        return _held(root, path, by, fields[by])
+        return _held(root, node, path, by, fields[by])
     if node.get("uniqueItems") is True and _is_string(root, items):
-        return _held(root, path, None, items)
+        return _held(root, node, path, None, items)
     return None
 
 
 def _held(
-    root: Mapping[str, Any], path: tuple[str, ...], by: str | None, strings: Any
+    root: Mapping[str, Any],
+    node: Mapping[str, Any],
+    path: tuple[str, ...],
+    by: str | None,
+    strings: Any,
 ) -> DistinctList:
     strings = _resolved(root, strings)
     max_length = strings.get("maxLength")
     if not isinstance(max_length, int) or isinstance(max_length, bool):
         max_length = None
-    return DistinctList(path, by, _enum(root, strings), max_length)
+    return DistinctList(path, by, _enum(root, strings), max_length, node.get(NEAR_KEY) is True)
 
 
 def _is_string(root: Mapping[str, Any], node: Any) -> bool:
@@ -215,9 +257,10 @@ def _resolved(root: Mapping[str, Any], node: Any) -> Any:
 def _refuse_unheld_markers(root: Mapping[str, Any], held: Mapping[int, object]) -> None:
     def visit(node: Any, where: str) -> None:
         if isinstance(node, Mapping):
-            if DISTINCT_KEY in node and id(node) not in held:
+            marker = next((k for k in (DISTINCT_KEY, NEAR_KEY) if k in node), None)
+            if marker is not None and id(node) not in held:
                 raise UserError(
-                    f"{DISTINCT_KEY} at {where} sits where the decoder cannot follow it (under "
+                    f"{marker} at {where} sits where the decoder cannot follow it (under "
                     "oneOf, not, additionalProperties, ...): put it on a list reached through "
                     "properties and items"
                 )
@@ -233,7 +276,7 @@ def _refuse_unheld_markers(root: Mapping[str, Any], held: Mapping[int, object]) 
 def _without(node: Any, held: set[int]) -> Any:
     """A copy of `node` with the held lists' distinctness keywords left out."""
     if isinstance(node, Mapping):
-        dropped = {"uniqueItems", DISTINCT_KEY} if id(node) in held else set()
+        dropped = {"uniqueItems", DISTINCT_KEY, NEAR_KEY} if id(node) in held else set()
         return {k: _without(v, held) for k, v in node.items() if k not in dropped}
     if isinstance(node, list):
         return [_without(v, held) for v in node]
@@ -268,7 +311,8 @@ class _Frame:
 
 
 class _Repeat(Exception):
-    """A probed token would end a held string on a value its list holds already."""
+    """A probed token would end a held string on a value its list holds already (or, with
+    `near`, on one near such a value)."""
 
 
 class DistinctTracker:
@@ -338,14 +382,14 @@ class DistinctTracker:
         held, frame = self.writing
         seen = frame.seen.get(held, set())
         if held.max_length is not None and len(_decoded(self.raw)) >= held.max_length:
-            return same_item_key(_decoded(self.raw)) in seen
+            return repeats_any(same_item_key(_decoded(self.raw)), seen, near=held.near)
         if held.values is None:
             return False
         start = bytes(self.raw)
         return not any(
             json.dumps(v, ensure_ascii=False)[1:-1].encode().startswith(start)
             for v in held.values or ()
-            if same_item_key(v) not in seen
+            if not repeats_any(same_item_key(v), seen, near=held.near)
         )
 
     def _string_byte(self, byte: int) -> None:
@@ -383,7 +427,7 @@ class DistinctTracker:
         elif writing is not None:
             held, frame = writing
             seen = frame.seen.setdefault(held, set())
-            if self.probing and same_item_key(text) in seen:
+            if self.probing and repeats_any(same_item_key(text), seen, near=held.near):
                 raise _Repeat
             if not self.probing:
                 seen.add(same_item_key(text))

@@ -11,9 +11,9 @@ of `agreement.leaf_values` (`songs[].title`).
 - Distinct list items: in every list of strings or of objects (an object stands for its
   string leaves, or for its JSON where it has none: a song is its title, whatever its
   length), an item repeats when it equals an earlier item of its list, or is near one
-  (difflib ratio at least `NEAR_DUPLICATE` and the same numbers in it: "Track 1" and
-  "Track 2" stay apart). An answer's distinct ratio is its distinct items over its items,
-  all its lists pooled; `all_distinct` counts answers with no repeat.
+  (`constrain.distinct.near_duplicate`: difflib ratio at least 0.9 and the same numbers in
+  it: "Track 1" and "Track 2" stay apart). An answer's distinct ratio is its distinct items
+  over its items, all its lists pooled; `all_distinct` counts answers with no repeat.
 - Constant values: per path, the most common string or number (booleans and nulls left
   out) over all answers' values there, and its share: `name` at 0.57 means 57% of the
   albums carry one name; 277 in 20 of 128 `songs[].length_seconds` is 0.16. Only paths
@@ -31,21 +31,13 @@ of `agreement.leaf_values` (`songs[].title`).
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from difflib import SequenceMatcher
 from typing import Any
 
-from structune.constrain.distinct import same_item_key
+from structune.constrain.distinct import near_duplicate, same_item_key
 from structune.evaluate.agreement import Agreement, leaf_values
-
-NEAR_DUPLICATE = 0.9
-"""difflib ratio from which two normalised list items are one: "the city of night" and
-"the city of nights" 0.97, "song for you" and "song for me" 0.78."""
-
-_DIGITS = re.compile(r"\d+")
 
 
 @dataclass(frozen=True)
@@ -259,14 +251,6 @@ def table_header(names: Sequence[str]) -> str:
 def table_row(content: ContentScores | None, names: Sequence[str]) -> str:
     return "".join(
         f" {cell:>{COLUMNS[n]}}" for n, cell in zip(names, table_cells(content, names), strict=True)
-    )
-
-
-def near_duplicate(a: str, b: str) -> bool:
-    """Two normalised strings are near-duplicates: similar enough, and the same numbers."""
-    return (
-        _DIGITS.findall(a) == _DIGITS.findall(b)
-        and SequenceMatcher(None, a, b).ratio() >= NEAR_DUPLICATE
     )
 
 

