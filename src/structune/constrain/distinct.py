@@ -36,7 +36,7 @@ import copy
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 from functools import lru_cache
@@ -80,7 +80,7 @@ def near_duplicate(a: str, b: str) -> bool:
     )  # the quick ratios are upper bounds of the ratio: most pairs stop at the first
 
 
-def repeats_any(key: str, seen: Iterable[str], *, near: bool) -> bool:
+def repeats_any(key: str, seen: Collection[str], *, near: bool) -> bool:
     """Whether an item whose `same_item_key` is `key` repeats one of `seen` (keys too)."""
     return key in seen or (near and any(near_duplicate(key, s) for s in seen))
 
@@ -199,24 +199,20 @@ def _distinct_list(
                 f"{DISTINCT_KEY} {by!r} at {_pointer(path)} names no string field of the "
                 "list's items: name one (Distinct(by=...) on a list of models)"
             )
-        return _held(root, node, path, by, fields[by])
+        return _held(root, path, by, fields[by], near=node.get(NEAR_KEY) is True)
     if node.get("uniqueItems") is True and _is_string(root, items):
-        return _held(root, node, path, None, items)
+        return _held(root, path, None, items, near=node.get(NEAR_KEY) is True)
     return None
 
 
 def _held(
-    root: Mapping[str, Any],
-    node: Mapping[str, Any],
-    path: tuple[str, ...],
-    by: str | None,
-    strings: Any,
+    root: Mapping[str, Any], path: tuple[str, ...], by: str | None, strings: Any, *, near: bool
 ) -> DistinctList:
     strings = _resolved(root, strings)
     max_length = strings.get("maxLength")
     if not isinstance(max_length, int) or isinstance(max_length, bool):
         max_length = None
-    return DistinctList(path, by, _enum(root, strings), max_length, node.get(NEAR_KEY) is True)
+    return DistinctList(path, by, _enum(root, strings), max_length, near)
 
 
 def _is_string(root: Mapping[str, Any], node: Any) -> bool:
