@@ -25,8 +25,12 @@ from structune.adapters import AdapterManifest
 from structune.evaluate.compare import Comparison, compare
 from structune.llms.local import LocalLLM
 from structune.llms.sampling import GREEDY, Sampling
-from structune.program import canonical_json
-from structune.tasks.albums import album_program, curated_albums, heldout_movies
+from structune.tasks.albums import (
+    album_program,
+    curated_albums,
+    curated_conversations,
+    heldout_movies,
+)
 from structune.train.config import TrainConfig
 from structune.train.lora import finetune
 
@@ -72,13 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     curated = curated_albums()[: args.examples]
-    conversations = [
-        [
-            *album_program.messages({"movie_name": c["movie_name"]}),
-            {"role": "assistant", "content": canonical_json(c["album"])},
-        ]
-        for c in curated
-    ]
+    conversations = curated_conversations(args.examples)
     inputs = [{"movie_name": m} for m in heldout_movies()[: args.heldout]]
     rows = []
     for run in args.runs:

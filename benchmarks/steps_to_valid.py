@@ -16,8 +16,11 @@ import argparse
 from structune import TrainConfig, finetune
 from structune.evaluate.compare import compare
 from structune.llms.local import LocalLLM
-from structune.program import canonical_json
-from structune.tasks.albums import album_program, curated_albums, heldout_movies
+from structune.tasks.albums import (
+    album_program,
+    curated_conversations,
+    heldout_movies,
+)
 
 NOTEBOOK_EXAMPLES = 14
 
@@ -29,13 +32,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=384)
     args = parser.parse_args()
 
-    conversations = [
-        [
-            *album_program.messages({"movie_name": a["movie_name"]}),
-            {"role": "assistant", "content": canonical_json(a["album"])},
-        ]
-        for a in curated_albums()[:NOTEBOOK_EXAMPLES]
-    ]
+    conversations = curated_conversations(NOTEBOOK_EXAMPLES)
     inputs = [{"movie_name": m} for m in heldout_movies()[: args.prompts]]
     print(f"| steps | final loss | valid of {len(inputs)} | cut off | train s |")
     print("|---|---|---|---|---|")

@@ -38,16 +38,9 @@ ROWS = {  # row name: what its process does
 
 def training_conversations(data: str, papers: Path | None) -> list[Any]:
     if data == "albums":
-        from structune.program import canonical_json
-        from structune.tasks.albums import album_program, curated_albums
+        from structune.tasks.albums import curated_conversations
 
-        return [
-            [
-                *album_program.messages({"movie_name": a["movie_name"]}),
-                {"role": "assistant", "content": canonical_json(a["album"])},
-            ]
-            for a in curated_albums()
-        ]
+        return curated_conversations()
     from trainer_vs_hf import citation_conversations
 
     return citation_conversations(papers)

@@ -23,20 +23,13 @@ import torch
 from structune import TrainConfig, finetune
 from structune.models.loading import load_model
 from structune.models.precision import fast_dtype
-from structune.program import canonical_json
-from structune.tasks.albums import album_program, curated_albums
+from structune.tasks.albums import curated_conversations
 from structune.train.data import collate, tokenize_conversation
 from structune.train.lora import with_lora
 
 
 def album_conversations() -> list[list[dict[str, str]]]:
-    return [
-        [
-            *album_program.messages({"movie_name": a["movie_name"]}),
-            {"role": "assistant", "content": canonical_json(a["album"])},
-        ]
-        for a in curated_albums()[:40]
-    ]
+    return curated_conversations(40)
 
 
 def raw_forward_backward(

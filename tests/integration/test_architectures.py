@@ -25,8 +25,7 @@ from structune.constrain import Extracted
 from structune.export.merged import export_merged
 from structune.llms.local import LocalLLM
 from structune.models.chat import tokenize_chat
-from structune.program import canonical_json
-from structune.tasks.albums import album_program, curated_albums
+from structune.tasks.albums import album_program, curated_conversations
 from structune.train.data import IGNORE_INDEX, tokenize_conversation
 
 
@@ -116,13 +115,7 @@ def model_dir(request, smollm2_dir: Path, tmp_path_factory) -> Path:
 
 
 def conversations(n: int) -> list[list[Any]]:
-    return [
-        [
-            *album_program.messages({"movie_name": a["movie_name"]}),
-            {"role": "assistant", "content": canonical_json(a["album"])},
-        ]
-        for a in curated_albums()[:n]
-    ]
+    return curated_conversations(n)
 
 
 def test_loss_falls_on_the_answer_only_under_each_chat_template(model_dir):

@@ -304,3 +304,16 @@ def test_demo_training_flags_left_out_take_the_album_recipe():
     assert (given.lora_r, given.lora_alpha, given.unlikelihood) == (8, 16, 0.0)
     assert given.epochs == ALBUM_TRAINING.epochs
     assert train_config(parser.parse_args(["train", "--task", "album"])) == TrainConfig()
+
+
+def test_demo_and_questions_take_the_sampling_flags():
+    from structune.cli.args import sampling_from
+    from structune.llms.sampling import GREEDY, Sampling
+
+    parser = build_parser()
+    assert sampling_from(parser.parse_args(["demo"])) == GREEDY
+    flags = ["--temperature", "0.7", "--seed", "1", "--top-p", "0.9"]
+    wanted = Sampling(temperature=0.7, top_p=0.9, seed=1)
+    assert sampling_from(parser.parse_args(["demo", *flags])) == wanted
+    asked = parser.parse_args(["questions", "--index", "i", "--out", "q", "--llm", "m", *flags])
+    assert sampling_from(asked) == wanted

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from structune import DatasetStore, TrainConfig
+from structune import DatasetStore, Sampling, TrainConfig
 from structune.demo import run_demo, run_rag_demo
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,11 @@ def test_demo_records_trains_and_compares(smollm2_dir, tmp_path):
         assert (tmp_path / "report.json").is_file()
         # a second run records nothing new: the store already has every curated answer
         again = run_demo(
-            store=store, heldout=1, config=TrainConfig(max_steps=1, lora_r=4), max_tokens=8
+            store=store,
+            heldout=1,
+            config=TrainConfig(max_steps=1, lora_r=4),
+            max_tokens=8,
+            sampling=Sampling(temperature=0.8, seed=0),  # `structune demo --temperature 0.8`
         )
         assert again.recording.recorded == 0 and again.recording.skipped >= 40
 

@@ -17,18 +17,15 @@ from structune.export.gguf_merged import export_gguf_merged
 from structune.llms.llama_cpp import LlamaCppLLM
 from structune.llms.local import LocalLLM
 from structune.models.loading import builtin_gguf_path
-from structune.program import canonical_json
-from structune.tasks.albums import album_program, curated_albums, heldout_movies
+from structune.tasks.albums import (
+    album_program,
+    curated_conversations,
+    heldout_movies,
+)
 
 
 def album_conversations(n: int) -> list[list[dict[str, str]]]:
-    return [
-        [
-            *album_program.messages({"movie_name": a["movie_name"]}),
-            {"role": "assistant", "content": canonical_json(a["album"])},
-        ]
-        for a in curated_albums()[:n]
-    ]
+    return curated_conversations(n)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ from structune import TrainConfig, finetune
 from structune.adapters import load_manifest
 from structune.llms.local import LocalLLM
 from structune.models.loading import builtin_installed
-from structune.program import canonical_json
-from structune.tasks.albums import Album, album_program, curated_albums
+from structune.tasks.albums import Album, album_program, curated_conversations
 
 QWEN = "qwen2.5-coder-0.5b"
 
@@ -37,13 +36,7 @@ def peak_rss_mb() -> float:
 
 
 def test_qwen_trains_a_lora_adapter_on_curated_albums():
-    conversations = [
-        [
-            *album_program.messages({"movie_name": a["movie_name"]}),
-            {"role": "assistant", "content": canonical_json(a["album"])},
-        ]
-        for a in curated_albums()[:6]
-    ]
+    conversations = curated_conversations(6)
     config = TrainConfig(max_steps=5, batch_size=2, checkpoint_every=0)
     manifest = finetune(conversations, base=QWEN, config=config, task="album", progress=False)
     weights = load_file(load_manifest(manifest.id).path / "adapter_model.safetensors")
@@ -85,13 +78,7 @@ def test_qwen_adapter_exports_to_gguf_that_llama_cpp_runs(tmp_path):
     from structune.models.loading import builtin_gguf_path
     from structune.tasks.albums import heldout_movies
 
-    conversations = [
-        [
-            *album_program.messages({"movie_name": a["movie_name"]}),
-            {"role": "assistant", "content": canonical_json(a["album"])},
-        ]
-        for a in curated_albums()[:4]
-    ]
+    conversations = curated_conversations(4)
     config = TrainConfig(max_steps=2, batch_size=2, lora_r=8, learning_rate=0.005)
     adapter = finetune(conversations, base=QWEN, config=config, task="album", progress=False)
     prompts = [album_program.messages({"movie_name": m}) for m in heldout_movies()[:2]]

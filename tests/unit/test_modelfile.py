@@ -18,19 +18,12 @@ from structune.cli import main
 from structune.export.modelfile import write_modelfile
 from structune.models.chat import render_chat
 from structune.models.loading import builtin_gguf_path
-from structune.program import canonical_json
-from structune.tasks.albums import album_program, curated_albums
+from structune.tasks.albums import album_program, curated_conversations
 
 
 @pytest.fixture(scope="module")
 def adapter(tiny_model_dir):
-    conversations = [
-        [
-            *album_program.messages({"movie_name": a["movie_name"]}),
-            {"role": "assistant", "content": canonical_json(a["album"])},
-        ]
-        for a in curated_albums()[:2]
-    ]
+    conversations = curated_conversations(2)
     config = TrainConfig(max_steps=1, batch_size=2, lora_r=4)
     return finetune(conversations, base=str(tiny_model_dir), config=config, progress=False)
 

@@ -27,6 +27,7 @@ def add_commands(command: Any) -> None:
         "--heldout", type=flags.positive, default=20, help="held-out movies to compare on"
     )
     demo.add_argument("--report", type=Path, help="also write the comparison as JSON here")
+    flags.sampling_flags(demo)
     flags.base_url_flag(demo)
     flags.db_flag(demo)
     # the flags train part one; those left out take the album task's recipe
@@ -62,6 +63,7 @@ def _demo_albums(args: argparse.Namespace, teacher: Any, store: Any) -> None:
         store=store,
         heldout=args.heldout,
         config=_album_training(args),
+        sampling=flags.sampling_from(args),
         report_path=args.report,
     )
     _print_recording(result.recording)
@@ -84,7 +86,13 @@ def _demo_rag(args: argparse.Namespace, teacher: Any, store: Any) -> None:
     from structune.evaluate.citations import citation_table
 
     print("\n── part two: citations through RAG ──")
-    result = run_rag_demo(pdf=args.pdf, teacher=teacher, base=args.base, store=store)
+    result = run_rag_demo(
+        pdf=args.pdf,
+        teacher=teacher,
+        base=args.base,
+        store=store,
+        sampling=flags.sampling_from(args),
+    )
     print(f"{result.pdf}: top-1 retrieval finds the asked chunk {result.retrieval_hit_rate:.0%}")
     _print_recording(result.recording)
     _print_adapter(result.adapter, result.train_examples)

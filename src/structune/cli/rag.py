@@ -44,6 +44,7 @@ def add_commands(command: Any) -> None:
         "--per-chunk", type=flags.positive, default=1, help="with --llm: questions per chunk"
     )
     qs.add_argument("--workers", type=flags.positive, default=4, help="chunks in flight at once")
+    flags.sampling_flags(qs)
     flags.base_url_flag(qs)
 
     ret = command(
@@ -75,6 +76,7 @@ def _ingest(args: argparse.Namespace) -> None:
 
 
 def _questions(args: argparse.Namespace) -> None:
+    from structune.llms.sampling import GREEDY
     from structune.rag.ingest import load_index
     from structune.rag.questions import (
         generate_questions,
@@ -84,14 +86,23 @@ def _questions(args: argparse.Namespace) -> None:
     )
 
     flags.output_file(args.out)
-    if args.per_chunk != 1 and not args.llm:
-        raise UserError("--per-chunk sets how many questions an --llm writes; give --llm")
+    sampling = flags.sampling_from(args)
+    if not args.llm and (args.per_chunk != 1 or sampling != GREEDY):
+        raise UserError(
+            "--per-chunk and the sampling flags set how an --llm writes questions; give --llm"
+        )
     writer = flags.load_models([args.llm], args)[args.llm] if args.llm else None
     nodes = list(load_index(args.index).docstore.docs.values())
     if writer is not None:
         from structune.integrations.llama_index import StructuneLLM
 
-        llm = StructuneLLM(backend=writer)
+        llm = StructuneLLM(
+            backend=writer,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            repetition_penalty=sampling.repetition_penalty,
+        )
         questions = generate_questions(nodes, llm, per_chunk=args.per_chunk, workers=args.workers)
     elif args.offline == "passages":
         questions = passage_questions(nodes)

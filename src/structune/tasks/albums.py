@@ -21,7 +21,7 @@ from structune.constrain.distinct import Distinct
 from structune.errors import UserError
 from structune.llms.callable import CallableLLM
 from structune.messages import Message
-from structune.program import Program
+from structune.program import Program, canonical_json
 from structune.train.config import TrainConfig
 
 
@@ -72,6 +72,18 @@ def curated_albums() -> list[dict[str, Any]]:
     """The curated answers: `{"movie_name": ..., "album": {...}}` per movie."""
     text = files("structune").joinpath("data/albums.jsonl").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def curated_conversations(n: int | None = None) -> list[list[Message]]:
+    """The first `n` curated albums (all by default) as training conversations: the
+    program's prompt, then the album in canonical JSON."""
+    return [
+        [
+            *album_program.messages({"movie_name": item["movie_name"]}),
+            {"role": "assistant", "content": canonical_json(item["album"])},
+        ]
+        for item in curated_albums()[:n]
+    ]
 
 
 def heldout_movies() -> list[str]:
