@@ -10,14 +10,18 @@ inputs greedily, plainly and under the schema's grammar:
   movies, the grammar holding song titles distinct (`DISTINCT_TITLES_SCHEMA`). Columns:
   valid, albums whose titles are all distinct, distinct album names, the share of songs
   carrying the most common `length_seconds`, leaf strings copied from the training answers.
+- `references`: `research.references`' bibliography entries → authors, year, title; tuned
+  on InstructGPT's 28 training entries (3 epochs), tested on its 28 test entries (the style
+  trained on) and LoRA's 20 (a style not trained on), the grammar the ordered extractive
+  one (authors and title copied from the entry). Columns: valid and exact match per style.
 - `citations`: the demo's part two (`rag_demo_data`: the sample paper structune writes, or
   `--pdf`, 128-token chunks, the rule-based teacher's answers on 24 chunks' questions through
   retrieval, `RAG_DEMO_TRAINING`); 8 chunks no training answer saw. Columns: valid, and
   precision / recall / F1 of (first author, year) pairs against the rules' own.
 
-For both: training tokens/s, answers/s per row, and the process's peak resident memory
+For each: training tokens/s, answers/s per row, and the process's peak resident memory
 (`ru_maxrss`: the base's load, training and both rows). The cross-paper citation split is
-`benchmarks/rag_citations.py --base ...` (real papers, far longer).
+`benchmarks/rag_citations.py --papers DIR --base ...` (real papers, far longer).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 from structune.evaluate.compare import Comparison, ModelScore, compare
 from structune.llms.base import LLM, Constrained
 from structune.llms.local import LocalLLM
+from structune.train.config import TrainConfig
 from structune.train.lora import finetune
 
 ROWS = ("plain", "grammar")
@@ -111,7 +116,44 @@ def citation_task(base: str, args: argparse.Namespace) -> dict[str, Any]:
     return _trained(adapter) | {"rows": rows, "first answers": _first_answers(comparison)}
 
 
-TASKS = {"albums": album_task, "citations": citation_task}
+def reference_task(base: str, args: argparse.Namespace) -> dict[str, Any]:
+    import common  # noqa: F401  (puts the repository root, and with it `research`, on the path)
+
+    from research.references import reference_examples, reference_program
+    from structune.program import canonical_json
+
+    examples = reference_examples()
+    train = [e for e in examples if e.split == "train" and e.paper == "instructgpt"]
+    conversations = [
+        [
+            *reference_program.messages(e.inputs),
+            {"role": "assistant", "content": canonical_json(e.gold.model_dump(mode="json"))},
+        ]
+        for e in train
+    ]
+    adapter = finetune(conversations, base=base, config=TrainConfig(epochs=3), task="references")
+    tuned = LocalLLM.load(adapter=adapter.id, batch_size=8)
+    models: dict[str, LLM] = {"plain": tuned, "grammar": Constrained(tuned)}  # ordered copies
+    rows: dict[str, dict[str, Any]] = {model: {} for model in models}
+    for paper, label in (("instructgpt", "in style"), ("lora", "unseen style")):
+        test = [e for e in examples if e.split == "test" and e.paper == paper]
+        comparison = compare(
+            reference_program,
+            models,
+            [e.inputs for e in test],
+            max_tokens=256,
+            gold=[e.gold for e in test],
+        )
+        for score in comparison.scores:
+            rows[score.model] |= {
+                f"valid ({label})": f"{score.valid}/{score.answers}",
+                f"exact ({label})": f"{score.exact or 0}/{score.answers}",
+                f"answers/s ({label})": round(score.answers / score.wall_s, 3),
+            }
+    return _trained(adapter) | {"rows": rows}
+
+
+TASKS = {"albums": album_task, "citations": citation_task, "references": reference_task}
 
 
 def _album_name(text: str) -> str:

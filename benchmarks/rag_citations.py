@@ -36,9 +36,10 @@ given and not learned (`recovery_conversations`); `--corrections` decodes a trai
 from its first mistake in each, DAgger's step (`student_corrections`; `--fresh-narrative`
 cites in those contexts as lora does, `fresh_contexts`); `--aligned-copies`
 trains on answers whose copied strings are cut as the context cuts them
-(`research.copies`), `--lora-r` sets the adapter's rank. Curated: answers citing
-1 to `--max-citations` works, plus at most `--empty-share` that cite nothing. The defaults
-are the README's recipe (`citations-8f71e51d`: up to 16 works, long lists, two-author
+(`research.copies`), `--lora-r` sets the adapter's rank, `--base` the student's base model
+(default smollm2-135m; `benchmarks/bases.py` sets the built-ins side by side). Curated:
+answers citing 1 to `--max-citations` works, plus at most `--empty-share` that cite nothing.
+The defaults are the README's recipe (`citations-8f71e51d`: up to 16 works, long lists, two-author
 variants, 3 epochs in length-grouped batches); docs/citation-student.md says which flags
 repeat its earlier recipes.
 
@@ -205,12 +206,12 @@ def student_corrections(
     return corrections, counts
 
 
-def student_tokenizer():
+def student_tokenizer(base: str):
     from transformers import AutoTokenizer
 
     from structune.models.loading import resolve_model
 
-    return AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    return AutoTokenizer.from_pretrained(resolve_model(base))
 
 
 def answer_tokens(tokenizer, answers: list[str]) -> list[int]:
@@ -402,7 +403,7 @@ def training_answers(
     conversations += recovering
     if args.corrections:
         conversations += corrections(args, program, teacher, asked, report)
-    tokenizer = student_tokenizer()
+    tokenizer = student_tokenizer(args.base)
     lengths = answer_tokens(tokenizer, [c[-1]["content"] for c in conversations])
     report |= {
         "teacher_invalid": curated.invalid,
@@ -455,6 +456,7 @@ def train_student(args: argparse.Namespace, conversations: list[list], report: d
     )
     adapter = finetune(
         conversations,
+        base=args.base,
         config=config,
         parent=args.parent,
         task="citations",
@@ -501,7 +503,7 @@ def compared_models(args: argparse.Namespace, student: LocalLLM, teacher) -> dic
         "ordered": ("student + extractive, ordered", Constrained(student)),
     }
     return {
-        **({} if args.no_base else {"base": LocalLLM.load("smollm2-135m", batch_size=10)}),
+        **({} if args.no_base else {"base": LocalLLM.load(args.base, batch_size=10)}),
         **dict(modes[mode] for mode in args.modes.split(",")),
         TEACHER: teacher,
     }

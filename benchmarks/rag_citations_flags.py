@@ -169,6 +169,7 @@ def _answer_flags(group: argparse._ArgumentGroup) -> None:
 def _training_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--epochs", type=float, default=3.0)
     group.add_argument("--seed", type=int, default=0, help="training seed: LoRA init, batch order")
+    group.add_argument("--base", default="smollm2-135m", help="the student's base model")
     group.add_argument("--batch-size", type=int, default=4)
     group.add_argument(
         "--learning-rate",
