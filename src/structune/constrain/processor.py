@@ -156,11 +156,13 @@ class GrammarLogitsProcessor:
         mask = torch.zeros(scores.shape, dtype=torch.bool)
         width = min(vocab, allowed.shape[1])
         mask[:, :width] = torch.from_numpy(allowed[:, :width].astype(bool))
-        if self.closing is not None and self.steps >= self.closing.first_step:
-            self._close_open_values(mask, scores)
+        # The ban before the budget's closing: a close that repeats an item is no way out
+        # (the answer would fail the schema's check); the row writes on and closes after.
         for row, tracker in enumerate(self.distinct):
             if tracker is not None:
                 ban_repeats(tracker, mask[row], self.quote_tokens[row])
+        if self.closing is not None and self.steps >= self.closing.first_step:
+            self._close_open_values(mask, scores)
         self.steps += 1
         return scores.masked_fill(~mask, float("-inf"))
 
