@@ -114,15 +114,11 @@ def model_dir(request, smollm2_dir: Path, tmp_path_factory) -> Path:
     return save_tiny_model(out, getattr(transformers, arch.model_class), config, tokenizer)
 
 
-def conversations(n: int) -> list[list[Any]]:
-    return curated_conversations(n)
-
-
 def test_loss_falls_on_the_answer_only_under_each_chat_template(model_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    conversation = conversations(1)[0]
+    conversation = curated_conversations(1)[0]
     example = tokenize_conversation(tokenizer, conversation, max_length=2048)
     prompt_ids = tokenize_chat(tokenizer, conversation[:-1], add_generation_prompt=True)
     assert example.input_ids[: len(prompt_ids)] == prompt_ids  # as inference reads it
@@ -186,7 +182,7 @@ def answers(llm: LocalLLM) -> list[str]:
 
 def test_train_decode_export_and_reload_give_the_same_answers(model_dir, tmp_path):
     manifest = finetune(
-        conversations(4),
+        curated_conversations(4),
         base=str(model_dir),
         config=TrainConfig(max_steps=2, batch_size=2, lora_r=4, lora_alpha=8, checkpoint_every=0),
         task=album_program.name,
@@ -209,7 +205,7 @@ def test_the_gguf_lora_names_each_adapted_weight_as_llama_cpp_does(model_dir, tm
     from structune.export.gguf_lora import export_gguf_lora
 
     manifest = finetune(
-        conversations(2),
+        curated_conversations(2),
         base=str(model_dir),
         config=TrainConfig(max_steps=1, batch_size=2, lora_r=4, lora_alpha=8, checkpoint_every=0),
         progress=False,

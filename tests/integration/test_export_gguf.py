@@ -24,14 +24,10 @@ from structune.tasks.albums import (
 )
 
 
-def album_conversations(n: int) -> list[list[dict[str, str]]]:
-    return curated_conversations(n)
-
-
 @pytest.fixture(scope="module")
 def strong_adapter(smollm2_dir):
     config = TrainConfig(max_steps=2, batch_size=2, lora_r=8, learning_rate=0.005)
-    return finetune(album_conversations(4), config=config, task="album", progress=False)
+    return finetune(curated_conversations(4), config=config, task="album", progress=False)
 
 
 @pytest.mark.slow
@@ -83,7 +79,7 @@ def test_cli_writes_a_merged_gguf_and_its_modelfile(strong_adapter, tmp_path):
 def test_a_base_without_a_gguf_file_is_refused_with_the_way_out(tiny_model_dir, tmp_path):
     config = TrainConfig(max_steps=1, batch_size=2, lora_r=4)
     manifest = finetune(
-        album_conversations(2), base=str(tiny_model_dir), config=config, progress=False
+        curated_conversations(2), base=str(tiny_model_dir), config=config, progress=False
     )
     with pytest.raises(UserError, match="convert_hf_to_gguf"):
         export_gguf_merged(manifest.id, tmp_path / "m.gguf")
