@@ -18,9 +18,9 @@ import openai
 import pydantic
 import pytest
 
-from structune import DatasetStore, OpenAICompatibleLLM
+from structune import DatasetStore, OpenAICompatibleLLM, TrainConfig, finetune
 from structune.record import record
-from structune.tasks.albums import album_program
+from structune.tasks.albums import album_program, curated_conversations
 
 pytestmark = pytest.mark.slow
 
@@ -382,3 +382,26 @@ def test_a_client_that_leaves_cancels_its_request(tiny_server):
     assert ask(url, model, max_tokens=4).status_code == 200
     assert time.monotonic() - left < 10  # a full decode of LONG tokens takes far longer
     assert "stopped decoding a batch of 1" in log.read_text()
+
+
+def test_an_adapter_hears_its_training_system_prompt_when_a_request_sends_none(tiny_server):
+    url, base, _ = tiny_server
+    config = TrainConfig(max_steps=1, batch_size=2, lora_r=4)
+    adapter = finetune(curated_conversations(2), base=base, config=config, progress=False)
+    assert adapter.system_prompt == album_program.system_prompt
+    user = album_program.messages({"movie_name": "Heat"})[1:]
+
+    def served(messages: list[dict[str, str]]) -> dict:
+        body = {"model": adapter.id, "messages": messages, "max_tokens": 8}
+        response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    bare = served(user)
+    trained = served([{"role": "system", "content": adapter.system_prompt}, *user])
+    own = served([{"role": "system", "content": "Be brief."}, *user])
+    # The bare request decodes from the training conversation's prompt, token for token;
+    # without the adapter's system prompt the chat template would put in SmolLM's own.
+    assert bare["usage"]["prompt_tokens"] == trained["usage"]["prompt_tokens"]
+    assert bare["choices"][0]["message"]["content"] == trained["choices"][0]["message"]["content"]
+    assert own["usage"]["prompt_tokens"] != trained["usage"]["prompt_tokens"]  # kept its own

@@ -42,13 +42,27 @@ class LocalLLM(LLM):
         tokenizer: its tokenizer, with a chat template.
         model_id: the name recorded with its answers.
         batch_size: how many conversations decode together in `complete_many`.
+        default_system: the system message put first in a conversation that opens without
+            one. `load` sets an adapter's training system prompt here, as an exported
+            Modelfile's SYSTEM does for Ollama: a bare chat request (the server's, the
+            `prompt` command's) then reaches the adapter as its training conversations
+            did, not under the chat template's own default system message.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, model_id: str, batch_size: int = 16):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        batch_size: int = 16,
+        default_system: str | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.batch_size = batch_size
+        self.default_system = default_system
         self.context_window = getattr(model.config, "max_position_embeddings", None)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -71,7 +85,7 @@ class LocalLLM(LLM):
         """
         import torch
 
-        model_id = base
+        model_id, default_system = base, None
         if adapter is not None:
             from structune.adapters import load_manifest
 
@@ -84,10 +98,24 @@ class LocalLLM(LLM):
             model, tokenizer = load_model(manifest.base_model, dtype="float32")
             model = _merge_adapter(model, str(manifest.path))
             model_id = f"{manifest.base_model}+{adapter}"
+            default_system = manifest.system_prompt
         else:
             model, tokenizer = load_model(base, dtype="float32")
         model = model.to(getattr(torch, dtype or fast_dtype()))
-        return cls(model, tokenizer, model_id=model_id, batch_size=batch_size)
+        return cls(
+            model,
+            tokenizer,
+            model_id=model_id,
+            batch_size=batch_size,
+            default_system=default_system,
+        )
+
+    def with_default_system(self, messages: Sequence[Message]) -> list[Message]:
+        """`messages` as this model answers them: opened by `default_system` if they open
+        without a system message."""
+        if self.default_system is None or (messages and messages[0]["role"] == "system"):
+            return list(messages)
+        return [{"role": "system", "content": self.default_system}, *messages]
 
     def complete(
         self,
@@ -127,7 +155,8 @@ class LocalLLM(LLM):
             grammars = [compile_schema(s, self.tokenizer) for s in schemas if s is not None]
 
         prompts = [
-            tokenize_chat(self.tokenizer, m, add_generation_prompt=True) for m in conversations
+            tokenize_chat(self.tokenizer, self.with_default_system(m), add_generation_prompt=True)
+            for m in conversations
         ]
 
         def decode(rows: list[int], sampling: Sampling) -> list[Completion]:

@@ -305,7 +305,8 @@ def _fitting_model(models: _ModelPool, model: str, messages: list[Message], max_
     if at_least + max_tokens > llm.context_window:
         raise _too_long(f"at least {at_least}", max_tokens, llm.context_window)
     try:
-        prompt = len(tokenize_chat(llm.tokenizer, messages, add_generation_prompt=True))
+        answered = llm.with_default_system(messages)  # an adapter's system prompt counts too
+        prompt = len(tokenize_chat(llm.tokenizer, answered, add_generation_prompt=True))
     except UserError as exc:
         raise ApiError(400, str(exc)) from None
     if prompt + max_tokens > llm.context_window:
