@@ -317,3 +317,29 @@ def test_demo_and_questions_take_the_sampling_flags():
     assert sampling_from(parser.parse_args(["demo", *flags])) == wanted
     asked = parser.parse_args(["questions", "--index", "i", "--out", "q", "--llm", "m", *flags])
     assert sampling_from(asked) == wanted
+
+
+def test_questions_from_an_llm_decode_as_the_sampling_flags_say(
+    test_paper_pdf, tiny_model_dir, tmp_path
+):
+    index = tmp_path / "index"
+    big_chunks = ["--chunk-size", "2048"]  # few chunks: few answers to write
+    ingested = run_cli(
+        "ingest", str(test_paper_pdf), "--index", str(index), *big_chunks, env_home=tmp_path
+    )
+    assert ingested.returncode == 0, ingested.stderr
+
+    def questions(*flags: str) -> str:
+        out = tmp_path / f"questions-{'-'.join(flags) or 'greedy'}.jsonl"
+        spec = ["--llm", f"local:{tiny_model_dir}", *flags]
+        written = run_cli(
+            "questions", "--index", str(index), "--out", str(out), *spec, env_home=tmp_path
+        )
+        assert written.returncode == 0, written.stderr
+        return out.read_text()
+
+    # The tiny random model writes noise, so any flag that reached it shows in the file:
+    # sampled, not greedy; and one seed, one file (chunks written one at a time or four).
+    sampled = questions("--temperature", "1.0", "--seed", "7")
+    assert questions("--temperature", "1.0", "--seed", "7", "--workers", "1") == sampled
+    assert questions() != sampled
