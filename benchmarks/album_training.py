@@ -124,7 +124,9 @@ def row(
         sum(tail) / len(tail),
         f"{score.valid}/{score.answers}",
         f"{content.all_distinct}/{content.with_lists}",
-        f"{lengths.share:.2f} ({lengths.value})" if lengths else "-",
+        f"{lengths.share:.3f} ({lengths.value}: {lengths.count}/{lengths.total})"
+        if lengths
+        else "-",
         f"{content.copied_rate or 0:.2f}",
         f"{content.echoed}/{content.answers}",
         answer_s,

@@ -27,10 +27,11 @@ def export_gguf_lora(adapter_id: str, out: str | Path) -> Path:
 
     manifest = load_manifest(adapter_id)
     peft_config = json.loads((manifest.path / "adapter_config.json").read_text())
-    pairs = list(lora_pairs(adapter_id))  # refuses a base llama.cpp cannot take first
+    architecture, base_config = _architecture(adapter_id)  # refuses before writing anything
+    pairs = list(_lora_pairs(adapter_id, architecture, base_config))
     out = check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(out, _architecture(adapter_id)[0])
+    writer = gguf.GGUFWriter(out, architecture)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(peft_config["lora_alpha"]))
@@ -47,11 +48,16 @@ def export_gguf_lora(adapter_id: str, out: str | Path) -> Path:
 
 def lora_pairs(adapter_id: str) -> Iterator[tuple[str, Any, Any]]:
     """(llama.cpp weight name, A, B) per adapted weight, fp32, B in the GGUF's row order."""
+    return _lora_pairs(adapter_id, *_architecture(adapter_id))
+
+
+def _lora_pairs(
+    adapter_id: str, architecture: str, base_config: dict[str, Any]
+) -> Iterator[tuple[str, Any, Any]]:
     import gguf
     import numpy as np
     from safetensors.numpy import load_file
 
-    architecture, base_config = _architecture(adapter_id)
     n_head, n_kv = base_config["num_attention_heads"], base_config["num_key_value_heads"]
     permuted = architecture == "llama"
     names = gguf.get_tensor_name_map(
