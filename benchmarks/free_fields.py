@@ -5,7 +5,7 @@
 
 Without `--adapters`, trains the demo's recipe (`ALBUM_TRAINING`) on the first 40 curated
 albums first. Each adapter answers the held-out movies plainly three ways: greedy, sampled
-everywhere, and greedy except inside `--fields` (`research.free_fields.FreeFieldSampling`).
+everywhere, and greedy except inside `--fields` (`research.free_fields.free_field_sampling`).
 A row per adapter and way: valid, albums whose song titles are all distinct, the most common
 `length_seconds` with its count, the share of strings copied from training, and the albums
 whose song titles are exactly the greedy answer's (how much of the answer stays greedy).
@@ -14,12 +14,13 @@ whose song titles are exactly the greedy answer's (how much of the answer stays 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
 import common  # noqa: F401  (puts the repository root on the path, for research/)
 
-from research.free_fields import FreeFieldSampling
+from research.free_fields import free_field_sampling
 from structune.evaluate.compare import Comparison, compare
 from structune.llms.local import LocalLLM
 from structune.llms.sampling import GREEDY, Sampling
@@ -55,11 +56,14 @@ def main() -> None:
     )
     for adapter in adapters:
         tuned = LocalLLM.load(adapter=adapter)
-        free = FreeFieldSampling(tuned, args.fields, sampled)
-        ways: list[tuple[str, Any, Sampling]] = [
+        ways = [
             ("greedy", tuned, GREEDY),
             (f"sampled, T={args.temperature:g}", tuned, sampled),
-            (f"greedy, {','.join(args.fields)} sampled", free, GREEDY),
+            (
+                f"greedy, {','.join(args.fields)} sampled",
+                free_field_sampling(tuned, args.fields),
+                sampled,
+            ),
         ]
         greedy_titles: list[Any] = []
         for name, llm, sampling in ways:
@@ -80,8 +84,6 @@ def main() -> None:
 
 def song_titles(comparison: Comparison, name: str) -> list[Any]:
     """Each answer's song titles in order; None for an answer that is not valid."""
-    import json
-
     return [
         [song["title"] for song in json.loads(a.text)["songs"]] if a.valid else None
         for a in comparison.answers[name]

@@ -3,27 +3,25 @@ the fields no input decides (the lever proposed for #49's greedy lengths).
 
 A greedy album student gives every movie the same `length_seconds` sequence: nothing in the
 input decides a length, so the argmax is the training mode at each position. Sampling the
-whole answer spreads the lengths, and also draws the titles. `FreeFieldSampling` samples
-only inside the values of the fields named, and takes the likeliest token everywhere else,
-so an answer is as repeatable as its seed and otherwise the greedy one.
+whole answer spreads the lengths, and also draws the titles. `free_field_sampling(llm,
+fields)` is `llm` sampling only inside the values of the fields named, taking the likeliest
+token everywhere else, so a sampled answer is as repeatable as its seed and otherwise the
+greedy one.
 
 How: a logits processor follows each row's answer with `JsonCursor` (the key whose value
 the text so far ends inside) and, outside a free field, keeps only the argmax; transformers'
-temperature and top-p run after it and cannot bring a dropped token back.
+temperature and top-p run after it and cannot bring a dropped token back. It joins the
+processors `LocalLLM` decodes with (after a grammar's mask, so under a schema too) by
+wrapping the model's `generate`: `LocalLLM` does the batching, seeding and answers.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from structune.llms.base import LLM, SchemaPerRow
 from structune.llms.local import LocalLLM
-from structune.llms.sampling import GREEDY, Sampling
-from structune.messages import Completion, Message
-from structune.models.chat import tokenize_chat
 
 
 @dataclass
@@ -109,88 +107,39 @@ class GreedyOutside:
         return torch.where(free[:, None], scores, greedy)
 
 
-class FreeFieldSampling(LLM):
-    """`llm` answering greedily except inside `fields`, which it samples with `sampling`.
+def free_field_sampling(llm: LocalLLM, fields: Sequence[str]) -> LocalLLM:
+    """`llm` (sharing its weights) that samples only inside the values of `fields`: pass it a
+    `Sampling` with a temperature; greedy, it answers as `llm` does."""
+    return LocalLLM(
+        _GreedyOutsideModel(llm.model, llm.tokenizer, fields),
+        llm.tokenizer,
+        model_id=f"{llm.model_id}+sampled:{','.join(fields)}",
+        batch_size=llm.batch_size,
+        default_system=llm.default_system,
+    )
 
-    Plain decoding only (no schema): the question is what the student does on its own. The
-    `sampling` a caller passes is not used; this wrapper's own is.
-    """
 
-    def __init__(self, llm: LocalLLM, fields: Sequence[str], sampling: Sampling):
-        if sampling.greedy:
-            raise ValueError("give a temperature above 0: greedy everywhere is the plain model")
-        self.llm = llm
-        self.fields = tuple(fields)
-        self.sampling = sampling
-        self.model_id = f"{llm.model_id}+sampled:{','.join(fields)}"
-        self.context_window = llm.context_window
+class _GreedyOutsideModel:
+    """A causal LM whose `generate` also runs `GreedyOutside`; all else is the model's."""
+
+    def __init__(self, model: Any, tokenizer: Any, fields: Sequence[str]):
+        self._model = model
+        self._tokenizer = tokenizer
+        self._fields = tuple(fields)
         self.sampled_steps = 0
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 512,
-        sampling: Sampling = GREEDY,
-        json_schema: Any = None,
-    ) -> Completion:
-        return self.complete_many([messages], max_tokens=max_tokens)[0]
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
 
-    def complete_many(
-        self,
-        conversations: Sequence[Sequence[Message]],
-        *,
-        max_tokens: int = 512,
-        sampling: Sampling = GREEDY,
-        json_schema: SchemaPerRow = None,
-    ) -> list[Completion]:
-        import torch
+    def generate(self, **options: Any) -> Any:
         from transformers import LogitsProcessorList
 
-        if json_schema is not None:
-            raise ValueError("FreeFieldSampling decodes plainly; it takes no schema")
-        tok = self.llm.tokenizer
-        prompts = [
-            tokenize_chat(tok, self.llm.with_default_system(m), add_generation_prompt=True)
-            for m in conversations
-        ]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        answers: dict[int, Completion] = {}
-        with torch.random.fork_rng():
-            if self.sampling.seed is not None:
-                torch.manual_seed(self.sampling.seed)
-            for start in range(0, len(order), self.llm.batch_size):
-                batch = order[start : start + self.llm.batch_size]
-                enc = tok.pad(
-                    {"input_ids": [prompts[i] for i in batch]}, return_tensors="pt", padding=True
-                )
-                processor = GreedyOutside(tok, self.fields, enc["input_ids"].shape[1], len(batch))
-                started = time.perf_counter()
-                with torch.inference_mode():
-                    out = self.llm.model.generate(
-                        **enc,
-                        max_new_tokens=max_tokens,
-                        pad_token_id=tok.pad_token_id,
-                        eos_token_id=tok.eos_token_id,
-                        do_sample=True,
-                        temperature=self.sampling.temperature,
-                        top_p=self.sampling.top_p,
-                        top_k=None,
-                        repetition_penalty=None,
-                        logits_processor=LogitsProcessorList([processor]),
-                    )
-                latency = time.perf_counter() - started
-                self.sampled_steps += processor.sampled_steps
-                generated = out[:, enc["input_ids"].shape[1] :].tolist()
-                for i, tokens in zip(batch, generated, strict=True):
-                    finished = tok.eos_token_id in tokens
-                    if finished:
-                        tokens = tokens[: tokens.index(tok.eos_token_id) + 1]
-                    answers[i] = Completion(
-                        text=tok.decode(tokens, skip_special_tokens=True).strip(),
-                        finish_reason="stop" if finished else "length",
-                        prompt_tokens=len(prompts[i]),
-                        completion_tokens=len(tokens),
-                        latency_s=latency,
-                    )
-        return [answers[i] for i in range(len(prompts))]
+        rows, width = options["input_ids"].shape
+        processor = GreedyOutside(self._tokenizer, self._fields, width, rows)
+        options["logits_processor"] = LogitsProcessorList(
+            [*options.get("logits_processor", []), processor]
+        )
+        try:
+            return self._model.generate(**options)
+        finally:
+            self.sampled_steps += processor.sampled_steps

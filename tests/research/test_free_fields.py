@@ -2,10 +2,12 @@
 leaves only there the scores for sampling, and a model that never opens the field decodes
 its greedy answer at any temperature."""
 
+import json
+
 import pytest
 import torch
 
-from research.free_fields import FreeFieldSampling, GreedyOutside, JsonCursor
+from research.free_fields import GreedyOutside, JsonCursor, free_field_sampling
 from structune.llms.local import LocalLLM
 from structune.llms.sampling import Sampling
 
@@ -60,7 +62,25 @@ def test_a_field_never_opened_decodes_the_greedy_answer_at_any_temperature(tiny_
     greedy = [c.text for c in tiny.complete_many(conversations, max_tokens=16)]
     hot = Sampling(temperature=2.0, seed=0)
     sampled = [c.text for c in tiny.complete_many(conversations, max_tokens=16, sampling=hot)]
-    free = FreeFieldSampling(tiny, ["length_seconds"], hot)
-    assert [c.text for c in free.complete_many(conversations, max_tokens=16)] == greedy
+    free = free_field_sampling(tiny, ["length_seconds"])
+    answers = free.complete_many(conversations, max_tokens=16, sampling=hot)
+    assert [c.text for c in answers] == greedy
     assert sampled != greedy  # the temperature is hot enough to change a free answer
-    assert free.sampled_steps == 0
+    assert free.model.sampled_steps == 0
+
+
+def test_under_a_schema_the_free_field_is_sampled_and_the_answer_still_valid(tiny_model_dir):
+    tiny = LocalLLM.load(str(tiny_model_dir), dtype="float32", batch_size=2)
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "length_seconds": {"type": "integer"}},
+        "required": ["name", "length_seconds"],
+        "additionalProperties": False,
+    }
+    free = free_field_sampling(tiny, ["length_seconds"])
+    conversations = [[{"role": "user", "content": f"Song {i}"}] for i in range(2)]
+    hot = Sampling(temperature=1.0, seed=0)
+    answers = free.complete_many(conversations, max_tokens=48, sampling=hot, json_schema=schema)
+    assert free.model.sampled_steps > 0  # the grammar led every row into length_seconds
+    for answer in answers:
+        assert isinstance(json.loads(answer.text)["length_seconds"], int)
